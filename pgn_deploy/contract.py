@@ -1,0 +1,406 @@
+"""The contract every part of pgn-deploy builds on.
+
+* Output names: ``pgn_<label>_p<format(p, "g")>`` (``pgn_uni_p0.5``, ``pgn_oh_p1``), plus the
+  optional ``pred`` (argmax class map, int32, N x H x W) and the baselines ``msp``
+  (1 - max softmax) and ``entropy`` (softmax entropy, nats), float32 N x 1 x H x W like the maps.
+* Metadata: one JSON document under the ONNX ``metadata_props`` key ``pgn_deploy``
+  (:class:`Metadata`). The runtime, the engine builder and the C++ library read it and nothing
+  else.
+* Errors: :class:`PGNError` and its subclasses. CLIs print one line and exit non-zero.
+* Files: :func:`atomic_write` writes to a temporary file beside the target and renames it.
+
+This module imports neither torch nor the exporter: a deployment host has only numpy, onnx and
+onnxruntime.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+METADATA_KEY = "pgn_deploy"
+FORMAT_VERSION = 1
+
+FORMS = ("paper", "exact")
+LABELS = ("uni", "oh", "gt")
+RESOLUTIONS = ("feature", "output")
+PRED = "pred"
+BASELINES = ("msp", "entropy")
+GT_INPUT = "pgn_gt"
+
+
+# --------------------------------------------------------------------------- errors
+class PGNError(Exception):
+    """Base class of every error pgn-deploy raises on purpose (one clear line of text)."""
+
+
+class BadInputError(PGNError):
+    """An argument, file or array the caller gave is wrong (shape, dtype, value, path)."""
+
+
+class ModelLoadError(BadInputError):
+    """A checkpoint or ONNX file is missing, truncated, corrupt or of an unknown kind."""
+
+
+class UnsupportedModelError(PGNError):
+    """The model is valid but cannot be grafted (no classifier head, not segmentation, ...)."""
+
+
+class MissingMetadataError(PGNError):
+    """An ONNX model carries no ``pgn_deploy`` metadata: it was not made by ``pgn-export``."""
+
+
+class BackendUnavailableError(PGNError):
+    """A backend needs a package or hardware that is not present (the message names it)."""
+
+
+class ArtifactExistsError(PGNError):
+    """An output file exists and ``force`` was not given."""
+
+
+def require(module: str, extra: str, purpose: str) -> Any:
+    """Import ``module`` lazily; a missing one raises a PGNError naming the extra to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"{purpose} needs the Python package '{module.split('.')[0]}', which is not "
+            f"installed ({exc}); install it with: pip install 'pgn-deploy[{extra}]'"
+        ) from None
+
+
+# --------------------------------------------------------------------------- names
+def format_p(p: float) -> str:
+    """How p is written in output names: Python's ``format(p, "g")`` (0.5 -> '0.5', 1.0 -> '1')."""
+    return format(float(p), "g")
+
+
+def pgn_output_name(label: str, p: float) -> str:
+    """Output name of the PGN map for ``label`` and exponent ``p``: ``pgn_<label>_p<p>``."""
+    return f"pgn_{label}_p{format_p(p)}"
+
+
+def parse_pgn_output_name(name: str) -> tuple[str, float] | None:
+    """Inverse of :func:`pgn_output_name`; ``None`` for a name that is not a PGN map."""
+    if not name.startswith("pgn_"):
+        return None
+    label, _, p_text = name[4:].partition("_p")
+    if label not in LABELS or not p_text:
+        return None
+    try:
+        p = float(p_text)
+    except ValueError:
+        return None
+    return label, p
+
+
+# --------------------------------------------------------------------------- spec
+@dataclasses.dataclass(frozen=True)
+class PGNSpec:
+    """What to graft: exponents ``p``, auxiliary ``labels``, the closed ``form`` and options.
+
+    * ``form="paper"``: the published class factor (eqs. 7, 8); ``"exact"``: the true loss
+      gradient (matches autograd); label ``gt`` exists only for ``exact``.
+    * ``bias``: include the classifier bias in the parameter set.
+    * ``resolution="feature"``: gradient at the classifier's resolution, map resized like the
+      logits; ``"output"``: exact gradient per output pixel (softmax and features resized first).
+    * ``keep_feature_size``: do not resize the maps to the logits' output size.
+    """
+
+    p: tuple[float, ...] = (0.5,)
+    labels: tuple[str, ...] = ("uni",)
+    form: str = "paper"
+    bias: bool = False
+    resolution: str = "feature"
+    keep_feature_size: bool = False
+    pred: bool = False
+    baselines: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "p", tuple(float(p) for p in self.p))
+        object.__setattr__(self, "labels", tuple(self.labels))
+        if not self.p:
+            raise BadInputError("at least one p is needed")
+        for p in self.p:
+            if not (math.isfinite(p) and p > 0):
+                raise BadInputError(f"p must be a finite number > 0, got {p:g}")
+        if not self.labels:
+            raise BadInputError("at least one label is needed")
+        for label in self.labels:
+            if label not in LABELS:
+                raise BadInputError(f"unknown label {label!r}; choose from {', '.join(LABELS)}")
+        if self.form not in FORMS:
+            raise BadInputError(f"unknown form {self.form!r}; choose from {', '.join(FORMS)}")
+        if "gt" in self.labels and self.form != "exact":
+            raise BadInputError("label 'gt' needs --form exact (the paper form has no gt label)")
+        if self.resolution not in RESOLUTIONS:
+            raise BadInputError(
+                f"unknown resolution {self.resolution!r}; choose from {', '.join(RESOLUTIONS)}"
+            )
+        if self.resolution == "output" and self.keep_feature_size:
+            raise BadInputError("--keep-feature-size contradicts --resolution output")
+        if len(set(self.p)) != len(self.p) or len(set(self.labels)) != len(self.labels):
+            raise BadInputError("p values and labels must not repeat")
+
+    @property
+    def map_names(self) -> list[str]:
+        """Names of every PGN output, labels outer, p inner."""
+        return [pgn_output_name(label, p) for label in self.labels for p in self.p]
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"p": list(self.p), "labels": list(self.labels)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PGNSpec:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
+
+# --------------------------------------------------------------------------- metadata
+@dataclasses.dataclass
+class InputInfo:
+    """How the graph input is fed.
+
+    ``layout`` is ``"NCHW"``; ``channel_order`` ``"RGB"`` or ``"BGR"``; pixel values are
+    ``(uint8 / scale - mean) / std`` per channel; ``size`` is (H, W) the model was exported at
+    (``None``: any size), ``resize`` whether the runtime resizes images to ``size``.
+    """
+
+    name: str = "input"
+    layout: str = "NCHW"
+    channel_order: str = "RGB"
+    scale: float = 255.0
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    size: tuple[int, int] | None = None
+    resize: bool = False
+    dynamic_batch: bool = True
+    dynamic_size: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        d["size"] = list(self.size) if self.size else None
+        return d
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> InputInfo:
+        d = dict(data)
+        d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
+        d["size"] = tuple(d["size"]) if d.get("size") else None
+        return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
+
+
+@dataclasses.dataclass
+class HeadInfo:
+    """The classifier head the graft found.
+
+    ``conv_nodes``: the 1x1 Conv node(s) (several for a multi-branch head), ``features``: their
+    input tensors (psi), ``logits``: the tensor the graft treated as the logits (after the
+    model's own resize), ``head_logits``: the summed classifier output at feature resolution,
+    ``resize``: ``"none"`` or the interpolation mode mirrored for the maps.
+    """
+
+    conv_nodes: list[str]
+    features: list[str]
+    logits: str
+    head_logits: str
+    logits_output: str
+    resize: str = "none"
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HeadInfo:
+        return cls(**{k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(cls)}})
+
+
+@dataclasses.dataclass
+class Metadata:
+    """The ``pgn_deploy`` metadata document of a grafted model (format version 1).
+
+    ``original_outputs``: the model's own outputs, unchanged; ``pgn_outputs``: the PGN maps
+    (float32, N x 1 x H x W); ``pred``: name of the argmax output or ``None``; ``baselines``: the
+    baseline map outputs; ``calibration``: per-map statistics from ``pgn-calibrate``
+    (``{name: {"q": {"0.5": v, ...}, "max": v}}``) or ``None``; ``precision``: the network's
+    precision (``fp32``, ``fp16``, ``bf16``); the PGN subgraph is always float32.
+    """
+
+    spec: PGNSpec
+    head: HeadInfo
+    num_classes: int
+    input: InputInfo
+    original_outputs: list[str]
+    pgn_outputs: list[str]
+    pred: str | None = None
+    baselines: list[str] = dataclasses.field(default_factory=list)
+    class_names: list[str] | None = None
+    calibration: dict[str, Any] | None = None
+    precision: str = "fp32"
+    gt_input: str | None = None
+    producer: str = ""
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def score_outputs(self) -> list[str]:
+        """Every per-pixel score map: the PGN maps then the baselines."""
+        return [*self.pgn_outputs, *self.baselines]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "producer": self.producer or f"pgn_deploy {_version()}",
+            "spec": self.spec.to_json(),
+            "head": self.head.to_json(),
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+            "input": self.input.to_json(),
+            "outputs": {
+                "original": self.original_outputs,
+                "pgn": self.pgn_outputs,
+                "pred": self.pred,
+                "baselines": self.baselines,
+            },
+            "calibration": self.calibration,
+            "precision": self.precision,
+            "gt_input": self.gt_input,
+        }
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Metadata:
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise MissingMetadataError(
+                f"pgn_deploy metadata format {version!r} is not supported (expected "
+                f"{FORMAT_VERSION}); re-export the model with this version of pgn-export"
+            )
+        outputs = data["outputs"]
+        return cls(
+            spec=PGNSpec.from_json(data["spec"]),
+            head=HeadInfo.from_json(data["head"]),
+            num_classes=int(data["num_classes"]),
+            input=InputInfo.from_json(data["input"]),
+            original_outputs=list(outputs["original"]),
+            pgn_outputs=list(outputs["pgn"]),
+            pred=outputs.get("pred"),
+            baselines=list(outputs.get("baselines") or []),
+            class_names=data.get("class_names"),
+            calibration=data.get("calibration"),
+            precision=data.get("precision", "fp32"),
+            gt_input=data.get("gt_input"),
+            producer=data.get("producer", ""),
+        )
+
+    @classmethod
+    def loads(cls, text: str) -> Metadata:
+        try:
+            return cls.from_json(json.loads(text))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MissingMetadataError(f"the pgn_deploy metadata is malformed: {exc}") from None
+
+
+def _version() -> str:
+    from pgn_deploy import __version__
+
+    return __version__
+
+
+def read_metadata(model: Any) -> Metadata:
+    """Metadata of an ``onnx.ModelProto`` or of an ONNX file (path); raises a PGNError if absent."""
+    import onnx
+
+    source = str(model) if not isinstance(model, onnx.ModelProto) else "the model"
+    if not isinstance(model, onnx.ModelProto):
+        model = load_onnx(model, load_weights=False)
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            return Metadata.loads(prop.value)
+    raise MissingMetadataError(
+        f"{source} has no pgn_deploy metadata: it is not a grafted model; run pgn-export on it first"
+    )
+
+
+def write_metadata(model: Any, meta: Metadata) -> None:
+    """Set (or replace) the ``pgn_deploy`` metadata entry of an ``onnx.ModelProto`` in place."""
+    for prop in list(model.metadata_props):
+        if prop.key == METADATA_KEY:
+            model.metadata_props.remove(prop)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, meta.dumps()
+
+
+def load_onnx(path: str | os.PathLike[str], load_weights: bool = True) -> Any:
+    """Load an ONNX file with a clear PGNError for a missing, truncated or corrupt file."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such file")
+    try:
+        return onnx.load(str(path), load_external_data=load_weights)
+    except Exception as exc:  # protobuf raises DecodeError, onnx raises several kinds
+        raise ModelLoadError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+
+
+# --------------------------------------------------------------------------- files
+def check_output_path(path: str | os.PathLike[str], force: bool = False) -> Path:
+    """Validate a target file path before any work: its folder exists, it is not overwritten
+    unless ``force``. Returns the path."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise BadInputError(f"{path}: the folder {path.parent} does not exist")
+    if path.is_dir():
+        raise BadInputError(f"{path}: is a folder, expected a file path")
+    if path.exists() and not force:
+        raise ArtifactExistsError(f"{path} exists; pass --force to overwrite it")
+    return path
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None], force: bool = False) -> Path:
+    """Write a file through ``write(tmp_path)`` into a temporary file beside ``path``, then rename.
+
+    A failure leaves no partial file and keeps an existing ``path`` untouched; an existing
+    ``path`` is replaced only with ``force``.
+    """
+    path = check_output_path(path, force)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        if not force and path.exists():  # appeared while we worked
+            raise ArtifactExistsError(f"{path} exists; pass --force to overwrite it")
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, force: bool = False) -> Path:
+    """:func:`atomic_write` for a text file."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text), force)
+
+
+def save_onnx(model: Any, path: str | os.PathLike[str], force: bool = False) -> Path:
+    """Save an ``onnx.ModelProto`` atomically (single file; > 2 GB models are refused)."""
+    import onnx
+
+    if model.ByteSize() >= 2**31 - 1:
+        raise UnsupportedModelError("models over 2 GB (external data) are not supported yet")
+    return atomic_write(path, lambda tmp: onnx.save(model, str(tmp)), force)
+
+
+def unique(items: Iterable[str]) -> list[str]:
+    """Items in first-seen order without repeats."""
+    return list(dict.fromkeys(items))

@@ -1,0 +1,206 @@
+"""Reference PGN math in PyTorch: the oracle the grafted graph is tested against.
+
+Everything here follows ``shared/spec/pgn-math.md``. Tensors are ``N x C x h x w`` (logits,
+class factor) and ``N x E_i x h x w`` (the classifier inputs ``psi_i``); every function works
+in the dtype it is given (pass float64 for the reference).
+
+* :func:`class_factor` -- the class factor ``g`` of the ``paper`` or ``exact`` form.
+* :func:`pgn_map` -- the closed form ``||g||_p * ||psi||_p`` (multi-branch, bias, any p > 0).
+* :func:`pgn_maps` -- every map of a :class:`~pgn_deploy.contract.PGNSpec`, resized like the
+  logits when the spec asks for it.
+* :func:`explicit_gradient_norm` -- the unfactorized outer product, for the factorization test.
+* :func:`autograd_pgn` -- per-pixel back-propagation (the naive method the paper calls
+  infeasible): the oracle for the ``exact`` form.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from pgn_deploy.contract import BadInputError, PGNSpec, pgn_output_name
+
+
+def _check_p(p: float) -> float:
+    p = float(p)
+    if not p > 0:
+        raise BadInputError(f"p must be > 0, got {p:g}")
+    return p
+
+
+def _onehot(index: torch.Tensor, num_classes: int, like: torch.Tensor) -> torch.Tensor:
+    """``N x h x w`` class ids -> ``N x C x h x w`` one-hot in ``like``'s dtype."""
+    return F.one_hot(index.long(), num_classes).permute(0, 3, 1, 2).to(like.dtype)
+
+
+def class_factor(
+    logits: torch.Tensor, form: str = "paper", label: str = "uni", gt: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The class factor ``g`` (``N x C x h x w``) of the PGN outer product ``g (x) psi``.
+
+    ``paper`` (eqs. 7, 8): ``oh``: ``S_h * (1 - [h == c_hat])`` with every maximal class zeroed
+    (ties compare with the max); ``uni``: ``S_h * (C - 1) / C``.
+    ``exact`` (the true gradient): ``oh``: ``S - onehot(argmax)`` (first maximal class);
+    ``uni``: ``S - 1/C``; ``gt``: ``S - onehot(gt)`` with ``gt`` an ``N x h x w`` class map.
+    """
+    probs = torch.softmax(logits, dim=1)
+    num_classes = logits.shape[1]
+    if form == "paper":
+        if label == "uni":
+            return probs * ((num_classes - 1) / num_classes)
+        if label == "oh":
+            is_max = probs == probs.amax(dim=1, keepdim=True)
+            return probs * (~is_max).to(probs.dtype)
+    elif form == "exact":
+        if label == "uni":
+            return probs - 1.0 / num_classes
+        if label == "oh":
+            return probs - _onehot(probs.argmax(dim=1), num_classes, probs)
+        if label == "gt":
+            if gt is None:
+                raise BadInputError("label 'gt' needs a ground-truth class map")
+            return probs - _onehot(gt, num_classes, probs)
+    raise BadInputError(f"no class factor for form {form!r} with label {label!r}")
+
+
+def p_sum(x: torch.Tensor, p: float, dim: int = 1) -> torch.Tensor:
+    """``sum_i |x_i|^p`` over ``dim`` (0, not NaN, at x = 0 for p < 1)."""
+    return x.abs().pow(_check_p(p)).sum(dim=dim)
+
+
+def pgn_map(
+    features: Sequence[torch.Tensor],
+    logits: torch.Tensor,
+    p: float,
+    label: str = "uni",
+    form: str = "paper",
+    bias: bool = False,
+    gt: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Closed-form PGN ``||g||_p * (sum_i ||psi_i||_p^p [+ 1 with bias])^(1/p)``, ``N x h x w``.
+
+    ``features`` are the classifier inputs ``psi_i`` already at the logits' resolution (the
+    model's own linear resize applied per branch); ``logits`` are ``N x C x h x w``.
+    """
+    p = _check_p(p)
+    g = class_factor(logits, form, label, gt)
+    feature_sum = sum(p_sum(psi, p) for psi in features)
+    if bias:
+        feature_sum = feature_sum + 1.0
+    return p_sum(g, p).pow(1.0 / p) * feature_sum.pow(1.0 / p)
+
+
+def explicit_gradient_norm(
+    features: Sequence[torch.Tensor],
+    logits: torch.Tensor,
+    p: float,
+    label: str = "uni",
+    form: str = "paper",
+    bias: bool = False,
+    gt: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The p-norm of the explicit (unfactorized) outer products ``g (x) psi_i``, ``N x h x w``.
+
+    Materializes ``N x C x E x h x w`` per branch: use on small tensors only.
+    """
+    p = _check_p(p)
+    g = class_factor(logits, form, label, gt)
+    total = sum(p_sum(g.unsqueeze(2) * psi.unsqueeze(1), p, dim=(1, 2)) for psi in features)
+    if bias:
+        total = total + p_sum(g, p)
+    return total.pow(1.0 / p)
+
+
+def baseline_maps(logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``msp`` (1 - max softmax) and ``entropy`` (nats) of ``N x C x h x w`` logits, ``N x h x w``."""
+    log_probs = torch.log_softmax(logits, dim=1)
+    probs = log_probs.exp()
+    return {
+        "msp": 1.0 - probs.amax(dim=1),
+        "entropy": -(probs * log_probs).sum(dim=1),
+    }
+
+
+def resize_like_logits(
+    x: torch.Tensor, size: tuple[int, int] | None, mode: str = "bilinear", align_corners: bool = False
+) -> torch.Tensor:
+    """Resize ``N x K x h x w`` to ``size`` the way the model resizes its logits (no-op if None)."""
+    if size is None or tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if mode == "nearest":
+        return F.interpolate(x, size=size, mode="nearest")
+    return F.interpolate(x, size=size, mode=mode, align_corners=align_corners)
+
+
+def pgn_maps(
+    features: Sequence[torch.Tensor],
+    head_logits: torch.Tensor,
+    spec: PGNSpec,
+    output_size: tuple[int, int] | None = None,
+    mode: str = "bilinear",
+    align_corners: bool = False,
+    gt: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Every PGN map of ``spec`` (``N x H x W`` each), as the grafted graph defines them.
+
+    ``head_logits`` and ``features`` are at the classifier's resolution; ``output_size`` is the
+    size the model resizes its logits to (``None``: no resize), with ``mode``/``align_corners``.
+    ``resolution="feature"`` computes at the classifier's resolution then resizes each map;
+    ``"output"`` resizes logits and features first (the exact per-output-pixel gradient).
+    ``gt`` (``N x H x W`` at the output size) feeds label ``gt``.
+    """
+    def resize(x: torch.Tensor) -> torch.Tensor:
+        return resize_like_logits(x, output_size, mode, align_corners)
+
+    if spec.resolution == "output":
+        features = [resize(psi) for psi in features]
+        head_logits = resize(head_logits)
+    elif gt is not None and output_size is not None and tuple(gt.shape[-2:]) != tuple(head_logits.shape[-2:]):
+        gt = F.interpolate(gt[:, None].double(), size=head_logits.shape[-2:], mode="nearest")[:, 0].long()
+    maps = {}
+    for label in spec.labels:
+        for p in spec.p:
+            pgn = pgn_map(features, head_logits, p, label, spec.form, spec.bias, gt)
+            if spec.resolution == "feature" and not spec.keep_feature_size:
+                pgn = resize(pgn[:, None])[:, 0]
+            maps[pgn_output_name(label, p)] = pgn
+    return maps
+
+
+def autograd_pgn(
+    logits: torch.Tensor,
+    params: Sequence[torch.Tensor],
+    pixels: Sequence[tuple[int, int, int]],
+    p: float,
+    label: str = "uni",
+    gt: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-pixel back-propagation: ``||dL_pixel / d params||_p`` for each ``(n, y, x)`` pixel.
+
+    ``logits`` (``N x C x H x W``) must be computed from ``params`` (the classifier weights,
+    and the biases when they count) with autograd enabled; each pixel's cross-entropy loss
+    against the auxiliary label (``uni``: 1/C, ``oh``: one-hot of the argmax, ``gt``: one-hot
+    of ``gt[n, y, x]``) is back-propagated on its own. Returns a 1-D tensor of norms. This is
+    the ``exact`` form's oracle; it costs one backward pass per pixel.
+    """
+    p = _check_p(p)
+    num_classes = logits.shape[1]
+    norms = []
+    for n, y, x in pixels:
+        z = logits[n, :, y, x]
+        log_probs = torch.log_softmax(z, dim=0)
+        if label == "uni":
+            target = torch.full_like(z, 1.0 / num_classes)
+        elif label == "oh":
+            target = F.one_hot(z.argmax(), num_classes).to(z.dtype)
+        elif label == "gt":
+            if gt is None:
+                raise BadInputError("label 'gt' needs a ground-truth class map")
+            target = F.one_hot(gt[n, y, x].long(), num_classes).to(z.dtype)
+        else:
+            raise BadInputError(f"unknown label {label!r}")
+        loss = -(target * log_probs).sum()
+        grads = torch.autograd.grad(loss, list(params), retain_graph=True)
+        norms.append(sum(g.abs().pow(p).sum() for g in grads).pow(1.0 / p))
+    return torch.stack(norms)
