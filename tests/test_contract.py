@@ -1,0 +1,120 @@
+"""The contract: output names, spec validation, metadata round trip, atomic files."""
+from __future__ import annotations
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from pgn_deploy import contract as C
+
+
+def test_output_names_follow_python_g_format():
+    assert C.pgn_output_name("uni", 0.5) == "pgn_uni_p0.5"
+    assert C.pgn_output_name("oh", 1) == "pgn_oh_p1"
+    assert C.pgn_output_name("uni", 2.0) == "pgn_uni_p2"
+    assert C.pgn_output_name("gt", 1e-5) == "pgn_gt_p1e-05"
+    for name in ("pgn_uni_p0.5", "pgn_oh_p1", "pgn_gt_p1e-05"):
+        label, p = C.parse_pgn_output_name(name)
+        assert C.pgn_output_name(label, p) == name
+    assert C.parse_pgn_output_name("msp") is None
+    assert C.parse_pgn_output_name("pgn_foo_p1") is None
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"p": (0.0,)}, "p must be"),
+        ({"p": (-1.0,)}, "p must be"),
+        ({"p": (float("nan"),)}, "p must be"),
+        ({"labels": ("soft",)}, "unknown label"),
+        ({"labels": ("gt",)}, "needs --form exact"),
+        ({"form": "true"}, "unknown form"),
+        ({"resolution": "input"}, "unknown resolution"),
+        ({"resolution": "output", "keep_feature_size": True}, "contradicts"),
+        ({"p": (0.5, 0.5)}, "must not repeat"),
+    ],
+)
+def test_spec_rejects_bad_values(kwargs, message):
+    with pytest.raises(C.BadInputError, match=message):
+        C.PGNSpec(**kwargs)
+
+
+def _meta() -> C.Metadata:
+    spec = C.PGNSpec(p=(0.5, 1), labels=("uni", "oh"), pred=True, baselines=True)
+    return C.Metadata(
+        spec=spec,
+        head=C.HeadInfo(["conv"], ["psi"], "logits", "head_logits", "out", "linear"),
+        num_classes=3,
+        input=C.InputInfo(size=(64, 128)),
+        original_outputs=["out"],
+        pgn_outputs=spec.map_names,
+        pred="pred",
+        baselines=["msp", "entropy"],
+        class_names=["a", "b", "c"],
+    )
+
+
+def _tiny_model() -> onnx.ModelProto:
+    node = helper.make_node("Identity", ["x"], ["y"])
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    return helper.make_model(graph)
+
+
+def test_metadata_round_trip_through_an_onnx_file(tmp_path):
+    model = _tiny_model()
+    with pytest.raises(C.MissingMetadataError, match="run pgn-export"):
+        C.read_metadata(model)
+    meta = _meta()
+    C.write_metadata(model, meta)
+    C.write_metadata(model, meta)  # replaces, never duplicates
+    assert sum(p.key == C.METADATA_KEY for p in model.metadata_props) == 1
+    path = C.save_onnx(model, tmp_path / "m.onnx")
+    back = C.read_metadata(path)
+    assert back.to_json() == meta.to_json()
+    assert back.score_outputs == [*meta.pgn_outputs, "msp", "entropy"]
+    assert back.input.size == (64, 128)
+
+
+def test_metadata_of_another_format_version_is_refused():
+    data = _meta().to_json() | {"format_version": 99}
+    with pytest.raises(C.MissingMetadataError, match="format 99"):
+        C.Metadata.from_json(data)
+    with pytest.raises(C.MissingMetadataError, match="malformed"):
+        C.Metadata.loads('{"format_version": 1}')
+
+
+def test_load_onnx_errors(tmp_path):
+    with pytest.raises(C.ModelLoadError, match="no such file"):
+        C.load_onnx(tmp_path / "missing.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage that is not protobuf \xff\xff")
+    with pytest.raises(C.ModelLoadError, match="not a readable ONNX model"):
+        C.load_onnx(bad)
+
+
+def test_atomic_write_never_leaves_partial_files(tmp_path):
+    target = tmp_path / "out.txt"
+    C.atomic_write_text(target, "good")
+    with pytest.raises(C.ArtifactExistsError, match="--force"):
+        C.atomic_write_text(target, "other")
+
+    def failing(tmp):
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        C.atomic_write(target, failing, force=True)
+    assert target.read_text() == "good"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+    C.atomic_write_text(target, "new", force=True)
+    assert target.read_text() == "new"
+    with pytest.raises(C.BadInputError, match="does not exist"):
+        C.atomic_write_text(tmp_path / "missing" / "x.txt", "x")
+
+
+def test_require_names_the_extra():
+    with pytest.raises(C.BackendUnavailableError, match=r"pgn-deploy\[trt\]"):
+        C.require("surely_not_a_module_xyz", "trt", "building a TensorRT plan")
