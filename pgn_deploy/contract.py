@@ -171,6 +171,9 @@ class InputInfo:
     ``layout`` is ``"NCHW"``; ``channel_order`` ``"RGB"`` or ``"BGR"``; pixel values are
     ``(uint8 / scale - mean) / std`` per channel; ``size`` is (H, W) the model was exported at
     (``None``: any size), ``resize`` whether the runtime resizes images to ``size``.
+    ``assumed_normalization``: ``mean``/``std``/``channel_order`` are defaults assumed by
+    pgn-export (ImageNet statistics for 3 channels, else mean 0, std 1), not read from the
+    checkpoint.
     """
 
     name: str = "input"
@@ -183,6 +186,7 @@ class InputInfo:
     resize: bool = False
     dynamic_batch: bool = True
     dynamic_size: bool = True
+    assumed_normalization: bool = False
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -205,7 +209,11 @@ class HeadInfo:
     ``conv_nodes``: the 1x1 Conv node(s) (several for a multi-branch head), ``features``: their
     input tensors (psi), ``logits``: the tensor the graft treated as the logits (after the
     model's own resize), ``head_logits``: the summed classifier output at feature resolution,
-    ``resize``: ``"none"`` or the interpolation mode mirrored for the maps.
+    ``resize``: ``"none"`` or the interpolation mode mirrored for the maps (PyTorch names:
+    ``bilinear``, ``nearest``, ``bicubic``; several resizes in a row are joined by ``+``),
+    ``align_corners``: that resize's ``align_corners``; ``feature_resize``: per branch,
+    ``"none"`` or the mode of the resize the model applies to that branch's conv output before
+    the sum (then ``features[i]`` is brought to ``head_logits``' size the same way).
     """
 
     conv_nodes: list[str]
@@ -214,6 +222,8 @@ class HeadInfo:
     head_logits: str
     logits_output: str
     resize: str = "none"
+    align_corners: bool = False
+    feature_resize: list[str] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,0 +1,92 @@
+"""``pgn-export CKPT``: one ONNX model that returns the segmentation and the PGN maps."""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from pgn_deploy.cli.common import make_parser, print_json, run_cli
+from pgn_deploy.contract import FORMS, LABELS, RESOLUTIONS
+
+EXPORTER_CHOICES = ("dynamo", "torchscript")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_flag: str | None = None) -> None:
+    """The flags that say how to load a checkpoint (shared with ``pgn-check --reference``)."""
+    if checkpoint_flag is None:
+        parser.add_argument("checkpoint", help="SDK checkpoint, state_dict, TorchScript archive or ONNX file")
+    else:
+        parser.add_argument(checkpoint_flag, dest="checkpoint", metavar="CKPT", default=None,
+                            help="the original checkpoint (any kind pgn-export reads)")
+    parser.add_argument("--arch", help="network builder 'package.module:callable' (needed for a plain state_dict)")
+    parser.add_argument("--arch-kwargs", metavar="JSON", help="keyword arguments of --arch as a JSON object")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow a fully pickled nn.Module (loading it runs code from the file)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser(
+        "pgn-export",
+        "Export a segmentation checkpoint to ONNX with PGN uncertainty maps grafted in as extra outputs.",
+    )
+    add_model_arguments(parser)
+    parser.add_argument("--p", type=float, action="append", metavar="P",
+                        help="exponent of the p-norm, > 0; repeat for several maps (default 0.5)")
+    parser.add_argument("--label", action="append", choices=(*LABELS, "both"),
+                        help="auxiliary label: uni, oh, gt (form exact) or both = uni + oh; repeatable (default uni)")
+    parser.add_argument("--form", choices=FORMS, default="paper", help="class factor: published (paper) or true gradient (exact)")
+    parser.add_argument("--bias", action="store_true", help="include the classifier bias in the gradient")
+    parser.add_argument("--resolution", choices=RESOLUTIONS, default="feature",
+                        help="feature: gradient at the classifier's resolution, then resized; output: per output pixel")
+    parser.add_argument("--keep-feature-size", action="store_true", help="do not resize the maps to the logits' size")
+    parser.add_argument("--pred", action="store_true", help="add the argmax class map output 'pred'")
+    parser.add_argument("--baselines", action="store_true", help="add the baseline maps 'msp' and 'entropy'")
+    parser.add_argument("--head", metavar="NODE", help="name of the classifier Conv node (default: found automatically)")
+    parser.add_argument("--input-shape", metavar="NxCxHxW", help="shape traced at export (batch and size stay dynamic)")
+    parser.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
+    parser.add_argument("--exporter", choices=EXPORTER_CHOICES, help="PyTorch ONNX exporter (default torchscript)")
+    parser.add_argument("-o", "--output", metavar="OUT.onnx", help="output file (default <stem>.pgn.onnx beside CKPT)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    return parser
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pgn_deploy.export.api import export_model
+
+    result = export_model(
+        args.checkpoint,
+        args.output,
+        p=args.p or [0.5],
+        labels=args.label or ["uni"],
+        form=args.form,
+        bias=args.bias,
+        resolution=args.resolution,
+        keep_feature_size=args.keep_feature_size,
+        pred=args.pred,
+        baselines=args.baselines,
+        head=args.head,
+        input_shape=args.input_shape,
+        opset=args.opset,
+        exporter=args.exporter,
+        arch=args.arch,
+        arch_kwargs=args.arch_kwargs,
+        trust_pickle=args.trust_pickle,
+        force=args.force,
+    )
+    if args.json:
+        print_json(result.to_json())
+    else:
+        meta = result.metadata
+        print(f"wrote {result.path}")
+        print(f"  head: {', '.join(meta.head.conv_nodes)} ({meta.num_classes} classes)")
+        print(f"  outputs: {', '.join([*meta.original_outputs, *meta.pgn_outputs, *([meta.pred] if meta.pred else []), *meta.baselines])}")
+        if meta.input.assumed_normalization:
+            print("  note: input mean/std are assumed defaults (the checkpoint has no 'input' dict)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(build_parser(), _export, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

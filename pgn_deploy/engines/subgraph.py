@@ -1,0 +1,62 @@
+"""Which nodes of a grafted model are the network and which the graft added.
+
+The graft only adds nodes and outputs; it never changes how the model's own outputs are
+computed. So the *network* is exactly the set of nodes the original outputs
+(``Metadata.original_outputs``) depend on, and the *PGN subgraph* is every other node: the
+softmax of the head logits, ``|psi|^p`` sums, norms, the resize of the maps, ``pred`` and the
+baselines. This structural split needs no naming convention and also holds for a grafted
+third-party ONNX model. Precision conversion keeps the PGN subgraph float32; the lint checks it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pgn_deploy.contract import Metadata, UnsupportedModelError
+
+
+def producers(graph: Any) -> dict[str, Any]:
+    """Tensor name -> the node of ``graph`` that produces it."""
+    return {out: node for node in graph.node for out in node.output if out}
+
+
+def ancestors(graph: Any, tensors: list[str]) -> set[int]:
+    """Indices (into ``graph.node``) of every node the ``tensors`` depend on."""
+    index = {id(node): i for i, node in enumerate(graph.node)}
+    made_by = producers(graph)
+    seen: set[int] = set()
+    stack = [made_by[t] for t in tensors if t in made_by]
+    while stack:
+        node = stack.pop()
+        i = index[id(node)]
+        if i in seen:
+            continue
+        seen.add(i)
+        stack.extend(made_by[t] for t in node.input if t in made_by)
+    return seen
+
+
+def split_nodes(model: Any, meta: Metadata) -> tuple[list[Any], list[Any]]:
+    """``(network nodes, PGN subgraph nodes)`` of the grafted ``model``, in graph order."""
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    missing = [name for name in meta.original_outputs if name not in outputs]
+    if missing:
+        raise UnsupportedModelError(
+            f"the metadata names original outputs the graph lacks: {', '.join(missing)}"
+        )
+    network = ancestors(graph, list(meta.original_outputs))
+    nodes = list(graph.node)
+    return ([n for i, n in enumerate(nodes) if i in network],
+            [n for i, n in enumerate(nodes) if i not in network])
+
+
+def pgn_node_names(model: Any, meta: Metadata) -> list[str]:
+    """Names of the PGN subgraph's nodes (every node of a grafted model has a unique name)."""
+    _, added = split_nodes(model, meta)
+    unnamed = [node.op_type for node in added if not node.name]
+    if unnamed:
+        raise UnsupportedModelError(
+            f"{len(unnamed)} PGN subgraph node(s) have no name ({', '.join(sorted(set(unnamed)))}); "
+            "re-export the model with pgn-export"
+        )
+    return [node.name for node in added]

@@ -1,0 +1,285 @@
+"""The PGN subgraph: every requested map from the classifier head, in one float32 subgraph.
+
+Math (``shared/spec/pgn-math.md``): per pixel, ``PGN = ||g||_p * (sum_i ||psi_i||_p^p [+ 1])^(1/p)``
+with ``g`` the class factor of the form/label and ``psi_i`` the inputs of the 1x1 classifier
+conv(s). The graph computes it as ``root_p(G_p * F_p)`` with ``G_p = sum_h |g_h|^p`` and
+``F_p = sum_i sum_e |psi_ie|^p [+ 1]``: one root per map, no E x C tensor. Work is shared: the
+softmax, ``|psi|``, ``|g|``, the argmax/one-hot masks and every ``F_p`` are computed once for
+all (label, p) pairs. ``p = 1`` and ``p = 2`` use ReduceL1/ReduceSumSquare, ``p = 0.5`` Sqrt;
+``paper``/``uni`` needs no class tensor at all: ``||g||_p = (C - 1)/C * ||S||_p`` (and
+``||S||_1 = 1``).
+
+Resolution ``feature``: the maps are computed at the classifier's resolution, stacked into one
+N x M x h x w tensor, resized once by the model's own resize ops (same attributes; output size
+taken from the logits' runtime shape) and split into the named N x 1 x H x W outputs.
+Resolution ``output``: the softmax of the model's resized logits and ``psi`` pushed through the
+same resize ops (E channels at H x W: costly, exact per output pixel).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx_ir as ir
+
+from pgn_deploy.contract import BASELINES, GT_INPUT, PRED, PGNSpec, pgn_output_name
+from pgn_deploy.export.graph_builder import FLOAT, GraphBuilder
+from pgn_deploy.export.head import Head, constant_array
+
+# Ops whose output is never negative (then |x| = x and the Abs is skipped).
+_NONNEGATIVE_OPS = ("Relu", "Sigmoid", "HardSigmoid", "Softmax", "Abs", "Exp", "Softplus")
+# Resize modes that keep a non-negative tensor non-negative (convex weights).
+_CONVEX_MODES = ("linear", "nearest")
+
+
+@dataclasses.dataclass
+class PGNOutputs:
+    """Names of what :func:`add_pgn_outputs` added to the graph."""
+
+    maps: list[str]
+    pred: str | None
+    baselines: list[str]
+    gt_input: str | None
+
+
+def add_pgn_outputs(graph: ir.Graph, head: Head, spec: PGNSpec) -> PGNOutputs:
+    """Append the PGN subgraph of ``spec`` for ``head`` to ``graph`` and its outputs.
+
+    ``head``'s values must carry dtype and shape where known (see ``graft``). Outputs: the maps
+    ``pgn_<label>_p<p>`` (float32 N x 1 x H x W, or N x 1 x h x w with ``keep_feature_size``),
+    ``pred`` (int32 N x H x W) and ``msp``/``entropy`` (float32 N x 1 x H x W) when asked; with
+    label ``gt`` an int64 N x H x W graph input ``pgn_gt`` at the logits' output size.
+    """
+    return _PGNGraph(GraphBuilder(graph), head, spec).build()
+
+
+@dataclasses.dataclass
+class _Features:
+    """One branch's psi as float32 at the working resolution; ``nonneg``: known to be >= 0."""
+
+    value: ir.Value
+    nonneg: bool
+
+
+class _PGNGraph:
+    def __init__(self, builder: GraphBuilder, head: Head, spec: PGNSpec) -> None:
+        self.b = builder
+        self.head = head
+        self.spec = spec
+        self.num_classes = head.num_classes
+        self.at_output = spec.resolution == "output"
+
+    # ------------------------------------------------------------------ outputs
+    def build(self) -> PGNOutputs:
+        gt = self._gt_input() if "gt" in self.spec.labels else None
+        baselines = self._baselines() if self.spec.baselines else []
+        pred = self._pred() if self.spec.pred else None
+        logits = self.head.logits if self.at_output else self.head.head_logits
+        probs = self._probabilities(self.b.to_float(logits))
+        features = [self._branch_features(branch) for branch in self.head.branches]
+        maps = [
+            self._pgn_map(probs, features, label, p, gt)
+            for label in self.spec.labels
+            for p in self.spec.p
+        ]
+        names = self.spec.map_names
+        if self.at_output or self.spec.keep_feature_size or not self.head.chain:
+            for value, name in zip(maps, names):
+                self._emit(value, name, self.head.head_logits if self._feature_sized else self.head.logits)
+        else:
+            self._resize_and_split(maps, names)
+        return PGNOutputs(names, pred, baselines, GT_INPUT if gt is not None else None)
+
+    @property
+    def _feature_sized(self) -> bool:
+        return not self.at_output and self.spec.keep_feature_size
+
+    def _resize_and_split(self, maps: list[ir.Value], names: list[str]) -> None:
+        """One resize for all maps: Concat -> the model's resize ops -> Split."""
+        stacked = maps[0] if len(maps) == 1 else self.b.op("Concat", maps, {"axis": 1})
+        resized = self._mirror(self.head.chain, stacked)
+        if len(maps) == 1:
+            self._emit(resized, names[0], self.head.logits)
+            return
+        split = self.b.const([1] * len(maps), np.int64)
+        outputs = self.b.op("Split", [resized, split], {"axis": 1}, num_outputs=len(maps), names=[self.b.claim(n) for n in names])
+        for value in outputs:
+            self._declare_output(value, FLOAT, self.head.logits, channels=1)
+
+    def _emit(self, value: ir.Value, name: str, like: ir.Value, dtype: ir.DataType = FLOAT, channels: int | None = 1) -> None:
+        """Make ``value`` the graph output ``name`` (renamed: it is one of ours)."""
+        value.name = self.b.claim(name)
+        self._declare_output(value, dtype, like, channels)
+
+    def _declare_output(self, value: ir.Value, dtype: ir.DataType, like: ir.Value, channels: int | None) -> None:
+        """Type ``value`` as N x ``channels`` x H x W (``None``: N x H x W) with ``like``'s dims."""
+        dims = list(like.shape) if like.shape is not None and like.shape.rank() == 4 else [None] * 4
+        value.dtype = dtype
+        value.shape = ir.Shape([dims[0], dims[2], dims[3]] if channels is None else [dims[0], channels, dims[2], dims[3]])
+        self.b.graph.outputs.append(value)
+
+    def _pred(self) -> str:
+        argmax = self.b.op("ArgMax", [self.b.to_float(self.head.logits)], {"axis": 1, "keepdims": 0})
+        pred = self.b.op("Cast", [argmax], {"to": int(ir.DataType.INT32)})
+        self._emit(pred, PRED, self.head.logits, ir.DataType.INT32, channels=None)
+        return PRED
+
+    def _baselines(self) -> list[str]:
+        """``msp = 1 - max softmax``, ``entropy = -sum S log S`` (nats) from the output logits."""
+        log_probs = self._log_probabilities(self.b.to_float(self.head.logits))
+        probs = self._probabilities(self.b.to_float(self.head.logits))
+        max_prob = self.b.op("Exp", [self.b.reduce("ReduceMax", log_probs)])
+        msp = self.b.op("Sub", [self.b.const(1.0), max_prob])
+        entropy = self.b.op("Neg", [self.b.reduce("ReduceSum", self.b.op("Mul", [probs, log_probs]))])
+        for value, name in zip((msp, entropy), BASELINES):
+            self._emit(value, name, self.head.logits)
+        return list(BASELINES)
+
+    def _gt_input(self) -> ir.Value:
+        """The ``pgn_gt`` input (int64 N x H x W), nearest-sampled to the working resolution."""
+        dims = list(self.head.logits.shape) if self.head.logits.shape is not None else [None] * 4
+        gt = ir.Value(name=self.b.claim(GT_INPUT), type=ir.TensorType(ir.DataType.INT64), shape=ir.Shape([dims[0], dims[2], dims[3]]))
+        self.b.graph.inputs.append(gt)
+        if self.at_output:
+            return gt
+        # PyTorch's nearest: source index = floor(i * in / out), here in exact integer arithmetic.
+        zero, one = self.b.const(0, np.int64), self.b.const(1, np.int64)
+        for axis in (1, 2):
+            size_in, size_out = self.b.dim(gt, axis), self.b.dim(self.head.head_logits, axis + 1)
+            index = self.b.op("Range", [zero, size_out, one])
+            index = self.b.op("Div", [self.b.op("Mul", [index, size_in]), size_out])
+            gt = self.b.op("Gather", [gt, index], {"axis": axis})
+        return gt
+
+    # ------------------------------------------------------------------ the maps
+    def _pgn_map(self, probs: ir.Value, features: list[_Features], label: str, p: float, gt: ir.Value | None) -> ir.Value:
+        feature_sum = self._feature_sum(features, p)
+        class_sum = self._class_sum(probs, label, p, gt)
+        product = feature_sum if class_sum is None else self.b.op("Mul", [class_sum, feature_sum])
+        pgn = self._root(product, p)
+        if self.spec.form == "paper" and label == "uni":  # ||g||_p = (C - 1)/C * ||S||_p
+            pgn = self.b.op("Mul", [pgn, self.b.const((self.num_classes - 1) / self.num_classes)])
+        return pgn
+
+    def _feature_sum(self, features: list[_Features], p: float) -> ir.Value:
+        """``F_p = sum_i sum_e |psi_ie|^p [+ 1 with bias]`` (N x 1 x h x w), once per p."""
+
+        def make() -> ir.Value:
+            total = None
+            for psi in features:
+                part = self._p_sum(psi.value, p, psi.nonneg)
+                total = part if total is None else self.b.op("Add", [total, part])
+            if self.spec.bias:
+                total = self.b.op("Add", [total, self.b.const(1.0)])
+            return total
+
+        return self.b.memo(("feature_sum", p), make)
+
+    def _class_sum(self, probs: ir.Value, label: str, p: float, gt: ir.Value | None) -> ir.Value | None:
+        """``G_p = sum_h |g_h|^p`` (N x 1 x h x w); ``None`` when it is 1 (paper uni, p = 1)."""
+        if self.spec.form == "paper" and label == "uni":
+            return None if p == 1.0 else self._p_sum(probs, p, nonneg=True)
+        factor, nonneg = self._class_factor(probs, label, gt)
+        return self._p_sum(factor, p, nonneg)
+
+    def _class_factor(self, probs: ir.Value, label: str, gt: ir.Value | None) -> tuple[ir.Value, bool]:
+        """``g`` (N x C x h x w) of the paper ``oh`` and every exact label; shared across p."""
+
+        def make() -> ir.Value:
+            if self.spec.form == "paper":  # oh: every maximal class zeroed (ties included)
+                is_max = self.b.op("Equal", [probs, self.b.reduce("ReduceMax", probs)])
+                return self.b.op("Where", [is_max, self.b.const(0.0), probs])
+            if label == "uni":
+                return self.b.op("Sub", [probs, self.b.const(1.0 / self.num_classes)])
+            target = gt if label == "gt" else self.b.op("ArgMax", [probs], {"axis": 1, "keepdims": 0})
+            return self.b.op("Sub", [probs, self._one_hot(target)])
+
+        return self.b.memo(("class_factor", label), make), self.spec.form == "paper"
+
+    def _one_hot(self, classes: ir.Value) -> ir.Value:
+        """float32 one-hot (N x C x h x w) of int64 N x h x w class ids (out of range: all 0)."""
+        ids = self.b.const(np.arange(self.num_classes).reshape(1, -1, 1, 1), np.int64)
+        classes = self.b.op("Unsqueeze", [classes, self.b.const([1], np.int64)])
+        return self.b.op("Cast", [self.b.op("Equal", [classes, ids])], {"to": int(FLOAT)})
+
+    def _p_sum(self, x: ir.Value, p: float, nonneg: bool) -> ir.Value:
+        """``sum_c |x_c|^p`` over the channels, keepdims (0 at x = 0 for every p > 0)."""
+
+        def make() -> ir.Value:
+            if p == 2.0:
+                return self.b.reduce("ReduceSumSquare", x)
+            if p == 1.0:
+                return self.b.reduce("ReduceSum" if nonneg else "ReduceL1", x)
+            magnitude = x if nonneg else self.b.memo(("abs", x.name), lambda: self.b.op("Abs", [x]))
+            if p == 0.5:
+                powered = self.b.op("Sqrt", [magnitude])
+            else:
+                powered = self.b.op("Pow", [magnitude, self.b.const(p)])
+            return self.b.reduce("ReduceSum", powered)
+
+        return self.b.memo(("p_sum", x.name, p), make)
+
+    def _root(self, x: ir.Value, p: float) -> ir.Value:
+        """``x^(1/p)`` with the cheapest op."""
+        if p == 1.0:
+            return x
+        if p == 2.0:
+            return self.b.op("Sqrt", [x])
+        if p == 0.5:
+            return self.b.op("Mul", [x, x])
+        return self.b.op("Pow", [x, self.b.const(1.0 / p)])
+
+    # ------------------------------------------------------------------ inputs of the maps
+    def _probabilities(self, logits: ir.Value) -> ir.Value:
+        """Softmax over the classes (exp of the log-softmax when the baselines made one)."""
+        log_key = ("log_softmax", logits.name)
+
+        def make() -> ir.Value:
+            if log_key in self.b._memo:
+                return self.b.op("Exp", [self.b._memo[log_key]])
+            return self.b.op("Softmax", [logits], {"axis": 1})
+
+        return self.b.memo(("softmax", logits.name), make)
+
+    def _log_probabilities(self, logits: ir.Value) -> ir.Value:
+        return self.b.memo(("log_softmax", logits.name), lambda: self.b.op("LogSoftmax", [logits], {"axis": 1}))
+
+    def _branch_features(self, branch) -> _Features:
+        """psi of one branch as float32, resized like the branch (and like the logits when the
+        resolution is ``output``)."""
+        psi = branch.features
+        producer = psi.producer()
+        nodes = branch.path + (self.head.chain if self.at_output else [])
+        nonneg = (
+            producer is not None
+            and producer.op_type in _NONNEGATIVE_OPS
+            and all(n.op_type != "Resize" or _attribute(n, "mode", "nearest") in _CONVEX_MODES for n in nodes)
+        )
+        return _Features(self._mirror(nodes, self.b.to_float(psi)), nonneg)
+
+    def _mirror(self, nodes: list[ir.Node], x: ir.Value) -> ir.Value:
+        """Apply the model's spatial ops ``nodes`` (Resize/Slice, forward order) to ``x``."""
+        for node in nodes:
+            x = self._mirror_one(node, x)
+        return x
+
+    def _mirror_one(self, node: ir.Node, x: ir.Value) -> ir.Value:
+        attributes = {name: attr.value for name, attr in node.attributes.items()}
+        if node.op_type == "Slice":
+            return self.b.op("Slice", [x, *node.inputs[1:]], attributes)
+        roi, scales, sizes = (list(node.inputs[1:]) + [None] * 3)[:3]
+        if "axes" not in attributes:  # sizes/scales cover N and C too: give ours
+            if constant_array(scales) is None or sizes is not None:
+                scales = None
+                sizes = self.b.op("Concat", [self.b.dims(x, 0, 2), self.b.dims(node.outputs[0], 2, 4)], {"axis": 0})
+        return self.b.op("Resize", [x, roi, scales, sizes], attributes)
+
+
+def _attribute(node: ir.Node, name: str, default: object) -> object:
+    attr = node.attributes.get(name)
+    return default if attr is None else attr.value
+
+
+def map_names(spec: PGNSpec) -> list[str]:
+    """The PGN output names of ``spec`` (labels outer, p inner)."""
+    return [pgn_output_name(label, p) for label in spec.labels for p in spec.p]

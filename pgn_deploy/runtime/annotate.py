@@ -1,0 +1,294 @@
+"""``pgn-run``'s job: run a model over images, folders and videos and write what it sees.
+
+Per image ``<stem>`` (see :class:`~pgn_deploy.runtime.sources.InputFile`) into the output folder:
+
+* ``<stem>.seg.png``: the class map in colour (Cityscapes palette for 19 classes);
+* ``<stem>.heatmap.png``: the chosen score map, ``COLORMAP_INFERNO`` over the calibrated range
+  (else this image's 1st..99th percentiles);
+* ``<stem>.overlay.png``: segmentation above the heatmap (``stack``) or beside it (``side``);
+* ``<stem>.ood.png``: the OoD mask, 255 where ``score >= threshold`` (only with a threshold);
+* ``<stem>.<map>.npy``: with ``save_npy``, every score map as float32 H x W (the layout the
+  metrics command pairs with ``<stem>.png`` labels).
+
+A video ``<stem>`` gives ``<stem>.overlay.mp4`` (the overlay per frame, same frame rate).
+Files are written atomically; other files in the folder are left alone; existing outputs are
+replaced only with ``force``. An unreadable input is recorded in ``failed`` and skipped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from pgn_deploy.contract import ArtifactExistsError, BadInputError, PGNError, atomic_write
+from pgn_deploy.runtime.result import Result
+from pgn_deploy.runtime.runner import Runtime
+from pgn_deploy.runtime.sources import InputFile, VideoReader, collect_inputs, frame_count, read_image
+from pgn_deploy.runtime.stats import default_threshold, display_range, summary
+from pgn_deploy.runtime.visualize import LAYOUTS, colorize, heatmap, overlay, palette
+
+VIDEO_FOURCC = "mp4v"
+
+
+@dataclasses.dataclass(frozen=True)
+class AnnotateOptions:
+    """``score``: the map shown and thresholded (default: the first PGN map); ``threshold``:
+    OoD threshold (default: the calibrated q0.99; none: no mask); ``min_area``: smallest
+    instance counted in the report; ``layout``: ``stack`` or ``side``."""
+
+    score: str | None = None
+    threshold: float | None = None
+    save_npy: bool = False
+    layout: str = "stack"
+    min_area: int = 50
+    force: bool = False
+
+
+@dataclasses.dataclass
+class AnnotateReport:
+    """Per-input records (latency, score statistics, files written) and the failed inputs."""
+
+    backend: str
+    score: str
+    threshold: float | None
+    threshold_source: str
+    heatmap_source: str
+    inputs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    failed: list[dict[str, str]] = dataclasses.field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class _Renderer:
+    """Turns (BGR image, Result) into the pictures and report fields of one frame."""
+
+    def __init__(self, runtime: Runtime, options: AnnotateOptions, threshold: float | None) -> None:
+        self.score = options.score or runtime.default_score
+        self.layout = options.layout
+        self.min_area = options.min_area
+        self.threshold = threshold
+        self.calibration = runtime.metadata.calibration
+        self.colors = palette(runtime.metadata.num_classes)
+
+    def pictures(self, image: np.ndarray, result: Result) -> dict[str, Any]:
+        score = result.score(self.score)
+        value_range = display_range(score, self.calibration, self.score)
+        seg = colorize(result.pred, self.colors)
+        heat = heatmap(score, value_range["lo"], value_range["hi"])
+        label = f"{self.score} [{value_range['lo']:.3g}, {value_range['hi']:.3g}]"
+        pictures = {"seg": seg, "heatmap": heat, "overlay": overlay(image, seg, heat, self.layout, label),
+                    "range": value_range}
+        if self.threshold is not None:
+            pictures["ood"] = result.ood_mask(self.threshold, self.score) * np.uint8(255)
+            pictures["instances"] = len(result.instances(self.threshold, self.min_area, self.score))
+        return pictures
+
+    def record(self, result: Result, pictures: dict[str, Any]) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "size": list(result.size),
+            "latency_ms": {**{k.removesuffix("_ms"): v for k, v in result.timings.items()},
+                           "total": sum(result.timings.values())},
+            "scores": {name: summary(values) for name, values in result.scores.items()},
+            "heatmap_range": pictures["range"],
+        }
+        if "ood" in pictures:
+            record["ood_fraction"] = float(np.count_nonzero(pictures["ood"]) / pictures["ood"].size)
+            record["instances"] = pictures["instances"]
+        return record
+
+
+def _png(image: np.ndarray) -> Callable[[Path], None]:
+    def write(tmp: Path) -> None:
+        ok, data = cv2.imencode(".png", image)
+        if not ok:
+            raise PGNError("OpenCV could not encode a PNG")
+        tmp.write_bytes(data.tobytes())
+    return write
+
+
+def _npy(array: np.ndarray) -> Callable[[Path], None]:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as stream:
+            np.save(stream, np.ascontiguousarray(array, dtype=np.float32))
+    return write
+
+
+def image_targets(out_dir: Path, item: InputFile, names: Sequence[str], with_mask: bool, save_npy: bool) -> dict[str, Path]:
+    """Output files of one input, keyed by kind (``seg``, ``heatmap``, ``overlay``, ``ood``,
+    ``npy:<map>``; a video has only ``video``)."""
+    base = out_dir / item.stem.parent
+    stem = item.stem.name
+    if item.kind == "video":
+        return {"video": base / f"{stem}.overlay.mp4"}
+    targets = {kind: base / f"{stem}.{kind}.png" for kind in ("seg", "heatmap", "overlay")}
+    if with_mask:
+        targets["ood"] = base / f"{stem}.ood.png"
+    if save_npy:
+        targets |= {f"npy:{name}": base / f"{stem}.{name}.npy" for name in names}
+    return targets
+
+
+def _run_each(runtime: Runtime, images: list[np.ndarray]) -> list[Result | PGNError]:
+    """Results of one batch call; if the batch is refused, each image alone (to name the bad one)."""
+    try:
+        return list(runtime.run(images, color="BGR"))
+    except BadInputError:
+        if len(images) == 1:
+            raise
+    outcomes: list[Result | PGNError] = []
+    for image in images:
+        try:
+            outcomes.append(runtime.run(image, color="BGR"))
+        except BadInputError as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
+def _chunks(items: list[InputFile], size: int) -> Iterator[list[InputFile]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _write_video(tmp: Path, video: VideoReader, runtime: Runtime, renderer: _Renderer,
+                 bar: tqdm, frames: list[dict[str, Any]]) -> None:
+    """Encode the overlay of every frame into ``tmp`` (via a ``.mp4`` twin OpenCV can name)."""
+    encoded = tmp.with_name(tmp.name + ".mp4")
+    writer = None
+    stream = iter(video)
+    try:
+        while batch := list(itertools.islice(stream, runtime.max_batch)):
+            for image, result in zip(batch, runtime.run(batch, color="BGR")):
+                pictures = renderer.pictures(image, result)
+                picture = pictures["overlay"]
+                if writer is None:
+                    writer = cv2.VideoWriter(str(encoded), cv2.VideoWriter_fourcc(*VIDEO_FOURCC), video.fps,
+                                             (picture.shape[1], picture.shape[0]))
+                    if not writer.isOpened():
+                        raise PGNError(f"OpenCV cannot write {VIDEO_FOURCC} video here")
+                writer.write(picture)
+                frames.append(renderer.record(result, pictures))
+                bar.update(1)
+        if writer is None:
+            raise BadInputError(f"{video.path}: the video has no readable frames")
+        writer.release()
+        os.replace(encoded, tmp)
+    finally:
+        if writer is not None:
+            writer.release()
+        encoded.unlink(missing_ok=True)
+
+
+def _video_record(frames: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-video summary: frame count, mean latency per frame, score stats over all frames."""
+    def mean(values: list[float]) -> float:
+        return float(np.mean(values))
+
+    names = frames[0]["scores"]
+    record: dict[str, Any] = {
+        "frames": len(frames),
+        "size": frames[0]["size"],
+        "latency_ms": {k: mean([f["latency_ms"][k] for f in frames]) for k in frames[0]["latency_ms"]},
+        "scores": {n: {"min": min(f["scores"][n]["min"] for f in frames),
+                       "mean": mean([f["scores"][n]["mean"] for f in frames]),
+                       "max": max(f["scores"][n]["max"] for f in frames)} for n in names},
+        "heatmap_range": frames[0]["heatmap_range"]["source"],
+    }
+    if "ood_fraction" in frames[0]:
+        record["ood_fraction"] = mean([f["ood_fraction"] for f in frames])
+        record["instances"] = int(sum(f["instances"] for f in frames))
+    return record
+
+
+def annotate(runtime: Runtime, inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str],
+             options: AnnotateOptions | None = None, progress: bool = True) -> AnnotateReport:
+    """Run ``runtime`` on image files, folders (recursive) and videos; write into ``out_dir``.
+
+    Refused before any work (a PGNError): a missing input, an unknown score, a bad layout, or
+    existing output files without ``force``. Per input, an unreadable or refused file is
+    recorded in ``report.failed`` and the others are still written.
+    """
+    options = options or AnnotateOptions()
+    if options.layout not in LAYOUTS:
+        raise BadInputError(f"layout must be one of {', '.join(LAYOUTS)}, got {options.layout!r}")
+    score = options.score or runtime.default_score
+    if score not in runtime.score_names:
+        raise BadInputError(f"no score map {score!r}; the model has: {', '.join(runtime.score_names)}")
+    calibrated = default_threshold(runtime.metadata.calibration, score)
+    threshold = options.threshold if options.threshold is not None else calibrated
+    items = collect_inputs(inputs)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInputError(f"{out_dir}: exists and is not a folder")
+    targets = {item: image_targets(out_dir, item, runtime.score_names, threshold is not None, options.save_npy)
+               for item in items}
+    existing = [p for files in targets.values() for p in files.values() if p.exists()]
+    if existing and not options.force:
+        raise ArtifactExistsError(f"{len(existing)} output file(s) exist, e.g. {existing[0]}; pass --force to overwrite")
+    renderer = _Renderer(runtime, options, threshold)
+    report = AnnotateReport(
+        backend=runtime.backend_name, score=score, threshold=threshold,
+        threshold_source="given" if options.threshold is not None else ("calibration" if calibrated is not None else "none"),
+        heatmap_source="calibration" if runtime.metadata.calibration and score in runtime.metadata.calibration
+        else "per-image percentiles 1..99 (uncalibrated)",
+    )
+    images = [item for item in items if item.kind == "image"]
+    videos = [item for item in items if item.kind == "video"]
+    total = len(images) + sum(frame_count(item.path) for item in videos)
+    with tqdm(total=total, unit="img", file=sys.stderr, disable=not progress, desc="pgn-run") as bar:
+        for chunk in _chunks(images, runtime.max_batch):
+            _annotate_images(runtime, chunk, targets, renderer, options, report)
+            bar.update(len(chunk))
+        for item in videos:
+            _annotate_video(runtime, item, targets[item]["video"], renderer, options, report, bar)
+    return report
+
+
+def _annotate_images(runtime: Runtime, chunk: list[InputFile], targets: dict[InputFile, dict[str, Path]],
+                     renderer: _Renderer, options: AnnotateOptions, report: AnnotateReport) -> None:
+    readable: list[tuple[InputFile, np.ndarray]] = []
+    for item in chunk:
+        try:
+            readable.append((item, read_image(item.path)))
+        except BadInputError as exc:
+            report.failed.append({"input": str(item.path), "error": str(exc)})
+    if not readable:
+        return
+    outcomes = _run_each(runtime, [image for _, image in readable])
+    for (item, image), outcome in zip(readable, outcomes):
+        if isinstance(outcome, PGNError):
+            report.failed.append({"input": str(item.path), "error": f"{item.path}: {outcome}"})
+            continue
+        pictures = renderer.pictures(image, outcome)
+        files = targets[item]
+        files["seg"].parent.mkdir(parents=True, exist_ok=True)
+        for kind, path in files.items():
+            if kind.startswith("npy:"):
+                atomic_write(path, _npy(outcome.scores[kind[4:]]), options.force)
+            else:
+                atomic_write(path, _png(pictures[kind]), options.force)
+        record = renderer.record(outcome, pictures)
+        report.inputs.append({"input": str(item.path), "kind": "image",
+                              "outputs": [str(p) for p in files.values()], **record})
+
+
+def _annotate_video(runtime: Runtime, item: InputFile, target: Path, renderer: _Renderer,
+                    options: AnnotateOptions, report: AnnotateReport, bar: tqdm) -> None:
+    frames: list[dict[str, Any]] = []
+    try:
+        with VideoReader(item.path) as video:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(target, lambda tmp: _write_video(tmp, video, runtime, renderer, bar, frames), options.force)
+    except BadInputError as exc:
+        report.failed.append({"input": str(item.path), "error": str(exc)})
+        return
+    report.inputs.append({"input": str(item.path), "kind": "video", "outputs": [str(target)],
+                          **_video_record(frames)})

@@ -1,0 +1,92 @@
+"""Calibration: per-map statistics on in-distribution images, stored in the model's metadata.
+
+With a calibration, heatmaps share one colour range and ``ood_mask``/``instances`` get a
+default threshold (each map's q0.99 over the calibration pixels), so results compare across
+images. The statistics are defined in :mod:`pgn_deploy.runtime.stats`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pgn_deploy.contract import BadInputError, check_output_path
+from pgn_deploy.runtime.model_file import save_model_metadata
+from pgn_deploy.runtime.runner import Runtime
+from pgn_deploy.runtime.sources import collect_inputs, iter_frames
+from pgn_deploy.runtime.stats import map_statistics
+
+MAX_PIXELS_PER_IMAGE = 1 << 18  # 262144: each map of each image is subsampled to at most this
+
+
+@dataclasses.dataclass
+class CalibrationReport:
+    """What :func:`calibrate` measured and where it was stored."""
+
+    path: Path
+    backend: str
+    n_images: int
+    calibration: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": str(self.path), "backend": self.backend, "n_images": self.n_images,
+                "calibration": self.calibration}
+
+
+def _subsample(score: np.ndarray, limit: int) -> np.ndarray:
+    """Every k-th pixel (row-major) with k = ceil(pixels / limit): at most ``limit`` values."""
+    flat = score.ravel()
+    return flat[:: max(1, math.ceil(flat.size / limit))].copy()
+
+
+def _image_stream(images: Sequence[Any], color: str) -> tuple[Iterator[np.ndarray], str]:
+    """Arrays as given (in ``color``), or paths expanded and read with OpenCV (BGR)."""
+    if not images:
+        raise BadInputError("calibration needs at least one in-distribution image")
+    if all(isinstance(image, np.ndarray) for image in images):
+        return iter(images), color
+    if any(isinstance(image, np.ndarray) for image in images):
+        raise BadInputError("pass either image arrays or image paths, not both")
+    return (frame for _, frame in iter_frames(collect_inputs(images))), "BGR"
+
+
+def _chunks(items: Iterable[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def calibrate(model_path: str | os.PathLike[str], images: Sequence[Any],
+              out: str | os.PathLike[str] | None = None, *, force: bool = False,
+              backend: str = "auto", color: str = "RGB",
+              max_pixels_per_image: int = MAX_PIXELS_PER_IMAGE) -> CalibrationReport:
+    """Measure every score map on ``images`` and store the statistics in the metadata.
+
+    ``images``: uint8 H x W x 3 arrays (channel order ``color``) or paths of images, folders
+    (recursive) and videos (every frame). ``out=None`` rewrites ``model_path`` atomically (an
+    earlier calibration is replaced); otherwise writes a calibrated copy to ``out`` (refused if
+    it exists, unless ``force``). An unreadable image raises :class:`BadInputError`.
+    """
+    if max_pixels_per_image < 1:
+        raise BadInputError(f"max_pixels_per_image must be >= 1, got {max_pixels_per_image}")
+    if out is not None:
+        check_output_path(out, force)
+    runtime = Runtime(model_path, backend)
+    stream, stream_color = _image_stream(images, color)
+    samples: dict[str, list[np.ndarray]] = {name: [] for name in runtime.score_names}
+    count = 0
+    for chunk in _chunks(stream, runtime.max_batch):
+        for result in runtime.run(chunk, color=stream_color):
+            for name, score in result.scores.items():
+                samples[name].append(_subsample(score, max_pixels_per_image))
+        count += len(chunk)
+    calibration = {name: map_statistics(values, count) for name, values in samples.items()}
+    meta = dataclasses.replace(runtime.metadata, calibration=calibration)
+    written = save_model_metadata(runtime.model_path, meta, out, force)
+    return CalibrationReport(written, runtime.backend_name, count, calibration)
