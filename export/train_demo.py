@@ -34,6 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--refresh", type=int, default=d.refresh, help="new frames per step")
     p.add_argument("--val-frames", type=int, default=d.val_frames)
     p.add_argument("--val-every", type=int, default=d.val_every, help="steps between validations (0: end only)")
+    p.add_argument("--class-weight-power", type=float, default=d.class_weight_power,
+                   help="loss weights (median freq / freq) ** POWER; 0: plain cross-entropy")
     p.add_argument("--dropout", type=float, default=0.1, help="decoder dropout probability")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
@@ -52,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     config = TrainConfig(
         seed=args.seed, steps=args.steps, batch=args.batch, crop=tuple(args.crop), lr=args.lr,
-        pool=args.pool, refresh=args.refresh, val_frames=args.val_frames, val_every=args.val_every,
+        pool=args.pool, refresh=args.refresh,
+        class_weight_power=args.class_weight_power, val_frames=args.val_frames, val_every=args.val_every,
         arch_kwargs={"dropout": args.dropout},
     )
     command = shlex.join([".venv/bin/python", "export/train_demo.py", *(sys.argv[1:] if argv is None else argv)])

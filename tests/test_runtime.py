@@ -86,7 +86,8 @@ def test_pred_equals_the_argmax_of_the_logits(runtime, models):
     img = image(29, 41, seed=3)
     other = without.run(img)
     assert other.logits is None
-    np.testing.assert_array_equal(other.pred, direct_run(models["no_pred"], reference_input(img))["logits"][0].argmax(0))
+    direct_logits = direct_run(models["no_pred"], reference_input(img))["logits"][0]
+    np.testing.assert_array_equal(other.pred, direct_logits.argmax(axis=0))
 
 
 def test_logits_are_fetched_only_when_needed(runtime, models, monkeypatch):
@@ -275,3 +276,44 @@ def test_both_onnxruntime_packages_installed_is_refused_with_the_fix(models, mon
         open_backend(models["dynamic"], "auto")
     with pytest.raises(BrokenInstallError):
         Runtime(models["dynamic"], "ort-cpu")
+
+
+def test_a_plan_file_selects_trt_and_reads_its_sidecar(models, tmp_path):
+    from pgn_deploy.engines.plan_sidecar import GpuInfo, PlanSidecar, sidecar_path
+    from pgn_deploy.runtime.model_file import load_model_metadata
+
+    plan = tmp_path / "model.plan"
+    plan.write_bytes(b"not a real engine")
+    with pytest.raises(C.ModelLoadError, match="model.plan.json"):
+        Runtime(plan)
+    meta = C.read_metadata(models["dynamic"])
+    sidecar = PlanSidecar(meta, "10.0.0", GpuInfo("none", "0.0"), "m.onnx", "0" * 64, {}, {})
+    sidecar_path(plan).write_text(sidecar.dumps())
+    assert load_model_metadata(plan).pgn_outputs == meta.pgn_outputs
+    with pytest.raises(C.BadInputError, match="TensorRT plan: backend 'ort-cpu' cannot run it"):
+        Runtime(plan, "ort-cpu")
+    try:
+        Runtime(plan)
+    except C.BackendUnavailableError as exc:  # no TensorRT or no GPU here: named in the message
+        assert "trt" in str(exc) and ("tensorrt" in str(exc).lower() or "GPU" in str(exc) or "CUDA" in str(exc))
+    except C.ModelLoadError as exc:  # a TensorRT host refuses the fake plan or its sidecar
+        assert "model.plan" in str(exc)
+    else:
+        pytest.fail("a fake plan must not load")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["ort-cuda", "ort-trt"])
+def test_gpu_backends_agree_with_the_cpu(runtime, models, backend):
+    provider = {"ort-cuda": "CUDAExecutionProvider", "ort-trt": "TensorrtExecutionProvider"}[backend]
+    if provider not in ort.get_available_providers():
+        pytest.skip(f"onnxruntime has no {provider} here (needs onnxruntime-gpu and a GPU)")
+    try:
+        gpu = Runtime(models["dynamic"], backend)
+    except C.BackendUnavailableError as exc:
+        pytest.skip(str(exc))
+    images = [image(32, 48, 1), image(32, 48, 2), image(20, 24, 3)]
+    for cpu_result, gpu_result in zip(runtime.run(images), gpu.run(images)):
+        for name, values in cpu_result.scores.items():
+            np.testing.assert_allclose(gpu_result.scores[name], values, rtol=1e-3, atol=1e-4)
+        assert np.mean(gpu_result.pred == cpu_result.pred) > 0.99

@@ -87,9 +87,9 @@ def test_map_statistics_and_ranges():
     assert (stats["n_images"], stats["n_pixels"], stats["n_nonfinite"]) == (2, 6, 1)
     assert default_threshold({"a": stats}, "a") == stats["q"]["0.99"] and default_threshold(None, "a") is None
     calibrated = display_range(values, {"a": stats}, "a")
-    assert (calibrated["lo"], calibrated["hi"]) == (1.0, stats["q"]["0.999"]) and "calibration" in calibrated["source"]
+    assert (calibrated["lo"], calibrated["hi"]) == (1.0, stats["q"]["0.999"]) and calibrated["calibrated"]
     own = display_range(values, None, "a")
-    assert own["lo"] == pytest.approx(np.percentile([1, 2, 3, 4, 5], 1)) and "uncalibrated" in own["source"]
+    assert own["lo"] == pytest.approx(np.percentile([1, 2, 3, 4, 5], 1)) and not own["calibrated"]
     with pytest.raises(BadInputError, match="no finite"):
         map_statistics([np.full(3, np.nan, np.float32)], 1)
 

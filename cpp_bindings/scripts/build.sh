@@ -12,6 +12,7 @@
 #     the same way.
 #   * OpenCV (core, imgproc, imgcodecs): the system's; when missing and running as root with
 #     apt-get, the Debian packages are installed (libopencv-{core,imgproc,imgcodecs}-dev).
+#   * doctest (header only, C++ tests): the system's, else Debian bookworm's doctest-dev.
 #   * pybind11 (Python bindings): the venv's `pybind11` package; without it only the C++ parts build.
 #   * TensorRT (optional): PGN_TENSORRT_ROOT=<dir with include/NvInfer.h and lib/libnvinfer.so>.
 #
@@ -132,9 +133,18 @@ if [[ ! -f /usr/include/nlohmann/json.hpp ]]; then
   JSON_ARGS=(-Dnlohmann_json_DIR="$(dirname "$(find "$DEPS/nlohmann-json" -name nlohmann_jsonConfig.cmake | head -1)")")
 fi
 
+# ------------------------------------------------------------------ doctest (C++ tests)
+DOCTEST_ARGS=()
+if [[ ! -f /usr/include/doctest/doctest.h ]]; then
+  if [[ ! -f $DEPS/doctest/usr/include/doctest/doctest.h ]]; then
+    fetch_deb doctest-dev/bookworm "$DEPS/doctest"
+  fi
+  DOCTEST_ARGS=(-DPGN_DOCTEST_INCLUDE_DIR="$DEPS/doctest/usr/include")
+fi
+
 # ------------------------------------------------------------------ OpenCV
 OPENCV_PACKAGES=(libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev)
-have_opencv() { [[ -n $(find /usr/lib /usr/local/lib -name OpenCVConfig.cmake -print -quit 2>/dev/null) ]] || [[ -n ${OpenCV_DIR:-} ]]; }
+have_opencv() { [[ -f /usr/include/opencv4/opencv2/imgcodecs.hpp || -n ${OpenCV_DIR:-} ]]; }
 if ! have_opencv; then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     log "installing OpenCV: ${OPENCV_PACKAGES[*]}"
@@ -165,7 +175,7 @@ TRT_ARGS=()
 start=$SECONDS
 cmake -S "$CPP_DIR" -B "$BUILD/release" "${GENERATOR[@]}" -DCMAKE_BUILD_TYPE=Release \
   -DPGN_ONNXRUNTIME_ROOT="$ORT_ROOT" -DPGN_BUILD_TESTS=ON -DPGN_BUILD_EXAMPLES=ON \
-  "${JSON_ARGS[@]}" "${PYBIND_ARGS[@]}" "${TRT_ARGS[@]}" >/dev/null
+  "${JSON_ARGS[@]}" "${DOCTEST_ARGS[@]}" "${PYBIND_ARGS[@]}" "${TRT_ARGS[@]}" >/dev/null
 cmake --build "$BUILD/release" --parallel "$JOBS"
 if [[ ${PYBIND_ARGS[0]} == -DPGN_BUILD_PYTHON=ON ]]; then
   cmake --install "$BUILD/release" --component python >/dev/null

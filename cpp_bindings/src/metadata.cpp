@@ -123,10 +123,12 @@ std::optional<std::map<std::string, MapCalibration>> parse_calibration(const jso
   std::map<std::string, MapCalibration> calibration;
   for (const auto& [name, entry] : data.at("calibration").items()) {
     MapCalibration map;
-    map.q = value_or(entry, "q", map.q);
-    map.min = value_or(entry, "min", map.min);
-    map.max = value_or(entry, "max", map.max);
-    map.mean = value_or(entry, "mean", map.mean);
+    for (const auto& [key, value] : entry.items()) {
+      if (key == "q")
+        map.q = value.get<std::map<std::string, double>>();
+      else if (value.is_number())
+        map.stats.emplace(key, value.get<double>());
+    }
     calibration.emplace(name, std::move(map));
   }
   return calibration;

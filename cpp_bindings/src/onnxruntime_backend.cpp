@@ -7,6 +7,7 @@
 #include <opencv2/core.hpp>
 
 #include "pgn/errors.hpp"
+#include "pgn/metadata.hpp"
 
 namespace pgn {
 namespace {
@@ -140,7 +141,7 @@ class OrtBackend final : public Backend {
     for (size_t i = 0; i < session_->GetOutputCount(); ++i)
       output_names_.emplace_back(session_->GetOutputNameAllocated(i, allocator).get());
     const auto metadata = session_->GetModelMetadata();
-    auto text = metadata.LookupCustomMetadataMapAllocated(kMetadataKeyName, allocator);
+    auto text = metadata.LookupCustomMetadataMapAllocated(kMetadataKey, allocator);
     if (text) metadata_ = std::string(text.get());
   }
 
@@ -179,8 +180,6 @@ class OrtBackend final : public Backend {
   }
 
  private:
-  static constexpr const char* kMetadataKeyName = kMetadataKey;
-
   ElementType input_type(const std::string& input_name) const {
     for (size_t i = 0; i < input_names_.size(); ++i)
       if (input_names_[i] == input_name) return input_types_[i];

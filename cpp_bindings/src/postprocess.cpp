@@ -1,5 +1,6 @@
 #include "postprocess.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include <opencv2/imgproc.hpp>
@@ -117,14 +118,24 @@ std::vector<Instance> connected_instances(const Plane<std::uint8_t>& mask, const
   const cv::Mat mask_mat(mask.height, mask.width, CV_8U, const_cast<std::uint8_t*>(mask.data.data()));
   cv::Mat labels, stats, centroids;
   const int count = cv::connectedComponentsWithStats(mask_mat, labels, stats, centroids, 8, CV_32S);
+  // Per label: the float64 row-major sum of its scores and the raster index of its first pixel.
   std::vector<double> sums(static_cast<size_t>(count), 0.0);
+  std::vector<std::int64_t> first_pixel(static_cast<size_t>(count), -1);
   const auto* label = labels.ptr<std::int32_t>();
-  for (size_t i = 0, n = score.data.size(); i < n; ++i) sums[label[i]] += static_cast<double>(score.data[i]);
+  for (size_t i = 0, n = score.data.size(); i < n; ++i) {
+    sums[label[i]] += static_cast<double>(score.data[i]);
+    if (first_pixel[label[i]] < 0) first_pixel[label[i]] = static_cast<std::int64_t>(i);
+  }
+  // Number the components 1..n in raster order of their first pixel (not OpenCV's order).
+  std::vector<int> order;
+  for (int id = 1; id < count; ++id) order.push_back(id);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return first_pixel[a] < first_pixel[b]; });
   std::vector<Instance> found;
-  for (int id = 1; id < count; ++id) {
+  for (size_t k = 0; k < order.size(); ++k) {
+    const int id = order[k];
     const int area = stats.at<int>(id, cv::CC_STAT_AREA);
     if (area < min_area) continue;
-    found.push_back({id, area,
+    found.push_back({static_cast<int>(k) + 1, area,
                      {stats.at<int>(id, cv::CC_STAT_LEFT), stats.at<int>(id, cv::CC_STAT_TOP),
                       stats.at<int>(id, cv::CC_STAT_WIDTH), stats.at<int>(id, cv::CC_STAT_HEIGHT)},
                      sums[id] / area});

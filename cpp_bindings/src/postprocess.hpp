@@ -5,8 +5,9 @@
 //     INTER_LINEAR on float32, the class map INTER_NEAREST on int32;
 //   * without a pred output the class map is the argmax of the logits over classes (first
 //     maximum on ties, first NaN wins, like numpy);
-//   * instances: cv::connectedComponentsWithStats(mask, 8, CV_32S), components with
-//     area >= min_area, mean score = float64 row-major sum / area.
+//   * instances: cv::connectedComponentsWithStats(mask, 8, CV_32S), numbered 1..n in raster
+//     order of each component's first pixel, those with area >= min_area kept, mean score =
+//     float64 row-major sum / area.
 #pragma once
 
 #include <array>

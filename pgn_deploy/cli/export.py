@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from pgn_deploy.cli.common import make_parser, print_json, run_cli
 from pgn_deploy.contract import FORMS, LABELS, RESOLUTIONS
-
-EXPORTER_CHOICES = ("dynamo", "torchscript")
+from pgn_deploy.export.api import DEFAULT_EXPORTER
+from pgn_deploy.export.onnx_export import EXPORTERS
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_flag: str | None = None) -> None:
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--head", metavar="NODE", help="name of the classifier Conv node (default: found automatically)")
     parser.add_argument("--input-shape", metavar="NxCxHxW", help="shape traced at export (batch and size stay dynamic)")
     parser.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
-    parser.add_argument("--exporter", choices=EXPORTER_CHOICES, help="PyTorch ONNX exporter (default torchscript)")
+    parser.add_argument("--exporter", choices=EXPORTERS, help=f"PyTorch ONNX exporter (default {DEFAULT_EXPORTER})")
     parser.add_argument("-o", "--output", metavar="OUT.onnx", help="output file (default <stem>.pgn.onnx beside CKPT)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
     return parser

@@ -14,24 +14,23 @@ from typing import Any
 from pgn_deploy.contract import Metadata, UnsupportedModelError
 
 
-def producers(graph: Any) -> dict[str, Any]:
-    """Tensor name -> the node of ``graph`` that produces it."""
-    return {out: node for node in graph.node for out in node.output if out}
+def producers(graph: Any) -> dict[str, int]:
+    """Tensor name -> index (into ``graph.node``) of the node that produces it."""
+    return {out: i for i, node in enumerate(graph.node) for out in node.output if out}
 
 
 def ancestors(graph: Any, tensors: list[str]) -> set[int]:
     """Indices (into ``graph.node``) of every node the ``tensors`` depend on."""
-    index = {id(node): i for i, node in enumerate(graph.node)}
     made_by = producers(graph)
+    nodes = list(graph.node)
     seen: set[int] = set()
     stack = [made_by[t] for t in tensors if t in made_by]
     while stack:
-        node = stack.pop()
-        i = index[id(node)]
+        i = stack.pop()
         if i in seen:
             continue
         seen.add(i)
-        stack.extend(made_by[t] for t in node.input if t in made_by)
+        stack.extend(made_by[t] for t in nodes[i].input if t in made_by)
     return seen
 
 
@@ -48,6 +47,29 @@ def split_nodes(model: Any, meta: Metadata) -> tuple[list[Any], list[Any]]:
     nodes = list(graph.node)
     return ([n for i, n in enumerate(nodes) if i in network],
             [n for i, n in enumerate(nodes) if i not in network])
+
+
+def half_precision_in_pgn(model: Any, meta: Metadata) -> list[str]:
+    """Tensors produced by PGN-subgraph nodes (or PGN/baseline outputs) that are not float32.
+
+    Empty for a correct model. Inputs of the subgraph may be half precision (the casts that
+    bring network tensors to float32 are part of it); what it produces must be float32.
+    """
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except onnx.shape_inference.InferenceError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UnsupportedModelError(f"ONNX type inference fails on the model: {first}") from None
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in (*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input)}
+    half = {onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+    _, added = split_nodes(model, meta)
+    produced = [out for node in added for out in node.output if out]
+    wrong = [name for name in produced if types.get(name) in half]
+    wrong += [name for name in meta.score_outputs if types.get(name) != onnx.TensorProto.FLOAT and name not in wrong]
+    return wrong
 
 
 def pgn_node_names(model: Any, meta: Metadata) -> list[str]:

@@ -64,7 +64,7 @@ class FrameComponents:
 
 def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """8-connected components: label map (int32, 0 = background) and sizes (index = label)."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8,
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8,
                                                                ltype=cv2.CV_32S)
     return labels, stats[:, cv2.CC_STAT_AREA].astype(np.int64)
 
@@ -75,7 +75,7 @@ def frame_components(scores: np.ndarray, labels: np.ndarray, threshold: float, t
     scores, labels = check_frame(scores, labels, where)
     track = get_track(track)
     roi = labels != VOID
-    pred, pred_size = _components((scores >= threshold) & roi)
+    pred, pred_size = _components((scores >= np.float64(threshold)) & roi)
     gt, gt_size = _components(labels == 1)
     small_gt = gt_size < track.min_gt
     small_gt[0] = False

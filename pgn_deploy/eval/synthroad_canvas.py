@@ -77,7 +77,7 @@ class Material:
 class Canvas:
     """Label map, material map and shade map of one frame, painted together.
 
-    ``label``: H x W uint8 train ids; ``material``: H x W uint8 index into ``materials``;
+    ``label``: H x W uint8 train ids; ``material``: H x W uint16 index into ``materials``;
     ``shade``: H x W float32 brightness factor (shadows on the ground, darker faces).
     """
 
@@ -86,13 +86,13 @@ class Canvas:
         self.camera = camera
         self.materials: list[Material] = [background]
         self.label = np.full((h, w), background_label, np.uint8)
-        self.material = np.zeros((h, w), np.uint8)
+        self.material = np.zeros((h, w), np.uint16)
         self.shade = np.ones((h, w), np.float32)
 
     def add_material(self, material: Material) -> int:
         """Register a material; returns its index for :meth:`fill`."""
-        if len(self.materials) >= 255:
-            raise RuntimeError("a SynthRoad frame uses at most 255 materials")
+        if len(self.materials) >= 65535:
+            raise RuntimeError("a SynthRoad frame uses at most 65535 materials")
         self.materials.append(material)
         return len(self.materials) - 1
 

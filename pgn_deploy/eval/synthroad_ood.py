@@ -23,14 +23,18 @@ _TEXTURES = ("checker", "stripes", "rings", "rainbow", "speckle")
 
 def paint_ood_objects(rng: np.random.Generator, image: np.ndarray, street: Street, placement: str
                       ) -> np.ndarray:
-    """Paint 1-3 objects into ``image`` (H x W x 3 float32, 0..255, changed in place).
+    """Paint 1-3 objects into ``image`` (H x W x 3 float32, 0..255, changed in place); a spot
+    that leaves no visible pixel is drawn again (up to five tries per object).
 
     Returns the instance map (H x W uint8): k on the pixels of the k-th object that was
     painted (a later object covers an earlier one), 0 elsewhere.
     """
     h, w = street.canvas.label.shape
     instances = np.zeros((h, w), np.uint8)
-    for _ in range(int(rng.integers(1, 4))):
+    wanted, placed = int(rng.integers(1, 4)), 0
+    for _ in range(5 * wanted):
+        if placed == wanted:
+            break
         spot = _pick_spot(rng, street, placement, instances)
         if spot is None:
             continue
@@ -38,6 +42,7 @@ def paint_ood_objects(rng: np.random.Generator, image: np.ndarray, street: Stree
         mask = _shape_mask(rng, h, w, u, v, size, grounded)
         if not mask.any():
             continue
+        placed += 1
         if grounded:
             _cast_shadow(image, mask, u, v, size)
         ys, xs = np.nonzero(mask)

@@ -274,18 +274,22 @@ def _place_objects(rng: np.random.Generator, cam: Camera, sides: list[Side], lan
             for _ in range(int(rng.integers(1, 5))):
                 draws.append(_car(rng, side.road_edge - side.sign * 0.75, z))
                 z += rng.uniform(3.6, 9)
-    walkers = {"urban": (0, 6), "suburban": (0, 4), "rural": (0, 2)}[scene]
+    def near(lo: float, hi: float) -> float:  # depths biased towards the camera
+        return lo + (hi - lo) * rng.uniform() ** 1.5
+
+    walkers = {"urban": (1, 10), "suburban": (0, 7), "rural": (0, 3)}[scene]
     for _ in range(int(rng.integers(*walkers))):
         side = sides[int(rng.integers(2))]
         if side.sidewalk > 0 and rng.uniform() < 0.85:
             x = side.road_edge + side.sign * rng.uniform(0.3, side.sidewalk - 0.2)
         else:
             x = rng.uniform(x0 + 0.5, x1 - 0.5)
-        draws.append(_person(rng, x, rng.uniform(z_min, min(z_max, 45))))
-    for _ in range(int(rng.integers(0, 5))):
+        draws.append(_person(rng, x, near(z_min, min(z_max, 35))))
+    poles = {"urban": (1, 7), "suburban": (1, 6), "rural": (0, 4)}[scene]
+    for _ in range(int(rng.integers(*poles))):
         side = sides[int(rng.integers(2))]
         x = side.road_edge + side.sign * rng.uniform(0.25, max(0.3, min(side.sidewalk, 1.0)))
-        draws.append(_pole(rng, x, rng.uniform(z_min + 0.5, min(z_max, 35)), side.sign))
+        draws.append(_pole(rng, x, near(z_min + 0.5, min(z_max, 35)), side.sign))
     trees = {"urban": (0, 4), "suburban": (1, 6), "rural": (2, 8)}[scene]
     for _ in range(int(rng.integers(*trees))):
         side = sides[int(rng.integers(2))]
@@ -363,11 +367,11 @@ def _person(rng: np.random.Generator, x: float, z: float) -> Draw:
 
 
 def _pole(rng: np.random.Generator, x: float, z: float, sign: int) -> Draw:
-    h, w = rng.uniform(3.0, 5.0), rng.uniform(0.1, 0.16)
+    h, w = rng.uniform(3.0, 5.0), rng.uniform(0.12, 0.2)
     metal = _jitter(rng, (130, 132, 135), 35)
     arm = -sign * rng.uniform(0.8, 1.6) if rng.uniform() < 0.3 else 0.0  # street lamp arm
-    kind = str(rng.choice(["none", "circle", "triangle", "square", "octagon"], p=[0.3, 0.25, 0.2, 0.15, 0.1]))
-    sign_y, size = rng.uniform(1.8, 2.6), rng.uniform(0.4, 0.6)
+    kind = str(rng.choice(["none", "circle", "triangle", "square", "octagon"], p=[0.2, 0.3, 0.2, 0.2, 0.1]))
+    sign_y, size = rng.uniform(1.8, 2.6), rng.uniform(0.55, 0.85)
     colors = {
         "circle": ((185, 30, 32), (232, 232, 232)) if rng.uniform() < 0.6 else ((30, 70, 165), (40, 85, 185)),
         "triangle": ((185, 30, 32), (232, 232, 232)),

@@ -19,7 +19,6 @@ from pgn_deploy.contract import (
     BadInputError,
     InputInfo,
     Metadata,
-    MissingMetadataError,
     ModelLoadError,
     PGNSpec,
     UnsupportedModelError,
@@ -133,7 +132,7 @@ def export_model(
     """
     spec = make_spec(p, labels, form, bias, resolution, keep_feature_size, pred, baselines)
     shape = parse_input_shape(input_shape)
-    kwargs = _parse_arch_kwargs(arch_kwargs)
+    kwargs = parse_arch_kwargs(arch_kwargs)
     if opset is not None and opset < 1:
         raise BadInputError(f"opset must be a positive ONNX opset version, got {opset}")
     checkpoint = Path(checkpoint)
@@ -147,7 +146,6 @@ def export_model(
     loaded = load_model(checkpoint, arch, kwargs, trust_pickle)
     if loaded.kind == "onnx":
         onnx_model = loaded.onnx_model
-        _refuse_grafted(onnx_model, checkpoint)
         info = _onnx_input_info(onnx_model, shape)
     else:
         from pgn_deploy.export.onnx_export import export_onnx
@@ -266,15 +264,8 @@ def _onnx_input_info(model: Any, shape: tuple[int, ...] | None) -> InputInfo:
     )
 
 
-def _refuse_grafted(model: Any, path: Path) -> None:
-    try:
-        read_metadata(model)
-    except MissingMetadataError:
-        return
-    raise BadInputError(f"{path} is already a grafted model (it has pgn_deploy metadata); export the original")
-
-
-def _parse_arch_kwargs(arch_kwargs: Mapping[str, Any] | str | None) -> dict[str, Any] | None:
+def parse_arch_kwargs(arch_kwargs: Mapping[str, Any] | str | None) -> dict[str, Any] | None:
+    """``--arch-kwargs``: a dict or JSON text of an object -> dict (``None`` stays ``None``)."""
     if arch_kwargs is None or isinstance(arch_kwargs, Mapping):
         return dict(arch_kwargs) if arch_kwargs is not None else None
     import json

@@ -89,7 +89,7 @@ class GraphBuilder:
         """``x`` as float32 (a Cast unless it is known to be float32 already)."""
         if x.dtype == FLOAT:
             return x
-        return self.memo(("float", x.name), lambda: self.op("Cast", [x], {"to": int(FLOAT)}))
+        return self.memo(("float", x), lambda: self.op("Cast", [x], {"to": int(FLOAT)}))
 
     def dims(self, x: ir.Value, start: int, end: int) -> ir.Value:
         """``Shape(x)[start:end]`` as a 1-D int64 tensor."""
@@ -100,11 +100,11 @@ class GraphBuilder:
             shape = self.op("Shape", [x])
             return self.op("Slice", [shape, self.const([start], np.int64), self.const([end], np.int64)])
 
-        return self.memo(("dims", x.name, start, end), make)
+        return self.memo(("dims", x, start, end), make)
 
     def dim(self, x: ir.Value, axis: int) -> ir.Value:
         """``Shape(x)[axis]`` as an int64 scalar."""
         return self.memo(
-            ("dim", x.name, axis),
+            ("dim", x, axis),
             lambda: self.op("Squeeze", [self.dims(x, axis, axis + 1), self.const([0], np.int64)]),
         )

@@ -101,6 +101,8 @@ def _export_dynamo(torch: Any, module: Any, x: Any, names: list[str], opset: int
     if dynamic:
         dim = torch.export.Dim.DYNAMIC
         dynamic_shapes = ({axis: dim for axis in _DYNAMIC_AXES},)
+        if x.shape[0] == 1:  # torch.export specializes size-1 dims: trace a batch of 2
+            x = x.expand(2, *x.shape[1:]).contiguous()
     program = torch.onnx.export(
         module,
         (x,),

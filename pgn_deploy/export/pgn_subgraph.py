@@ -22,9 +22,9 @@ import dataclasses
 import numpy as np
 import onnx_ir as ir
 
-from pgn_deploy.contract import BASELINES, GT_INPUT, PRED, PGNSpec, pgn_output_name
+from pgn_deploy.contract import BASELINES, GT_INPUT, PRED, PGNSpec
 from pgn_deploy.export.graph_builder import FLOAT, GraphBuilder
-from pgn_deploy.export.head import Head, constant_array
+from pgn_deploy.export.head import Branch, Head, constant_array
 
 # Ops whose output is never negative (then |x| = x and the Abs is skipped).
 _NONNEGATIVE_OPS = ("Relu", "Sigmoid", "HardSigmoid", "Softmax", "Abs", "Exp", "Softplus")
@@ -72,8 +72,6 @@ class _PGNGraph:
     # ------------------------------------------------------------------ outputs
     def build(self) -> PGNOutputs:
         gt = self._gt_input() if "gt" in self.spec.labels else None
-        baselines = self._baselines() if self.spec.baselines else []
-        pred = self._pred() if self.spec.pred else None
         logits = self.head.logits if self.at_output else self.head.head_logits
         probs = self._probabilities(self.b.to_float(logits))
         features = [self._branch_features(branch) for branch in self.head.branches]
@@ -84,10 +82,13 @@ class _PGNGraph:
         ]
         names = self.spec.map_names
         if self.at_output or self.spec.keep_feature_size or not self.head.chain:
+            like = self.head.head_logits if self._feature_sized else self.head.logits
             for value, name in zip(maps, names):
-                self._emit(value, name, self.head.head_logits if self._feature_sized else self.head.logits)
+                self._emit(value, name, like)
         else:
             self._resize_and_split(maps, names)
+        pred = self._pred() if self.spec.pred else None
+        baselines = self._baselines() if self.spec.baselines else []
         return PGNOutputs(names, pred, baselines, GT_INPUT if gt is not None else None)
 
     @property
@@ -142,12 +143,15 @@ class _PGNGraph:
         self.b.graph.inputs.append(gt)
         if self.at_output:
             return gt
-        # PyTorch's nearest: source index = floor(i * in / out), here in exact integer arithmetic.
+        # PyTorch's nearest, float32 like ATen: index = min(floor(i * float(in / out)), in - 1).
         zero, one = self.b.const(0, np.int64), self.b.const(1, np.int64)
         for axis in (1, 2):
             size_in, size_out = self.b.dim(gt, axis), self.b.dim(self.head.head_logits, axis + 1)
-            index = self.b.op("Range", [zero, size_out, one])
-            index = self.b.op("Div", [self.b.op("Mul", [index, size_in]), size_out])
+            scale = self.b.op("Div", [self.b.to_float(size_in), self.b.to_float(size_out)])
+            index = self.b.to_float(self.b.op("Range", [zero, size_out, one]))
+            index = self.b.op("Floor", [self.b.op("Mul", [index, scale])])
+            index = self.b.op("Cast", [index], {"to": int(ir.DataType.INT64)})
+            index = self.b.op("Min", [index, self.b.op("Sub", [size_in, one])])
             gt = self.b.op("Gather", [gt, index], {"axis": axis})
         return gt
 
@@ -210,14 +214,14 @@ class _PGNGraph:
                 return self.b.reduce("ReduceSumSquare", x)
             if p == 1.0:
                 return self.b.reduce("ReduceSum" if nonneg else "ReduceL1", x)
-            magnitude = x if nonneg else self.b.memo(("abs", x.name), lambda: self.b.op("Abs", [x]))
+            magnitude = x if nonneg else self.b.memo(("abs", x), lambda: self.b.op("Abs", [x]))
             if p == 0.5:
                 powered = self.b.op("Sqrt", [magnitude])
             else:
                 powered = self.b.op("Pow", [magnitude, self.b.const(p)])
             return self.b.reduce("ReduceSum", powered)
 
-        return self.b.memo(("p_sum", x.name, p), make)
+        return self.b.memo(("p_sum", x, p), make)
 
     def _root(self, x: ir.Value, p: float) -> ir.Value:
         """``x^(1/p)`` with the cheapest op."""
@@ -231,20 +235,20 @@ class _PGNGraph:
 
     # ------------------------------------------------------------------ inputs of the maps
     def _probabilities(self, logits: ir.Value) -> ir.Value:
-        """Softmax over the classes (exp of the log-softmax when the baselines made one)."""
-        log_key = ("log_softmax", logits.name)
+        """Softmax over the classes; for the output logits with baselines, the exp of the
+        log-softmax the entropy needs anyway."""
 
         def make() -> ir.Value:
-            if log_key in self.b._memo:
-                return self.b.op("Exp", [self.b._memo[log_key]])
+            if self.spec.baselines and logits is self.b.to_float(self.head.logits):
+                return self.b.op("Exp", [self._log_probabilities(logits)])
             return self.b.op("Softmax", [logits], {"axis": 1})
 
-        return self.b.memo(("softmax", logits.name), make)
+        return self.b.memo(("softmax", logits), make)
 
     def _log_probabilities(self, logits: ir.Value) -> ir.Value:
-        return self.b.memo(("log_softmax", logits.name), lambda: self.b.op("LogSoftmax", [logits], {"axis": 1}))
+        return self.b.memo(("log_softmax", logits), lambda: self.b.op("LogSoftmax", [logits], {"axis": 1}))
 
-    def _branch_features(self, branch) -> _Features:
+    def _branch_features(self, branch: Branch) -> _Features:
         """psi of one branch as float32, resized like the branch (and like the logits when the
         resolution is ``output``)."""
         psi = branch.features
@@ -278,8 +282,3 @@ class _PGNGraph:
 def _attribute(node: ir.Node, name: str, default: object) -> object:
     attr = node.attributes.get(name)
     return default if attr is None else attr.value
-
-
-def map_names(spec: PGNSpec) -> list[str]:
-    """The PGN output names of ``spec`` (labels outer, p inner)."""
-    return [pgn_output_name(label, p) for label in spec.labels for p in spec.p]

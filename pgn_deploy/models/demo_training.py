@@ -47,7 +47,8 @@ class TrainConfig:
     lr: float = 2e-3
     warmup: int = 100
     pool: int = 96
-    refresh: int = 2
+    refresh: int = 1
+    class_weight_power: float = 0.5
     size: tuple[int, int] = (256, 512)
     val_seed: int = 0
     val_frames: int = 100
@@ -91,6 +92,16 @@ class FramePool:
         frame = generate_frame(self.seed, self.next_index, "train", self.frame_size)
         self.next_index += 1
         return frame.image, frame.train_ids
+
+    def class_weights(self, power: float) -> torch.Tensor:
+        """Loss weight per class, (median frequency / frequency) ** power over the pool's
+        classes (clipped to 0.2..5); 1 for classes absent from the pool, all 1 for power 0."""
+        counts = sum(np.bincount(label.ravel(), minlength=256)[:NUM_CLASSES] for _, label in self.frames)
+        weights = np.ones(NUM_CLASSES)
+        present = counts > 0
+        freq = counts[present] / counts[present].sum()
+        weights[present] = np.clip((np.median(freq) / freq) ** power, 0.2, 5.0)
+        return torch.tensor(weights, dtype=torch.float32)
 
     def refresh(self, count: int) -> None:
         for _ in range(count):
@@ -177,12 +188,15 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> tuple[nn.M
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, config))
     pool = FramePool(config.seed, config.pool, config.size)
     val = validation_frames(config.val_seed, config.val_frames, config.size)
+    weights = pool.class_weights(config.class_weight_power)
     log(f"model parameters={sum(p.numel() for p in model.parameters())} "
         f"setup={time.perf_counter() - start:.1f}s")
+    log("class weights: " + " ".join(f"{CLASS_NAMES[c]}={w:.2f}" for c, w in enumerate(weights.tolist())
+                                     if w != 1.0))
     running = None
     for step in range(1, config.steps + 1):
         x, y = pool.batch(rng, config.batch, config.crop, config.scale)
-        loss = F.cross_entropy(model(x), y, ignore_index=IGNORE)
+        loss = F.cross_entropy(model(x), y, weight=weights, ignore_index=IGNORE)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -51,6 +51,12 @@ class AnnotateOptions:
     min_area: int = 50
     force: bool = False
 
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise BadInputError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.min_area < 0:
+            raise BadInputError(f"min_area must be >= 0, got {self.min_area}")
+
 
 @dataclasses.dataclass
 class AnnotateReport:
@@ -84,7 +90,8 @@ class _Renderer:
         value_range = display_range(score, self.calibration, self.score)
         seg = colorize(result.pred, self.colors)
         heat = heatmap(score, value_range["lo"], value_range["hi"])
-        label = f"{self.score} [{value_range['lo']:.3g}, {value_range['hi']:.3g}]"
+        scale = "calibrated" if value_range["calibrated"] else "per-image 1-99%"
+        label = f"{self.score} [{value_range['lo']:.3g}, {value_range['hi']:.3g}] {scale}"
         pictures = {"seg": seg, "heatmap": heat, "overlay": overlay(image, seg, heat, self.layout, label),
                     "range": value_range}
         if self.threshold is not None:
@@ -122,7 +129,8 @@ def _npy(array: np.ndarray) -> Callable[[Path], None]:
     return write
 
 
-def image_targets(out_dir: Path, item: InputFile, names: Sequence[str], with_mask: bool, save_npy: bool) -> dict[str, Path]:
+def output_targets(out_dir: Path, item: InputFile, names: Sequence[str], with_mask: bool,
+                   save_npy: bool) -> dict[str, Path]:
     """Output files of one input, keyed by kind (``seg``, ``heatmap``, ``overlay``, ``ood``,
     ``npy:<map>``; a video has only ``video``)."""
     base = out_dir / item.stem.parent
@@ -217,28 +225,32 @@ def annotate(runtime: Runtime, inputs: Sequence[str | os.PathLike[str]], out_dir
     recorded in ``report.failed`` and the others are still written.
     """
     options = options or AnnotateOptions()
-    if options.layout not in LAYOUTS:
-        raise BadInputError(f"layout must be one of {', '.join(LAYOUTS)}, got {options.layout!r}")
+    if runtime.extra_inputs:
+        raise BadInputError(f"the model also needs the inputs {', '.join(runtime.extra_inputs)}; "
+                            "pgn-run feeds only images (export without label gt)")
     score = options.score or runtime.default_score
     if score not in runtime.score_names:
         raise BadInputError(f"no score map {score!r}; the model has: {', '.join(runtime.score_names)}")
-    calibrated = default_threshold(runtime.metadata.calibration, score)
+    calibration = runtime.metadata.calibration or {}
+    calibrated = default_threshold(calibration, score)
     threshold = options.threshold if options.threshold is not None else calibrated
     items = collect_inputs(inputs)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise BadInputError(f"{out_dir}: exists and is not a folder")
-    targets = {item: image_targets(out_dir, item, runtime.score_names, threshold is not None, options.save_npy)
+    targets = {item: output_targets(out_dir, item, runtime.score_names, threshold is not None, options.save_npy)
                for item in items}
     existing = [p for files in targets.values() for p in files.values() if p.exists()]
     if existing and not options.force:
-        raise ArtifactExistsError(f"{len(existing)} output file(s) exist, e.g. {existing[0]}; pass --force to overwrite")
+        raise ArtifactExistsError(
+            f"{len(existing)} output file(s) exist, e.g. {existing[0]}; pass --force to overwrite"
+        )
     renderer = _Renderer(runtime, options, threshold)
     report = AnnotateReport(
         backend=runtime.backend_name, score=score, threshold=threshold,
-        threshold_source="given" if options.threshold is not None else ("calibration" if calibrated is not None else "none"),
-        heatmap_source="calibration" if runtime.metadata.calibration and score in runtime.metadata.calibration
-        else "per-image percentiles 1..99 (uncalibrated)",
+        threshold_source=("given" if options.threshold is not None
+                          else "calibration" if calibrated is not None else "none"),
+        heatmap_source="calibration" if score in calibration else "per-image percentiles 1..99 (uncalibrated)",
     )
     images = [item for item in items if item.kind == "image"]
     videos = [item for item in items if item.kind == "video"]

@@ -12,7 +12,13 @@ from typing import Any, overload
 
 import numpy as np
 
-from pgn_deploy.contract import BadInputError, MissingMetadataError, ModelLoadError, PGNError
+from pgn_deploy.contract import (
+    BadInputError,
+    MissingMetadataError,
+    ModelLoadError,
+    PGNError,
+    UnsupportedModelError,
+)
 from pgn_deploy.runtime.backends import Backend, BackendOptions, open_backend
 from pgn_deploy.runtime.model_file import load_model_metadata
 from pgn_deploy.runtime.preprocess import check_color, check_size, group_by_size, split_inputs, timed_preprocess
@@ -75,6 +81,10 @@ class Runtime:
 
     def _check_model(self) -> None:
         meta, backend = self.metadata, self._backend
+        if meta.input.layout != "NCHW":
+            raise UnsupportedModelError(
+                f"{self.model_path}: input layout {meta.input.layout!r}; the runtime feeds NCHW"
+            )
         if meta.input.name not in backend.input_names:
             raise ModelLoadError(
                 f"{self.model_path}: the metadata names input {meta.input.name!r}, the model has "
@@ -167,14 +177,13 @@ class Runtime:
         batch = np.ascontiguousarray(batch, dtype=dtype)
         count = batch.shape[0]
         prepare_ms = (time.perf_counter() - start) * 1e3 / count
-        rows = [range(count)] if self._backend.dynamic_batch else [range(i, i + 1) for i in range(count)]
+        step = count if self._backend.dynamic_batch else 1
         results = []
-        for run_rows in rows:
-            part = slice(run_rows.start, run_rows.stop)
+        for first in range(0, count, step):
+            part = slice(first, first + step)
             outputs, ms = self._infer(batch[part], {k: v[part] for k, v in feeds.items()}, fetch)
-            for row in range(len(run_rows)):
-                timings = {"preprocess_ms": prepare_ms, "inference_ms": ms / len(run_rows)}
-                results.append(self._postprocess(outputs, row, batch.shape[2:], logits, timings))
+            timings = {"preprocess_ms": prepare_ms, "inference_ms": ms / step}
+            results += [self._postprocess(outputs, row, batch.shape[2:], logits, timings) for row in range(step)]
         return results
 
     def _postprocess(self, outputs: dict[str, np.ndarray], row: int, size: tuple[int, int],

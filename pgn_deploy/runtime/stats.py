@@ -52,16 +52,16 @@ def display_range(score: np.ndarray, calibration: dict[str, Any] | None, name: s
 
     Calibrated: ``[min, q0.999]`` of the calibration images, so colours compare across images.
     Otherwise this image's 1st..99th percentile (numpy "linear"), stated in ``source``.
-    Returns ``{"lo": float, "hi": float, "source": str}``.
+    Returns ``{"lo": float, "hi": float, "calibrated": bool, "source": str}``.
     """
     entry = (calibration or {}).get(name)
     if entry:
-        return {"lo": float(entry["min"]), "hi": float(entry["q"][HEATMAP_TOP_QUANTILE]),
+        return {"lo": float(entry["min"]), "hi": float(entry["q"][HEATMAP_TOP_QUANTILE]), "calibrated": True,
                 "source": f"calibration (min..q{HEATMAP_TOP_QUANTILE})"}
     finite = score[np.isfinite(score)]
     lo, hi = np.percentile(finite, PER_IMAGE_PERCENTILES) if finite.size else (0.0, 0.0)
     low, high = PER_IMAGE_PERCENTILES
-    return {"lo": float(lo), "hi": float(hi),
+    return {"lo": float(lo), "hi": float(hi), "calibrated": False,
             "source": f"per-image percentiles {low:g}..{high:g} (uncalibrated)"}
 
 

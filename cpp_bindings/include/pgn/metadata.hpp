@@ -55,13 +55,18 @@ struct HeadInfo {
   std::string resize = "none";
 };
 
-/// Per-map calibration from pgn-calibrate over in-distribution images: quantiles of the finite
-/// pixels ("0.5", "0.9", "0.95", "0.99", "0.999" -> value), min, max, mean (NaN when absent).
+/// Per-map calibration from pgn-calibrate over in-distribution images: ``q``, quantiles of the
+/// finite pixels ("0.5", "0.9", "0.95", "0.99", "0.999" -> value), and ``stats``, the other
+/// numbers of the entry ("min", "max", "mean", "n_images", "n_pixels", "n_nonfinite").
 struct MapCalibration {
   std::map<std::string, double> q;
-  double min = std::numeric_limits<double>::quiet_NaN();
-  double max = std::numeric_limits<double>::quiet_NaN();
-  double mean = std::numeric_limits<double>::quiet_NaN();
+  std::map<std::string, double> stats;
+
+  /// ``stats[name]``, NaN when absent.
+  double stat(const std::string& name) const {
+    const auto found = stats.find(name);
+    return found == stats.end() ? std::numeric_limits<double>::quiet_NaN() : found->second;
+  }
 };
 
 /// The whole document. Output maps are float32 N x 1 x H x W; ``pred`` is int32 N x H x W.

@@ -28,8 +28,9 @@ struct Plane {
   const T& at(int y, int x, int c = 0) const { return data[(static_cast<size_t>(c) * height + y) * width + x]; }
 };
 
-/// One connected OoD region: OpenCV's ``label_id``, ``area`` in pixels, ``box`` (x, y, w, h) in
-/// pixels and the ``mean_score`` of the map over its pixels.
+/// One connected OoD region: ``label_id`` (1..n in raster order of the components' first
+/// pixels), ``area`` in pixels, ``box`` (x, y, w, h) in pixels and the ``mean_score`` of the map
+/// over its pixels.
 struct Instance {
   int label_id = 0;
   int area = 0;
@@ -73,9 +74,10 @@ class PGN_API Result {
   /// uint8 H x W, 1 where ``score >= float32(threshold)``, else 0 (NaN never passes).
   Plane<std::uint8_t> ood_mask(std::optional<double> threshold = std::nullopt, const std::string& score = "") const;
 
-  /// The 8-connected components of ood_mask() with at least ``min_area`` pixels, in OpenCV's
-  /// label order (cv::connectedComponentsWithStats); ``mean_score`` is the float64 sum of the
-  /// component's float32 scores in row-major order divided by its area.
+  /// The 8-connected components of ood_mask() (cv::connectedComponentsWithStats) numbered 1..n
+  /// in raster order of their first pixel, those with at least ``min_area`` pixels, in that
+  /// order; ``mean_score`` is the float64 sum of the component's float32 scores in row-major
+  /// order divided by its area.
   std::vector<Instance> instances(std::optional<double> threshold = std::nullopt, int min_area = 1,
                                   const std::string& score = "") const;
 };

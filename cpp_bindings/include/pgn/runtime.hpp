@@ -1,6 +1,7 @@
 // pgn::Runtime: a grafted model on one backend, run on uint8 images (pgn_deploy.runtime.Runtime).
 #pragma once
 
+#include <array>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -27,12 +28,13 @@ class Workspace;
 
 /// A grafted model loaded on one backend, ready to run on images.
 ///
-/// ``run`` is thread-safe. Memory: each call allocates only what it returns (the Result's maps).
-/// The buffers a call works in (resized image, NCHW input batch, the backend's bound outputs,
-/// converted planes) live in a Workspace taken from a pool for the duration of the call and
-/// returned afterwards; the pool holds one workspace per concurrent caller, each keeps its
-/// buffers at their largest size so far, and ONNX Runtime outputs stay bound while the input
-/// shape repeats.
+/// ``run`` is thread-safe. Memory: once warm (same image sizes as before), a call allocates only
+/// what it returns (the Results and their maps). The buffers a call works in (resized image,
+/// NCHW input batch, the backend's context with its bound outputs, converted planes, batching
+/// bookkeeping) live in a Workspace taken from a pool for the call and put back afterwards; the
+/// pool holds one workspace per concurrent caller, each keeps its buffers at their largest size
+/// so far, and ONNX Runtime's output tensors stay bound while the input shape repeats. ONNX
+/// Runtime's own intermediate tensors come from its arena allocator.
 class PGN_API Runtime {
  public:
   /// Load ``model_path`` (ONNX with pgn_deploy metadata, or a TensorRT plan with its
@@ -50,7 +52,7 @@ class PGN_API Runtime {
   /// Why better "auto" candidates were skipped.
   const std::vector<std::string>& backend_notes() const { return notes_; }
   /// Every score map the model returns: the PGN maps, then the baselines.
-  std::vector<std::string> score_names() const { return metadata_.score_outputs(); }
+  const std::vector<std::string>& score_names() const { return score_names_; }
   /// The map masks, instances and heatmaps use unless told otherwise (the first PGN map).
   const std::string& default_score() const { return default_score_; }
   int max_batch() const { return max_batch_; }
@@ -62,15 +64,21 @@ class PGN_API Runtime {
                           bool logits = false) const;
 
  private:
-  std::vector<Result> run_checked(const std::vector<ImageView>& images, const std::string& color, bool logits) const;
+  std::vector<Result> run_images(const std::vector<ImageView>& images, bool single, const std::string& color,
+                                 bool logits) const;
+  Result postprocess(Workspace& workspace, const std::vector<std::string>& fetch, int row,
+                     const std::array<int, 2>& size, bool logits, const Timings& timings) const;
   void check_model() const;
 
   std::string model_path_;
   Metadata metadata_;
   std::unique_ptr<Backend> backend_;
   std::vector<std::string> notes_;
-  std::vector<std::string> fetch_;
+  std::vector<std::string> fetch_;         // score maps, then pred or the logits
+  std::vector<std::string> fetch_logits_;  // the same, and the logits
   std::string default_score_;
+  std::vector<std::string> score_names_;
+  std::vector<std::string> extra_inputs_;  // graph inputs besides the image (C++ cannot feed them)
   int max_batch_;
   mutable std::mutex pool_mutex_;
   mutable std::vector<std::unique_ptr<Workspace>> pool_;

@@ -1,0 +1,55 @@
+"""pgn-synthroad: write SynthRoad street scenes and OoD benchmarks in the public datasets' layouts."""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from pgn_deploy.cli.common import make_parser, print_json, run_cli
+from pgn_deploy.contract import BadInputError
+
+
+def _size(text: str) -> tuple[int, int]:
+    h, sep, w = text.lower().partition("x")
+    if not sep or not h.strip().isdigit() or not w.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected HxW such as 256x512, got {text!r}")
+    return int(h), int(w)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pgn_deploy.eval.synthroad import DEFAULT_SIZE
+    from pgn_deploy.eval.synthroad_layouts import LAYOUTS
+
+    parser = make_parser(
+        "pgn-synthroad",
+        "Generate SynthRoad frames (deterministic for a seed) and write them in the Cityscapes, "
+        "RoadAnomaly21, RoadObstacle21, LostAndFound and Fishyscapes LostAndFound layouts.",
+    )
+    parser.add_argument("--out", required=True, help="output folder (created; an existing one is written into)")
+    parser.add_argument("--frames", required=True, type=int, help="frames per layout")
+    parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    parser.add_argument("--layout", nargs="+", choices=LAYOUTS, metavar="LAYOUT",
+                        help=f"layouts to write (default all: {', '.join(LAYOUTS)})")
+    parser.add_argument("--size", type=_size, default=DEFAULT_SIZE, metavar="HxW",
+                        help=f"image size (default {DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]})")
+    parser.add_argument("--force", action="store_true", help="overwrite files that exist")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _command(args: argparse.Namespace) -> int:
+    from pgn_deploy.eval.synthroad_layouts import write_synthroad
+
+    if args.frames < 1:
+        raise BadInputError(f"--frames must be at least 1, got {args.frames}")
+    summary = write_synthroad(args.out, args.frames, args.seed, args.layout, args.size,
+                              force=args.force, progress=not args.quiet and not args.json)
+    if args.json:
+        print_json(summary)
+    else:
+        for layout, info in summary.items():
+            print(f"{layout:<16s} {info['frames']:>5d} frames {info['files']:>6d} files  {info['root']}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(build_parser(), _command, argv)

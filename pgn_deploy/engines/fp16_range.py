@@ -1,0 +1,107 @@
+"""How close the network's intermediates come to the float16 limit (65504) on real images.
+
+Every float tensor the network part of a grafted model computes (the part that runs in half
+precision after :func:`pgn_deploy.engines.precision.convert_model`; the PGN subgraph stays
+float32 and is not measured) is exposed as an output of a sub-model cut out with
+``onnx.utils.Extractor`` and run with ONNX Runtime on the CPU over calibration images. The
+margin of a tensor is ``65504 / max |x|`` over all images: below 1 it overflows to inf in
+float16. On an fp32 model the values are float32 (a prediction for the conversion); on an
+fp16 model they are the fp16 values themselves (an overflow shows as inf, margin 0).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from pgn_deploy.contract import Metadata, UnsupportedModelError
+from pgn_deploy.engines.subgraph import split_nodes
+
+FP16_MAX = float(np.finfo(np.float16).max)
+DEFAULT_TENSORS_PER_RUN = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorRange:
+    """Largest magnitude of one network tensor over the calibration images."""
+
+    tensor: str
+    node: str
+    op_type: str
+    max_abs: float
+
+    @property
+    def margin(self) -> float:
+        """``65504 / max |x|`` (inf for an all-zero tensor, 0 for inf/NaN values)."""
+        if not math.isfinite(self.max_abs):
+            return 0.0
+        return math.inf if self.max_abs == 0 else FP16_MAX / self.max_abs
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "margin": self.margin}
+
+
+def network_float_tensors(model: Any, meta: Metadata) -> list[tuple[str, str, str]]:
+    """``(tensor, node name, op type)`` for every floating-point output of a network node."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in (*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input)}
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
+              onnx.TensorProto.DOUBLE}
+    network, _ = split_nodes(model, meta)
+    return [(out, node.name, node.op_type) for node in network for out in node.output
+            if out and types.get(out) in floats]
+
+
+def measure_ranges(model: Any, meta: Metadata, batches: Iterable[np.ndarray],
+                   tensors_per_run: int = DEFAULT_TENSORS_PER_RUN) -> list[TensorRange]:
+    """Max |value| of every network float tensor over ``batches`` (preprocessed model inputs
+    for ``meta.input.name``), tightest margin first. Tensors are fetched ``tensors_per_run``
+    at a time to bound memory."""
+    import onnx.utils
+    import onnxruntime as ort
+
+    targets = network_float_tensors(model, meta)
+    if not targets:
+        raise UnsupportedModelError("the model's network has no floating-point tensors to measure")
+    batches = list(batches)
+    peaks = dict.fromkeys((name for name, _, _ in targets), 0.0)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    for start in range(0, len(targets), tensors_per_run):
+        names = [name for name, _, _ in targets[start:start + tensors_per_run]]
+        part = onnx.utils.Extractor(model).extract_model([meta.input.name], names)
+        session = ort.InferenceSession(part.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        for batch in batches:
+            for name, value in zip(names, session.run(names, {meta.input.name: batch})):
+                peak = float(np.max(np.abs(value.astype(np.float32)), initial=0.0))
+                peaks[name] = peak if not math.isfinite(peak) else max(peaks[name], peak)
+    ranges = [TensorRange(name, node, op, peaks[name]) for name, node, op in targets]
+    return sorted(ranges, key=lambda r: r.margin)
+
+
+def calibration_batches(model: Any, meta: Metadata, paths: Sequence[str | os.PathLike[str]],
+                        max_images: int | None = None) -> list[np.ndarray]:
+    """The images (files or folders) read and preprocessed as the runtime does, one per batch."""
+    import onnx
+
+    from pgn_deploy.runtime.preprocess import check_size, preprocess_image
+    from pgn_deploy.runtime.sources import collect_inputs, read_image
+
+    inputs = [item for item in collect_inputs(paths) if item.kind == "image"][:max_images]
+    if not inputs:
+        raise UnsupportedModelError("no calibration images found (videos are not read for calibration)")
+    graph_input = next(i for i in model.graph.input if i.name == meta.input.name)
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(graph_input.type.tensor_type.elem_type))
+    batches = []
+    for item in inputs:
+        tensor = preprocess_image(read_image(item.path), "BGR", meta.input, dtype)
+        check_size(meta.input, tensor.shape[1:], str(item.path))
+        batches.append(tensor[None])
+    return batches

@@ -1,0 +1,192 @@
+"""Sampling baselines the paper compares PGN with: MC dropout and deep ensembles.
+
+Both run on ONNX Runtime from models exported here, with the grafted model's own
+pre-processing, so that every method of an evaluation sees the same pixels.
+
+* **MC dropout** (:func:`export_mc_dropout`): the network is exported with every dropout layer
+  replaced by :class:`SampledDropout`, which draws a fresh mask on every call (ONNX
+  ``RandomUniformLike``), also in eval mode. :class:`MCDropoutScorer` tiles one image ``N``
+  times along the batch axis, so the ``N`` samples cost one call of batch ``N`` -- ``N`` full
+  forward passes of compute. Maps: ``mc_entropy`` (entropy of the mean softmax, nats) and
+  ``mc_variance`` (variance of the softmax samples, averaged over classes).
+* **Deep ensembles** (:class:`EnsembleScorer`): one plain ONNX export per member checkpoint;
+  maps ``ens_entropy`` and ``ens_msp`` (1 - max of the mean softmax); cost: one forward pass
+  per member.
+
+Output maps are float32 H x W at the model's output resolution (the image's size).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pgn_deploy.contract import BadInputError, InputInfo, require
+from pgn_deploy.runtime.preprocess import preprocess_image
+from pgn_deploy.runtime.result import resize_score
+
+MC_MAPS = ("mc_entropy", "mc_variance")
+ENSEMBLE_MAPS = ("ens_entropy", "ens_msp")
+COSTS = {
+    "pgn": "free: extra outputs of the single forward pass",
+    "msp": "free: extra output of the single forward pass",
+    "entropy": "free: extra output of the single forward pass",
+    "mc_dropout": "N forward passes (one batched call of N copies of the image)",
+    "ensemble": "one forward pass per member network",
+}
+
+
+def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
+    """Numerically stable softmax of float logits along ``axis`` (float32 result)."""
+    shifted = logits.astype(np.float32) - logits.max(axis=axis, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=axis, keepdims=True)
+
+
+def entropy(probs: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Entropy in nats of probabilities along ``axis`` (0 log 0 = 0)."""
+    return -(probs * np.log(np.clip(probs, 1e-30, None))).sum(axis=axis)
+
+
+def _sampled_dropout_class() -> type:
+    torch = require("torch", "export", "exporting an MC dropout model")
+
+    class SampledDropout(torch.nn.Module):
+        """Dropout that samples a mask on every call, in eval mode too (exports to ONNX).
+
+        ``channelwise``: one draw per (sample, channel) as ``nn.Dropout2d``; else per element.
+        ``rate`` 0 is the identity.
+        """
+
+        def __init__(self, rate: float, channelwise: bool) -> None:
+            super().__init__()
+            self.rate, self.channelwise = float(rate), channelwise
+
+        def forward(self, x: Any) -> Any:
+            if self.rate == 0.0:
+                return x
+            shape_of = x[:, :, :1, :1] if self.channelwise and x.dim() == 4 else x
+            keep = (torch.rand_like(shape_of) >= self.rate).to(x.dtype)
+            return x * keep / (1.0 - self.rate)
+
+    return SampledDropout
+
+
+def replace_dropout(module: Any, rate: float | None = None) -> int:
+    """Replace every ``nn.Dropout``/``nn.Dropout2d`` in ``module`` (in place) by a sampled one.
+
+    ``rate`` overrides each layer's own probability (0 switches dropout off). Returns the
+    number of layers replaced.
+    """
+    torch = require("torch", "export", "exporting an MC dropout model")
+    sampled = _sampled_dropout_class()
+    count = 0
+    for name, child in list(module.named_children()):
+        if isinstance(child, (torch.nn.Dropout, torch.nn.Dropout2d)):
+            p = child.p if rate is None else rate
+            setattr(module, name, sampled(p, isinstance(child, torch.nn.Dropout2d)))
+            count += 1
+        else:
+            count += replace_dropout(child, rate)
+    return count
+
+
+def _export_plain(checkpoint: str | os.PathLike[str], out: Path, info: InputInfo,
+                  rate: float | None, mc: bool, force: bool) -> Path:
+    torch = require("torch", "export", "exporting a baseline model")
+    from pgn_deploy.export.load import load_model
+    from pgn_deploy.export.onnx_export import export_onnx
+
+    loaded = load_model(checkpoint)
+    if loaded.module is None:
+        raise BadInputError(f"{checkpoint}: baselines need a PyTorch checkpoint, not an ONNX file")
+    if mc and replace_dropout(loaded.module, rate) == 0:
+        raise BadInputError(f"{checkpoint}: the network has no dropout layer, so MC dropout does not apply")
+    size = info.size or (128, 256)
+    example = torch.zeros(1, 3, *size)
+    export_onnx(loaded.module, example, out, exporter="torchscript", dynamic=True, force=force)
+    return out
+
+
+def export_mc_dropout(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], info: InputInfo,
+                      rate: float | None = None, force: bool = False) -> Path:
+    """Export ``checkpoint`` as an ONNX model whose dropout layers sample on every call.
+
+    ``rate`` overrides the dropout probability of every layer (0: dropout off, the plain
+    model). Raises a PGNError if the network has no dropout layer.
+    """
+    return _export_plain(checkpoint, Path(out), info, rate, mc=True, force=force)
+
+
+def export_member(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], info: InputInfo,
+                  force: bool = False) -> Path:
+    """Export one ensemble member (the plain network, logits output) to ONNX."""
+    return _export_plain(checkpoint, Path(out), info, None, mc=False, force=force)
+
+
+class _OnnxLogits:
+    """An ONNX model returning logits (first output), fed with the grafted model's preprocessing."""
+
+    def __init__(self, path: str | os.PathLike[str], info: InputInfo, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+        self.info = info
+
+    def probs(self, image: np.ndarray, color: str, copies: int = 1) -> np.ndarray:
+        """Softmax of the logits, ``copies x C x H x W`` at the image's size."""
+        x = preprocess_image(image, color, self.info, np.dtype(np.float32))[None]
+        if copies > 1:
+            x = np.repeat(x, copies, axis=0)
+        logits = self.session.run([self.output_name], {self.input_name: x})[0]
+        probs = softmax(logits)
+        size = image.shape[:2]
+        if probs.shape[-2:] != size:
+            probs = np.stack([[resize_score(c, size) for c in sample] for sample in probs])
+        return probs
+
+
+class MCDropoutScorer:
+    """MC dropout maps of one image from ``samples`` stochastic passes of an exported model."""
+
+    names = MC_MAPS
+
+    def __init__(self, model_path: str | os.PathLike[str], info: InputInfo, samples: int) -> None:
+        if samples < 1:
+            raise BadInputError(f"MC dropout needs at least one sample, got {samples}")
+        self.model = _OnnxLogits(model_path, info)
+        self.samples = samples
+
+    def __call__(self, image: np.ndarray, color: str = "BGR") -> dict[str, np.ndarray]:
+        probs = self.model.probs(image, color, copies=self.samples)
+        mean = probs.mean(axis=0)
+        return {
+            "mc_entropy": entropy(mean).astype(np.float32),
+            "mc_variance": probs.var(axis=0).mean(axis=0).astype(np.float32),
+        }
+
+
+class EnsembleScorer:
+    """Deep-ensemble maps of one image from the mean softmax of the member models."""
+
+    names = ENSEMBLE_MAPS
+
+    def __init__(self, model_paths: Sequence[str | os.PathLike[str]], info: InputInfo) -> None:
+        if not model_paths:
+            raise BadInputError("a deep ensemble needs at least one member")
+        self.members = [_OnnxLogits(path, info) for path in model_paths]
+
+    def __call__(self, image: np.ndarray, color: str = "BGR") -> dict[str, np.ndarray]:
+        mean = np.mean([member.probs(image, color)[0] for member in self.members], axis=0)
+        return {
+            "ens_entropy": entropy(mean).astype(np.float32),
+            "ens_msp": (1.0 - mean.max(axis=0)).astype(np.float32),
+        }

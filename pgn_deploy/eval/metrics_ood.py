@@ -1,0 +1,107 @@
+"""OoD segmentation evaluation of one method on one split: pixel and component metrics together.
+
+:func:`evaluate_ood` reads every frame **twice**, because the component metrics need t*, which
+only the pixel level of the whole split gives:
+
+1. pass 1: each frame is checked and reduced (:meth:`PixelAccumulator.summarize`) in worker
+   threads, the reductions are added in order -> :class:`PixelResult` and t*;
+2. pass 2: each frame is read again and its components at t* are computed in worker threads
+   (:func:`frame_components`) -> :class:`ComponentResult`.
+
+At most ``2 * workers`` frames are in memory at any time. Frames are objects with ``name`` and
+``load()`` (:class:`~pgn_deploy.eval.score_io.FilePair`, :class:`~pgn_deploy.eval.score_io.ArrayFrame`).
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from tqdm import tqdm
+
+from pgn_deploy.contract import BadInputError
+from pgn_deploy.eval.component_metrics import ComponentAccumulator, ComponentResult, Track, frame_components, get_track
+from pgn_deploy.eval.pixel_metrics import PixelAccumulator, PixelResult
+from pgn_deploy.eval.score_io import Frame
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def default_workers() -> int:
+    """Worker threads used by default: the CPU count, at most 4."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def ordered_map(function: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
+    """``map(function, items)`` on ``workers`` threads, in order, at most ``2 * workers`` in flight.
+
+    The first exception raised by ``function`` is raised here; pending work is cancelled.
+    """
+    if workers <= 1:
+        yield from map(function, items)
+        return
+    pool = ThreadPoolExecutor(max_workers=workers)
+    pending: collections.deque = collections.deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class OODResult:
+    """Pixel and component metrics of one method on one split."""
+
+    pixel: PixelResult
+    components: ComponentResult
+    frames: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The metrics as fractions in [0, 1]; NaN (undefined) becomes ``None``."""
+        data = {
+            "AuPRC": self.pixel.auprc, "AuROC": self.pixel.auroc, "FPR95": self.pixel.fpr95,
+            "threshold": self.pixel.threshold, "sIoU": self.components.siou, "PPV": self.components.ppv,
+            "mean_F1": self.components.mean_f1, "frames": self.frames, "pixels": self.pixel.pixels,
+            "binning": self.pixel.binning, "counting": self.pixel.method, "track": self.components.track.name,
+        }
+        return {k: (None if isinstance(v, float) and v != v else v) for k, v in data.items()}
+
+
+def evaluate_ood(frames: Iterable[Frame], track: str | Track = "obstacle", binning: str = "exact",
+                 workers: int | None = None, progress: bool = False, label: str = "") -> OODResult:
+    """Evaluate a split (see module doc). ``progress`` shows a tqdm bar on stderr (TTY only)."""
+    frames = list(frames)
+    if not frames:
+        raise BadInputError("no frames to evaluate")
+    track = get_track(track)
+    pixels = PixelAccumulator(binning)
+    workers = workers or default_workers()
+    bar = tqdm(total=2 * len(frames), desc=label or "metrics", unit="frame", file=sys.stderr,
+               disable=None if progress else True, leave=False)
+    with bar:
+        def summarize(frame: Frame) -> Any:
+            return pixels.summarize(*frame.load(), where=frame.name)
+
+        for summary in ordered_map(summarize, frames, workers):
+            pixels.add_summary(summary)
+            bar.update()
+        pixel_result = pixels.result()
+
+        def components(frame: Frame) -> Any:
+            return frame_components(*frame.load(), pixel_result.threshold, track, where=frame.name)
+
+        accumulator = ComponentAccumulator(track)
+        for frame_result in ordered_map(components, frames, workers):
+            accumulator.add_frame(frame_result)
+            bar.update()
+    return OODResult(pixel=pixel_result, components=accumulator.result(), frames=len(frames))

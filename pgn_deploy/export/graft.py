@@ -1,0 +1,129 @@
+"""Graft PGN onto an ONNX segmentation model: one model returning segmentation and PGN maps.
+
+``graft(model, spec)`` finds the classifier head (:mod:`pgn_deploy.export.head`), appends the
+PGN subgraph (:mod:`pgn_deploy.export.pgn_subgraph`) and writes the ``pgn_deploy`` metadata.
+The original nodes, inputs and outputs are left as they are, so the original outputs stay
+bit-identical; the result passes ``onnx.checker.check_model(full_check=True)``.
+"""
+from __future__ import annotations
+
+import onnx
+import onnx_ir as ir
+
+from pgn_deploy.contract import (
+    BASELINES,
+    GT_INPUT,
+    METADATA_KEY,
+    PRED,
+    BadInputError,
+    InputInfo,
+    Metadata,
+    PGNSpec,
+    UnsupportedModelError,
+    write_metadata,
+)
+from pgn_deploy.export.head import Head, find_head, locate_head
+from pgn_deploy.export.pgn_subgraph import add_pgn_outputs
+
+__all__ = ["find_head", "graft"]
+
+_PRECISIONS = {ir.DataType.FLOAT16: "fp16", ir.DataType.BFLOAT16: "bf16"}
+
+
+def graft(
+    model: onnx.ModelProto,
+    spec: PGNSpec,
+    *,
+    head: str | None = None,
+    input_info: InputInfo | None = None,
+    class_names: list[str] | None = None,
+) -> onnx.ModelProto:
+    """A new model: ``model`` plus the PGN outputs of ``spec`` and the ``pgn_deploy`` metadata.
+
+    ``head`` names a node of the classifier head when the automatic search picks the wrong one;
+    ``input_info`` describes the image input (default: the first graph input, ImageNet
+    normalization); ``class_names`` must have one name per class. ``model`` is not modified.
+    Raises :class:`UnsupportedModelError` (no head, already grafted, opset < 13) or
+    :class:`BadInputError` (bad ``head``/``class_names``, output names already taken).
+    """
+    if any(prop.key == METADATA_KEY for prop in model.metadata_props):
+        raise UnsupportedModelError("the model is already grafted (it has pgn_deploy metadata); graft the original")
+    graph_model = ir.from_proto(model)
+    graph = graph_model.graph
+    found = locate_head(graph, head)
+    if class_names is not None and len(class_names) != found.num_classes:
+        raise BadInputError(f"{len(class_names)} class names given for a model with {found.num_classes} classes")
+    _check_free_names(graph, spec)
+    _annotate_types(model, found)
+    outputs = add_pgn_outputs(graph, found, spec)
+    grafted = ir.to_proto(graph_model)
+    original_outputs = [o.name for o in model.graph.output]
+    write_metadata(
+        grafted,
+        Metadata(
+            spec=spec,
+            head=found.info(),
+            num_classes=found.num_classes,
+            input=input_info or _default_input_info(model),
+            original_outputs=original_outputs,
+            pgn_outputs=outputs.maps,
+            pred=outputs.pred,
+            baselines=outputs.baselines,
+            class_names=list(class_names) if class_names is not None else None,
+            precision=_PRECISIONS.get(found.logits.dtype, "fp32"),
+            gt_input=outputs.gt_input,
+        ),
+    )
+    try:
+        onnx.checker.check_model(grafted, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise UnsupportedModelError(f"the grafted model fails the ONNX checker: {exc}") from None
+    return grafted
+
+
+def _check_free_names(graph: ir.Graph, spec: PGNSpec) -> None:
+    """The names the graft adds must not exist in the graph yet."""
+    wanted = list(spec.map_names)
+    wanted += [PRED] if spec.pred else []
+    wanted += list(BASELINES) if spec.baselines else []
+    wanted += [GT_INPUT] if "gt" in spec.labels else []
+    taken = {v.name for v in graph.inputs} | {v.name for v in graph.outputs} | set(graph.initializers)
+    taken |= {v.name for node in graph.all_nodes() for v in node.outputs}
+    clashes = [name for name in wanted if name in taken]
+    if clashes:
+        raise BadInputError(f"the model already has tensors named {', '.join(clashes)}; rename them before grafting")
+
+
+def _annotate_types(model: onnx.ModelProto, head: Head) -> None:
+    """Give the head's values the dtype and shape ONNX shape inference finds (the graft
+    chooses casts and declares output shapes from them); the model itself is not changed."""
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    known = {
+        info.name: info
+        for info in (*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input)
+    }
+    values = [head.logits, head.head_logits, *(b.features for b in head.branches)]
+    for value in values:
+        info = known.get(value.name)
+        if info is None or not info.type.HasField("tensor_type"):
+            continue
+        type_and_shape = ir.serde.deserialize_type_proto_for_type(info.type), ir.serde.deserialize_type_proto_for_shape(info.type)
+        if value.type is None:
+            value.type = type_and_shape[0]
+        if value.shape is None and type_and_shape[1] is not None:
+            value.shape = type_and_shape[1]
+
+
+def _default_input_info(model: onnx.ModelProto) -> InputInfo:
+    """ImageNet-normalized RGB NCHW on the first graph input; dynamic dims as declared."""
+    initializers = {init.name for init in model.graph.initializer}
+    first = next(i for i in model.graph.input if i.name not in initializers)
+    dims = first.type.tensor_type.shape.dim
+    static = [d.HasField("dim_value") for d in dims]
+    size = (dims[2].dim_value, dims[3].dim_value) if len(dims) == 4 and all(static[2:]) else None
+    return InputInfo(
+        name=first.name,
+        size=size,
+        dynamic_batch=not (dims and static[0]),
+        dynamic_size=size is None,
+    )

@@ -1,0 +1,221 @@
+"""The grafted PGN subgraph against the float64 reference and autograd, on small ONNX heads.
+
+Heads are built directly as ONNX graphs (``models_for_tests.onnx_head_model``): one or more
+1x1 classifier branches (at different strides, resized before the sum), logits resized to the
+input size. Sizes are odd on purpose; batches are > 1.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from graft_helpers import assert_maps_close, autograd_values, reference_maps, run, run_with_head
+from models_for_tests import onnx_head_model
+from pgn_deploy import reference
+from pgn_deploy.contract import PGNSpec, pgn_output_name, read_metadata
+from pgn_deploy.export.graft import graft
+
+P_VALUES = (0.1, 0.3, 0.5, 1.0, 2.0)
+RTOL_REFERENCE = 1e-4  # float32 graph vs float64 reference (p = 0.1 raises errors to the 10th power)
+RTOL_AUTOGRAD = 1e-5
+
+
+def _input(batch: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((batch, 3, height, width)).astype(np.float32)
+
+
+def _gt(batch: int, height: int, width: int, classes: int, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, classes, (batch, height, width)).astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def two_branch_head() -> onnx.ModelProto:
+    """Two branches: a ReLU one at stride 2 and a signed one at stride 4 resized before the sum."""
+    return onnx_head_model(num_classes=5, channels=[6, 4], strides=[2, 4], relu=[True, False])
+
+
+def _check_against_reference(model: onnx.ModelProto, spec: PGNSpec, x: np.ndarray, rtol: float = RTOL_REFERENCE) -> dict[str, np.ndarray]:
+    grafted = graft(model, spec)
+    meta = read_metadata(grafted)
+    feeds = {"input": x}
+    gt = None
+    if "gt" in spec.labels:
+        logits_shape = run(model, feeds)["out"].shape
+        gt = _gt(x.shape[0], *logits_shape[-2:], meta.num_classes)
+        feeds["pgn_gt"] = gt
+    outputs = run_with_head(grafted, feeds)
+    expected = reference_maps(outputs, meta, gt)
+    assert set(expected) == set(meta.pgn_outputs)
+    for name, value in expected.items():
+        assert_maps_close(outputs[name], value, rtol, name)
+    return outputs
+
+
+@pytest.mark.parametrize("form", ["paper", "exact"])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("resolution", ["feature", "output", "keep"])
+def test_every_p_and_label_matches_the_reference(two_branch_head, form, bias, resolution):
+    labels = ("uni", "oh", "gt") if form == "exact" else ("uni", "oh")
+    spec = PGNSpec(
+        p=P_VALUES,
+        labels=labels,
+        form=form,
+        bias=bias,
+        resolution="output" if resolution == "output" else "feature",
+        keep_feature_size=resolution == "keep",
+    )
+    outputs = _check_against_reference(two_branch_head, spec, _input(3, 37, 45))
+    expected_hw = (37, 45) if resolution != "keep" else (19, 23)
+    assert all(outputs[name].shape == (3, 1, *expected_hw) for name in spec.map_names)
+
+
+@pytest.mark.parametrize("resolution", ["feature", "output"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_exact_form_equals_autograd(two_branch_head, resolution, bias):
+    spec = PGNSpec(
+        p=P_VALUES,
+        labels=("uni", "oh", "gt"),
+        form="exact",
+        bias=bias,
+        resolution=resolution,
+        keep_feature_size=resolution == "feature",  # autograd at the classifier's own pixels
+    )
+    grafted = graft(two_branch_head, spec)
+    x = _input(2, 29, 35, seed=3)
+    gt = _gt(2, 29, 35, 5)
+    outputs = run_with_head(grafted, {"input": x, "pgn_gt": gt})
+    height, width = outputs[spec.map_names[0]].shape[-2:]
+    rng = np.random.default_rng(7)
+    pixels = [(int(rng.integers(2)), int(rng.integers(height)), int(rng.integers(width))) for _ in range(6)]
+    for label in spec.labels:
+        for p in spec.p:
+            expected = autograd_values(grafted, outputs, pixels, p, label, gt)
+            actual = np.array([outputs[pgn_output_name(label, p)][n, 0, y, x_] for n, y, x_ in pixels])
+            np.testing.assert_allclose(actual, expected, rtol=RTOL_AUTOGRAD, err_msg=f"{label} p={p}")
+
+
+def test_ties_in_the_argmax_give_no_nan():
+    """All classifier weights 0: every class is maximal, S = 1/C everywhere."""
+    model = onnx_head_model(num_classes=4, channels=[5], strides=[2], relu=[True], zero_classifier=True)
+    outputs = {}
+    for form, labels in (("paper", ("uni", "oh")), ("exact", ("uni", "oh"))):
+        spec = PGNSpec(p=P_VALUES, labels=labels, form=form, pred=True, baselines=True)
+        outputs[form] = run(graft(model, spec), {"input": _input(2, 17, 21)})
+        assert all(np.isfinite(v).all() for v in outputs[form].values())
+    for p in P_VALUES:
+        name_oh, name_uni = pgn_output_name("oh", p), pgn_output_name("uni", p)
+        assert not outputs["paper"][name_oh].any(), "paper oh zeroes every maximal class: g = 0"
+        assert not outputs["exact"][name_uni].any(), "exact uni: g = S - 1/C = 0"
+        assert outputs["paper"][name_uni].min() > 0 and outputs["exact"][name_oh].min() > 0
+    np.testing.assert_allclose(outputs["paper"]["entropy"], np.log(4), rtol=1e-6)
+    np.testing.assert_allclose(outputs["paper"]["msp"], 0.75, rtol=1e-6)
+    assert not outputs["paper"]["pred"].any(), "the first maximal class wins"
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_zero_features_give_zero_not_nan(bias):
+    model = onnx_head_model(num_classes=3, channels=[4], strides=[2], relu=[True], feature_scale=0.0)
+    spec = PGNSpec(p=(0.1, 0.5, 1.0, 2.0), labels=("uni",), bias=bias)
+    outputs = run(graft(model, spec), {"input": _input(1, 16, 16)})
+    for name in spec.map_names:
+        assert np.isfinite(outputs[name]).all()
+        assert (outputs[name] > 0).all() if bias else not outputs[name].any()
+
+
+def test_pred_and_baselines_come_from_the_output_logits(two_branch_head):
+    spec = PGNSpec(p=(0.5,), pred=True, baselines=True)
+    grafted = graft(two_branch_head, spec)
+    outputs = run(grafted, {"input": _input(3, 31, 27)})
+    logits = outputs["out"]
+    assert outputs["pred"].dtype == np.int32 and outputs["pred"].shape == (3, 31, 27)
+    np.testing.assert_array_equal(outputs["pred"], logits.argmax(axis=1))
+    import torch
+
+    expected = reference.baseline_maps(torch.from_numpy(logits).double())
+    for name in ("msp", "entropy"):
+        assert outputs[name].dtype == np.float32 and outputs[name].shape == (3, 1, 31, 27)
+        np.testing.assert_allclose(outputs[name][:, 0], expected[name].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_half_precision_network_keeps_the_pgn_subgraph_in_float32():
+    float16 = pytest.importorskip("onnxconverter_common.float16")
+    model32 = onnx_head_model(num_classes=5, channels=[6], strides=[2], relu=[True])
+    model16 = float16.convert_float_to_float16(model32, keep_io_types=True)
+    spec = PGNSpec(p=(0.5, 2.0), labels=("uni", "oh"))
+    grafted = graft(model16, spec)
+    meta = read_metadata(grafted)
+    assert meta.precision == "fp16"
+    x = _input(2, 23, 19)
+    maps16, maps32 = run(grafted, {"input": x}), run(graft(model32, spec), {"input": x})
+    for name in spec.map_names:
+        assert maps16[name].dtype == np.float32 and np.isfinite(maps16[name]).all()
+        np.testing.assert_allclose(maps16[name], maps32[name], rtol=2e-2, atol=2e-2 * maps32[name].max())
+
+
+def _added_nodes(model: onnx.ModelProto, grafted: onnx.ModelProto) -> list[onnx.NodeProto]:
+    return list(grafted.graph.node)[len(model.graph.node):]
+
+
+def test_the_subgraph_shares_work_and_avoids_needless_pow(two_branch_head):
+    spec = PGNSpec(p=(0.5, 1.0, 2.0), labels=("uni", "oh"), bias=True)
+    ops = [n.op_type for n in _added_nodes(two_branch_head, graft(two_branch_head, spec))]
+    assert ops.count("Softmax") == 1
+    assert ops.count("Resize") == 1 + 1, "one for the stacked maps, one for the resized branch"
+    assert ops.count("Split") == 1
+    assert "Pow" not in ops, "p in {0.5, 1, 2} needs no Pow"
+    assert ops.count("Abs") == 1, "|psi| of the signed branch only; |g| is not needed for paper forms"
+
+
+def test_several_p_share_one_softmax_and_one_abs_per_tensor(two_branch_head):
+    spec = PGNSpec(p=(0.1, 0.3, 0.7), labels=("uni", "oh"), form="exact")
+    ops = [n.op_type for n in _added_nodes(two_branch_head, graft(two_branch_head, spec))]
+    assert ops.count("Softmax") == 1
+    assert ops.count("ArgMax") == 1
+    assert ops.count("Abs") == 1 + 2, "signed psi, g_uni and g_oh: once each for the three p"
+
+
+# ----------------------------------------------------------------------------- hypothesis
+_MODES = [("linear", "half_pixel"), ("linear", "align_corners"), ("nearest", "asymmetric"), ("cubic", "half_pixel")]
+
+
+@st.composite
+def random_heads(draw):
+    branches = draw(st.integers(1, 3))
+    strides = [draw(st.sampled_from([1, 2, 4])) for _ in range(branches)]
+    mode = draw(st.sampled_from(_MODES))
+    # nearest: integer ratios only (ONNX and PyTorch round non-integer source indices differently)
+    multiple = 4 if mode[0] == "nearest" else 1
+    size = (draw(st.integers(2, 10)) * multiple + (0 if multiple > 1 else 5), draw(st.integers(2, 10)) * multiple + (0 if multiple > 1 else 5))
+    model = onnx_head_model(
+        num_classes=draw(st.integers(2, 8)),
+        channels=[draw(st.integers(1, 9)) for _ in range(branches)],
+        strides=strides,
+        relu=[draw(st.booleans()) for _ in range(branches)],
+        mode=mode[0],
+        coordinate_mode=mode[1],
+        seed=draw(st.integers(0, 2**16)),
+        opset=draw(st.sampled_from([13, 17, 18, 20])),
+    )
+    form = draw(st.sampled_from(["paper", "exact"]))
+    labels = draw(st.lists(st.sampled_from(["uni", "oh"] + (["gt"] if form == "exact" else [])), min_size=1, max_size=3, unique=True))
+    p = draw(st.lists(st.one_of(st.sampled_from(P_VALUES), st.floats(0.2, 3.0)), min_size=1, max_size=3, unique=True))
+    resolution = draw(st.sampled_from(["feature", "output", "keep"]))
+    spec = PGNSpec(
+        p=tuple(p),
+        labels=tuple(labels),
+        form=form,
+        bias=draw(st.booleans()),
+        resolution="output" if resolution == "output" else "feature",
+        keep_feature_size=resolution == "keep",
+    )
+    return model, spec, (draw(st.integers(1, 3)), *size)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_heads())
+def test_random_heads_match_the_reference(case):
+    model, spec, shape = case
+    _check_against_reference(model, spec, _input(*shape))
