@@ -10,15 +10,22 @@ atomically; existing ones are kept unless ``--force``.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
 from pathlib import Path
 
-import torch
+# Idle OpenMP threads sleep instead of spinning: on a CPU shared with other jobs, spinning
+# threads made steps several times slower. Must be set before torch loads OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from pgn_deploy.contract import PGNError, atomic_write_text, check_output_path
-from pgn_deploy.models.demo_training import TrainConfig, make_checkpoint, save_checkpoint, train
+import torch  # noqa: E402
+
+from pgn_deploy.contract import PGNError, atomic_write_text, check_output_path  # noqa: E402
+from pgn_deploy.models.demo_training import (  # noqa: E402
+    TrainConfig, make_checkpoint, save_checkpoint, train,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

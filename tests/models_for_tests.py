@@ -113,45 +113,46 @@ def onnx_head_model(
     rng = np.random.default_rng(seed)
     nodes, inits = [], []
 
+    def node(op_type: str, inputs: list[str], output: str, **attributes) -> None:
+        nodes.append(helper.make_node(op_type, inputs, [output], name=f"{op_type}_{output}", **attributes))
+
     def init(name: str, array: np.ndarray) -> str:
         inits.append(numpy_helper.from_array(np.asarray(array), name))
         return name
 
     def sizes_like(name: str, channels_of: str, spatial_of: str) -> str:
         for part, source, (start, end) in (("nc", channels_of, (0, 2)), ("hw", spatial_of, (2, 4))):
-            nodes.append(helper.make_node("Shape", [source], [f"{name}_{part}_shape"]))
+            node("Shape", [source], f"{name}_{part}_shape")
             bounds = [init(f"{name}_{part}_{b}", np.array([v], np.int64)) for b, v in (("start", start), ("end", end))]
-            nodes.append(helper.make_node("Slice", [f"{name}_{part}_shape", *bounds], [f"{name}_{part}"]))
-        nodes.append(helper.make_node("Concat", [f"{name}_nc", f"{name}_hw"], [name], axis=0))
+            node("Slice", [f"{name}_{part}_shape", *bounds], f"{name}_{part}")
+        node("Concat", [f"{name}_nc", f"{name}_hw"], name, axis=0)
         return name
 
     branch_logits = []
     for i, (e, s, act) in enumerate(zip(channels, strides, relu)):
         w = init(f"w{i}", rng.standard_normal((e, 3, 3, 3)).astype(np.float32) * feature_scale)
-        nodes.append(helper.make_node("Conv", ["input", w], [f"conv{i}"], kernel_shape=[3, 3], pads=[1] * 4, strides=[s, s]))
+        node("Conv", ["input", w], f"conv{i}", kernel_shape=[3, 3], pads=[1] * 4, strides=[s, s])
         psi = f"conv{i}"
         if act:
-            nodes.append(helper.make_node("Relu", [psi], [f"psi{i}"]))
+            node("Relu", [psi], f"psi{i}")
             psi = f"psi{i}"
         scale = 0.0 if zero_classifier else 1.0
         k = init(f"k{i}", rng.standard_normal((num_classes, e, 1, 1)).astype(np.float32) * scale)
         b = init(f"b{i}", rng.standard_normal(num_classes).astype(np.float32) * scale)
-        nodes.append(helper.make_node("Conv", [psi, k, b], [f"logits{i}"], kernel_shape=[1, 1]))
+        node("Conv", [psi, k, b], f"logits{i}", kernel_shape=[1, 1])
         branch_logits.append(f"logits{i}")
     for i in range(1, len(branch_logits)):
         if strides[i] != strides[0]:
             sizes = sizes_like(f"branch_sizes{i}", branch_logits[i], branch_logits[0])
-            nodes.append(helper.make_node("Resize", [branch_logits[i], "", "", sizes], [f"aligned{i}"], mode="linear"))
+            node("Resize", [branch_logits[i], "", "", sizes], f"aligned{i}", mode="linear")
             branch_logits[i] = f"aligned{i}"
     head = branch_logits[0]
     if len(branch_logits) > 1:
-        nodes.append(helper.make_node("Sum", branch_logits, ["head"]))
+        node("Sum", branch_logits, "head")
         head = "head"
     sizes = sizes_like("out_sizes", head, "input")
     extra = {"nearest_mode": "floor"} if mode == "nearest" else {}
-    nodes.append(
-        helper.make_node("Resize", [head, "", "", sizes], ["out"], mode=mode, coordinate_transformation_mode=coordinate_mode, **extra)
-    )
+    node("Resize", [head, "", "", sizes], "out", mode=mode, coordinate_transformation_mode=coordinate_mode, **extra)
     graph = helper.make_graph(
         nodes,
         "tiny_head",

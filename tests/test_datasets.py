@@ -1,4 +1,5 @@
-"""Dataset readers on hand-made layouts: pairing, label mappings, the test-NoKnown filter."""
+"""Dataset readers: pairing, label mappings and the test-NoKnown filter, on hand-made layouts and on
+SynthRoad written in every layout."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +10,12 @@ import pytest
 
 from pgn_deploy.contract import BadInputError
 from pgn_deploy.eval import datasets as D
+from pgn_deploy.eval.synthroad import generate_frame, ood_labels
+from pgn_deploy.eval.synthroad_layouts import LAYOUT_DIRS, fishyscapes_labels, laf_label_ids, write_synthroad
+
+SIZE = (64, 128)
+FRAMES = 10
+SEED = 3
 
 
 def write(path: Path, array: np.ndarray) -> None:
@@ -53,18 +60,21 @@ def test_obstacle_track_reads_webp(tmp_path):
 
 def test_lost_and_found_mapping_and_noknown_filter(tmp_path):
     ids = np.array([[0, 1, 2, 200], [201, 255, 1, 1]], np.uint8)
-    plain = ids.copy()
-    with_kid = ids.copy()
-    with_kid[0, 0] = D.LAF_KID_DUMMY
-    with_bike = ids.copy()
-    with_bike[0, 0] = D.LAF_BICYCLE
-    empty = np.where(ids >= 2, 1, ids).astype(np.uint8)  # free space only, no obstacle
-    root = laf_root(tmp_path, {"f1": plain, "f2": with_kid, "f3": with_bike, "f4": empty})
+    frames = {"f1": ids}
+    for fid, known in (("f2", D.LAF_KID_DUMMY), ("f3", D.LAF_BICYCLE), ("f4", 42)):
+        frames[fid] = ids.copy()
+        frames[fid][0, 0] = known
+    frames["f5"] = np.where(ids >= 2, 1, ids).astype(np.uint8)  # free space only, no obstacle
+    frames["f6"] = np.zeros_like(ids)  # not labelled: skipped by both kinds
+    frames["15_Rechbergstr_Deckenpfronn_000000_000010"] = ids  # a sequence with children
+    root = laf_root(tmp_path, frames)
     full = D.open_dataset(f"lost_and_found:{root}")
-    assert [f.id for f in full] == ["f1", "f2", "f3", "f4"]
-    assert full.frames[0].load_label().tolist() == [[255, 0, 1, 1], [255, 255, 0, 0]]
+    assert [f.id for f in full] == ["15_Rechbergstr_Deckenpfronn_000000_000010", "f1", "f2", "f3", "f4", "f5"]
+    assert full.unlabeled == 1
+    assert full.frames[1].load_label().tolist() == [[255, 0, 1, 1], [255, 255, 0, 0]]
     noknown = D.open_dataset(f"laf_noknown:{root}")
     assert [f.id for f in noknown] == ["f1"]
+    assert noknown.smiyc_name(noknown.frames[0]) == "LostAndFound-test"
 
 
 def test_fishyscapes_labels_pair_with_laf_images(tmp_path):
@@ -76,6 +86,21 @@ def test_fishyscapes_labels_pair_with_laf_images(tmp_path):
     assert [f.id for f in dataset] == ["f2"]
     assert dataset.frames[0].image.name == "f2_leftImg8bit.png"
     assert np.array_equal(dataset.frames[0].load_label(), fs_label)
+
+
+def test_fishyscapes_zip_layout_numbered_labels_any_split(tmp_path):
+    """The released fishyscapes_lostandfound/<n>_<id>_labels.png, images from either LAF split."""
+    root = tmp_path / "laf"
+    fid = "04_Maurener_Weg_8_000000_000030"
+    write(root / "leftImg8bit" / "train" / "04_Maurener_Weg_8" / f"{fid}_leftImg8bit.png", image(5))
+    label = np.full((8, 12), 255, np.uint8)
+    label[2:5, 2:5] = 0
+    label[3, 3] = 1
+    write(root / "fishyscapes_lostandfound" / f"0007_{fid}_labels.png", label)
+    dataset = D.open_dataset(f"fishyscapes_laf:{root}")
+    assert [f.id for f in dataset] == [fid]
+    assert dataset.smiyc_name(dataset.frames[0]) == "LostAndFound-train"
+    assert np.array_equal(dataset.frames[0].load_label(), label)
 
 
 def test_cityscapes_train_ids_or_mapped_label_ids(tmp_path):
@@ -114,3 +139,82 @@ def test_empty_or_wrong_folders_are_named(tmp_path):
           np.zeros((2, 2), np.uint8))
     with pytest.raises(BadInputError, match="lonely_labels_semantic.png: label without an image"):
         D.open_dataset(f"road_anomaly21:{tmp_path}")
+
+
+# --------------------------------------------------------------------------- SynthRoad layouts
+@pytest.fixture(scope="module")
+def synthroad(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synthroad")
+    write_synthroad(out, frames=FRAMES, seed=SEED, size=SIZE, progress=False)
+    return out
+
+
+def _closest(image_bgr: np.ndarray, split: str) -> int:
+    """Index of the generated frame of ``split`` whose RGB image is closest to ``image_bgr``."""
+    rgb = image_bgr[..., ::-1].astype(np.float32)
+    errors = [np.abs(rgb - generate_frame(SEED, i, split, SIZE).image).mean() for i in range(FRAMES)]
+    return int(np.argmin(errors))
+
+
+@pytest.mark.parametrize("kind,split,track", [("road_anomaly21", "anomaly", "anomaly"),
+                                              ("road_obstacle21", "obstacle", "obstacle")])
+def test_synthroad_smiyc_tracks_pair_images_and_labels(synthroad, kind, split, track):
+    dataset = D.open_dataset(f"{kind}:{synthroad}")
+    assert len(dataset) == FRAMES and dataset.track == track
+    for i, frame in enumerate(dataset):
+        assert _closest(frame.load_image(), split) == i  # jpg/webp: lossy, so the nearest image
+        assert np.array_equal(frame.load_label(), ood_labels(generate_frame(SEED, i, split, SIZE), track))
+    sub = LAYOUT_DIRS["roadanomaly21" if kind == "road_anomaly21" else "roadobstacle21"]
+    assert [f.id for f in D.open_dataset(f"{kind}:{synthroad / sub}")] == [f.id for f in dataset]
+
+
+def _laf_index(frame: D.Frame) -> int:
+    return int(frame.id.rsplit("_", 1)[1])
+
+
+def test_synthroad_lost_and_found_mapping_and_noknown(synthroad):
+    root = synthroad / LAYOUT_DIRS["lostandfound"]
+    full = D.open_dataset(f"lost_and_found:{root}")
+    assert sorted(_laf_index(f) for f in full) == [i for i in range(FRAMES) if i % 10 != 7]
+    for frame in full:
+        generated = generate_frame(SEED, _laf_index(frame), "lostandfound", SIZE)
+        assert np.array_equal(frame.load_image()[..., ::-1], generated.image)  # png: lossless
+        ids = laf_label_ids(generated)
+        expected = np.full(ids.shape, 255, np.uint8)
+        expected[ids == 1] = 0
+        expected[ids >= 2] = 1
+        assert np.array_equal(frame.load_label(), expected)
+    noknown = D.open_dataset(f"laf_noknown:{root}")
+    assert sorted(_laf_index(f) for f in noknown) == [i for i in range(FRAMES) if i % 10 != 7 and i % 5 != 3]
+
+
+def test_synthroad_fishyscapes_pairs_with_laf_images(synthroad):
+    root = synthroad / LAYOUT_DIRS["fishyscapes_laf"]
+    dataset = D.open_dataset(f"fishyscapes_laf:{root}")
+    noknown = D.open_dataset(f"laf_noknown:{synthroad / LAYOUT_DIRS['lostandfound']}")
+    assert [f.id for f in dataset] == [f.id for f in noknown]
+    for frame in dataset:
+        generated = generate_frame(SEED, _laf_index(frame), "lostandfound", SIZE)
+        assert np.array_equal(frame.load_image()[..., ::-1], generated.image)
+        assert np.array_equal(frame.load_label(), fishyscapes_labels(generated))
+
+
+def test_synthroad_cityscapes_train_ids_and_mapped_label_ids(synthroad, tmp_path):
+    root = synthroad / LAYOUT_DIRS["cityscapes"]
+    dataset = D.open_dataset(f"cityscapes:{root}")
+    assert len(dataset) == FRAMES and not dataset.is_ood
+    by_index = {int(f.id.split("_")[1]): f for f in dataset}
+    for i, frame in by_index.items():
+        generated = generate_frame(SEED, i, "val", SIZE)
+        assert np.array_equal(frame.load_image()[..., ::-1], generated.image)
+        assert np.array_equal(frame.load_label(), generated.train_ids)
+    only_label_ids = tmp_path / "cs"  # the same frames without the *_labelTrainIds.png files
+    for path in root.rglob("*.png"):
+        if not path.name.endswith("_labelTrainIds.png"):
+            target = only_label_ids / path.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    mapped = D.open_dataset(f"cityscapes:{only_label_ids}")
+    for frame, original in zip(mapped, dataset):
+        assert frame.label.name.endswith("_gtFine_labelIds.png")
+        assert np.array_equal(frame.load_label(), original.load_label())

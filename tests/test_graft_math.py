@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from graft_helpers import assert_maps_close, autograd_values, reference_maps, run, run_with_head
+from graft_helpers import check_against_autograd, check_against_reference, run, run_with_head
 from models_for_tests import onnx_head_model
 from pgn_deploy import reference
 from pgn_deploy.contract import PGNSpec, pgn_output_name, read_metadata
@@ -37,20 +37,16 @@ def two_branch_head() -> onnx.ModelProto:
     return onnx_head_model(num_classes=5, channels=[6, 4], strides=[2, 4], relu=[True, False])
 
 
-def _check_against_reference(model: onnx.ModelProto, spec: PGNSpec, x: np.ndarray, rtol: float = RTOL_REFERENCE) -> dict[str, np.ndarray]:
+def _check_against_reference(model: onnx.ModelProto, spec: PGNSpec, x: np.ndarray) -> dict[str, np.ndarray]:
     grafted = graft(model, spec)
     meta = read_metadata(grafted)
     feeds = {"input": x}
     gt = None
     if "gt" in spec.labels:
-        logits_shape = run(model, feeds)["out"].shape
-        gt = _gt(x.shape[0], *logits_shape[-2:], meta.num_classes)
+        gt = _gt(x.shape[0], *x.shape[-2:], meta.num_classes)
         feeds["pgn_gt"] = gt
     outputs = run_with_head(grafted, feeds)
-    expected = reference_maps(outputs, meta, gt)
-    assert set(expected) == set(meta.pgn_outputs)
-    for name, value in expected.items():
-        assert_maps_close(outputs[name], value, rtol, name)
+    check_against_reference(outputs, meta, gt, RTOL_REFERENCE)
     return outputs
 
 
@@ -67,8 +63,11 @@ def test_every_p_and_label_matches_the_reference(two_branch_head, form, bias, re
         resolution="output" if resolution == "output" else "feature",
         keep_feature_size=resolution == "keep",
     )
-    outputs = _check_against_reference(two_branch_head, spec, _input(3, 37, 45))
-    expected_hw = (37, 45) if resolution != "keep" else (19, 23)
+    # odd sizes, but at output resolution sizes whose resize never lands exactly on a
+    # feature-grid point (p < 1 is ill-conditioned there; see docs/graft.md)
+    size = (32, 48) if resolution == "output" else (37, 45)
+    outputs = _check_against_reference(two_branch_head, spec, _input(3, *size))
+    expected_hw = size if resolution != "keep" else (19, 23)
     assert all(outputs[name].shape == (3, 1, *expected_hw) for name in spec.map_names)
 
 
@@ -84,17 +83,13 @@ def test_exact_form_equals_autograd(two_branch_head, resolution, bias):
         keep_feature_size=resolution == "feature",  # autograd at the classifier's own pixels
     )
     grafted = graft(two_branch_head, spec)
-    x = _input(2, 29, 35, seed=3)
-    gt = _gt(2, 29, 35, 5)
+    x = _input(2, 32, 48, seed=3)  # no output pixel lands exactly on a feature-grid point
+    gt = _gt(2, 32, 48, 5)
     outputs = run_with_head(grafted, {"input": x, "pgn_gt": gt})
     height, width = outputs[spec.map_names[0]].shape[-2:]
     rng = np.random.default_rng(7)
     pixels = [(int(rng.integers(2)), int(rng.integers(height)), int(rng.integers(width))) for _ in range(6)]
-    for label in spec.labels:
-        for p in spec.p:
-            expected = autograd_values(grafted, outputs, pixels, p, label, gt)
-            actual = np.array([outputs[pgn_output_name(label, p)][n, 0, y, x_] for n, y, x_ in pixels])
-            np.testing.assert_allclose(actual, expected, rtol=RTOL_AUTOGRAD, err_msg=f"{label} p={p}")
+    check_against_autograd(grafted, outputs, pixels, gt, RTOL_AUTOGRAD)
 
 
 def test_ties_in_the_argmax_give_no_nan():
@@ -174,7 +169,7 @@ def test_several_p_share_one_softmax_and_one_abs_per_tensor(two_branch_head):
     ops = [n.op_type for n in _added_nodes(two_branch_head, graft(two_branch_head, spec))]
     assert ops.count("Softmax") == 1
     assert ops.count("ArgMax") == 1
-    assert ops.count("Abs") == 1 + 2, "signed psi, g_uni and g_oh: once each for the three p"
+    assert ops.count("Abs") == 2, "signed psi and g_uni, once for the three p (g_oh needs none)"
 
 
 # ----------------------------------------------------------------------------- hypothesis
@@ -185,10 +180,19 @@ _MODES = [("linear", "half_pixel"), ("linear", "align_corners"), ("nearest", "as
 def random_heads(draw):
     branches = draw(st.integers(1, 3))
     strides = [draw(st.sampled_from([1, 2, 4])) for _ in range(branches)]
-    mode = draw(st.sampled_from(_MODES))
+    resolution = draw(st.sampled_from(["feature", "output", "keep"]))
+    form = draw(st.sampled_from(["paper", "exact"]))
+    labels = draw(st.lists(st.sampled_from(["uni", "oh"] + (["gt"] if form == "exact" else [])), min_size=1, max_size=3, unique=True))
+    p = draw(st.lists(st.one_of(st.sampled_from(P_VALUES), st.floats(0.2, 3.0)), min_size=1, max_size=3, unique=True))
+    # Resized psi at output resolution with p < 1: no output pixel may land exactly on a
+    # feature-grid point (|x|^p of a ReLU zero is ill-conditioned there; see docs/graft.md).
+    grid_safe = resolution == "output" and min(p) < 1
+    modes = _MODES if not grid_safe else [m for m in _MODES if m[1] != "align_corners"]
+    mode = draw(st.sampled_from(modes))
     # nearest: integer ratios only (ONNX and PyTorch round non-integer source indices differently)
-    multiple = 4 if mode[0] == "nearest" else 1
-    size = (draw(st.integers(2, 10)) * multiple + (0 if multiple > 1 else 5), draw(st.integers(2, 10)) * multiple + (0 if multiple > 1 else 5))
+    multiple = 4 if mode[0] == "nearest" or grid_safe else 1
+    offset = 0 if multiple > 1 else 5
+    size = (draw(st.integers(2, 10)) * multiple + offset, draw(st.integers(2, 10)) * multiple + offset)
     model = onnx_head_model(
         num_classes=draw(st.integers(2, 8)),
         channels=[draw(st.integers(1, 9)) for _ in range(branches)],
@@ -199,10 +203,6 @@ def random_heads(draw):
         seed=draw(st.integers(0, 2**16)),
         opset=draw(st.sampled_from([13, 17, 18, 20])),
     )
-    form = draw(st.sampled_from(["paper", "exact"]))
-    labels = draw(st.lists(st.sampled_from(["uni", "oh"] + (["gt"] if form == "exact" else [])), min_size=1, max_size=3, unique=True))
-    p = draw(st.lists(st.one_of(st.sampled_from(P_VALUES), st.floats(0.2, 3.0)), min_size=1, max_size=3, unique=True))
-    resolution = draw(st.sampled_from(["feature", "output", "keep"]))
     spec = PGNSpec(
         p=tuple(p),
         labels=tuple(labels),
@@ -214,7 +214,7 @@ def random_heads(draw):
     return model, spec, (draw(st.integers(1, 3)), *size)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(random_heads())
 def test_random_heads_match_the_reference(case):
     model, spec, shape = case

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "pgn/errors.hpp"
+#include "metadata_json.hpp"
 #include "python_text.hpp"
 
 namespace pgn {
@@ -20,13 +21,8 @@ const std::vector<std::string> kLabels{"uni", "oh", "gt"};
 const std::vector<std::string> kForms{"paper", "exact"};
 const std::vector<std::string> kResolutions{"feature", "output"};
 
-/// Signals a missing key the way Python's KeyError prints it: the key's repr.
-struct MissingKey {
-  std::string key;
-};
-
 const json& at(const json& object, const std::string& key) {
-  if (!object.is_object() || !object.contains(key)) throw MissingKey{key};
+  if (!object.is_object() || !object.contains(key)) throw MalformedMetadata{"KeyError", py_repr(key)};
   return object.at(key);
 }
 
@@ -91,7 +87,7 @@ HeadInfo parse_head(const json& data) {
   std::vector<std::string> absent;
   for (const auto& key : required)
     if (!data.contains(key)) absent.push_back(key);
-  if (!absent.empty()) throw std::invalid_argument(py_missing_arguments("HeadInfo.__init__()", absent));
+  if (!absent.empty()) throw MalformedMetadata{"TypeError", py_missing_arguments("HeadInfo.__init__()", absent)};
   HeadInfo head;
   head.conv_nodes = data.at("conv_nodes").get<std::vector<std::string>>();
   head.features = data.at("features").get<std::vector<std::string>>();
@@ -99,6 +95,8 @@ HeadInfo parse_head(const json& data) {
   head.head_logits = data.at("head_logits").get<std::string>();
   head.logits_output = data.at("logits_output").get<std::string>();
   head.resize = value_or(data, "resize", head.resize);
+  head.align_corners = value_or(data, "align_corners", head.align_corners);
+  head.feature_resize = value_or(data, "feature_resize", head.feature_resize);
   return head;
 }
 
@@ -115,6 +113,7 @@ InputInfo parse_input(const json& data) {
   input.resize = value_or(data, "resize", input.resize);
   input.dynamic_batch = value_or(data, "dynamic_batch", input.dynamic_batch);
   input.dynamic_size = value_or(data, "dynamic_size", input.dynamic_size);
+  input.assumed_normalization = value_or(data, "assumed_normalization", input.assumed_normalization);
   return input;
 }
 
@@ -166,6 +165,14 @@ Metadata from_json(const json& data) {
 
 }  // namespace
 
+Metadata metadata_from_json(const json& data) {
+  try {
+    return from_json(data);
+  } catch (const json::exception& exc) {  // a value of the wrong JSON type
+    throw MalformedMetadata{"TypeError", exc.what()};
+  }
+}
+
 std::vector<std::string> Metadata::score_outputs() const {
   std::vector<std::string> names = pgn_outputs;
   names.insert(names.end(), baselines.begin(), baselines.end());
@@ -173,15 +180,18 @@ std::vector<std::string> Metadata::score_outputs() const {
 }
 
 Metadata Metadata::parse(const std::string& json_text) {
-  const std::string malformed = "the pgn_deploy metadata is malformed: ";
   try {
-    return from_json(json::parse(json_text));
-  } catch (const MissingKey& missing) {
-    throw MissingMetadataError(malformed + py_repr(missing.key));
+    return metadata_from_json(parse_json(json_text));
+  } catch (const MalformedMetadata& malformed) {
+    throw MissingMetadataError("the pgn_deploy metadata is malformed: " + malformed.detail);
+  }
+}
+
+json parse_json(const std::string& text) {
+  try {
+    return json::parse(text);
   } catch (const json::exception& exc) {
-    throw MissingMetadataError(malformed + exc.what());
-  } catch (const std::invalid_argument& exc) {
-    throw MissingMetadataError(malformed + exc.what());
+    throw MalformedMetadata{"JSONDecodeError", exc.what()};
   }
 }
 

@@ -4,9 +4,16 @@
 #include <fstream>
 #include <sstream>
 
+#include "metadata_json.hpp"
 #include "pgn/errors.hpp"
+#include "python_text.hpp"
 
 namespace pgn {
+namespace {
+
+constexpr int kSidecarFormat = 1;  // pgn_deploy.engines.plan_sidecar.SIDECAR_FORMAT
+
+}  // namespace
 
 std::string sidecar_path(const std::string& plan) { return plan + ".json"; }
 
@@ -19,12 +26,21 @@ Metadata load_plan_metadata(const std::string& path) {
   const std::string sidecar = sidecar_path(path);
   std::error_code error;
   if (!std::filesystem::is_regular_file(sidecar, error))
-    throw MissingMetadataError(path + ": its metadata file " + std::filesystem::path(sidecar).filename().string() +
-                               " is missing; build the plan with pgn-build");
+    throw ModelLoadError(sidecar + ": no such file; a plan is loaded with the sidecar pgn-build writes beside it");
   std::ifstream file(sidecar);
   std::stringstream text;
   text << file.rdbuf();
-  return Metadata::parse(text.str());
+  try {
+    const nlohmann::json data = parse_json(text.str());
+    const nlohmann::json format = data.is_object() && data.contains("format") ? data.at("format") : nlohmann::json();
+    if (!((format.is_number() || format.is_boolean()) && format.get<double>() == kSidecarFormat))
+      throw ModelLoadError("plan sidecar format " + py_repr(format) + " is not supported (expected " +
+                           std::to_string(kSidecarFormat) + "); rebuild the plan with pgn-build");
+    if (!data.contains("metadata")) throw MalformedMetadata{"KeyError", "'metadata'"};
+    return metadata_from_json(data.at("metadata"));
+  } catch (const MalformedMetadata& malformed) {
+    throw ModelLoadError(sidecar + ": malformed plan sidecar (" + malformed.kind + ": " + malformed.detail + ")");
+  }
 }
 
 Metadata load_onnx_metadata(const std::string& path, const std::optional<std::string>& embedded) {

@@ -133,7 +133,8 @@ class OrtBackend final : public Backend {
     dynamic_batch_ = true;
     for (size_t i = 0; i < session_->GetInputCount(); ++i) {
       input_names_.emplace_back(session_->GetInputNameAllocated(i, allocator).get());
-      const auto info = session_->GetInputTypeInfo(i).GetTensorTypeAndShapeInfo();
+      const Ort::TypeInfo type_info = session_->GetInputTypeInfo(i);  // owns what `info` views
+      const auto info = type_info.GetTensorTypeAndShapeInfo();
       input_types_.push_back(element_type(info.GetElementType()));
       const auto shape = info.GetShape();
       if (!shape.empty() && shape[0] >= 0) dynamic_batch_ = false;

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -45,16 +44,16 @@ class TensorRange:
         return {**dataclasses.asdict(self), "margin": self.margin}
 
 
-def network_float_tensors(model: Any, meta: Metadata) -> list[tuple[str, str, str]]:
-    """``(tensor, node name, op type)`` for every floating-point output of a network node."""
+def network_float_tensors(inferred: Any, meta: Metadata) -> list[tuple[str, str, str]]:
+    """``(tensor, node name, op type)`` for every floating-point output of a network node of
+    the shape-inferred model ``inferred``."""
     import onnx
 
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
     types = {v.name: v.type.tensor_type.elem_type
              for v in (*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input)}
     floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
               onnx.TensorProto.DOUBLE}
-    network, _ = split_nodes(model, meta)
+    network, _ = split_nodes(inferred, meta)
     return [(out, node.name, node.op_type) for node in network for out in node.output
             if out and types.get(out) in floats]
 
@@ -67,7 +66,8 @@ def measure_ranges(model: Any, meta: Metadata, batches: Iterable[np.ndarray],
     import onnx.utils
     import onnxruntime as ort
 
-    targets = network_float_tensors(model, meta)
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    targets = network_float_tensors(inferred, meta)
     if not targets:
         raise UnsupportedModelError("the model's network has no floating-point tensors to measure")
     batches = list(batches)
@@ -76,7 +76,7 @@ def measure_ranges(model: Any, meta: Metadata, batches: Iterable[np.ndarray],
     options.log_severity_level = 3
     for start in range(0, len(targets), tensors_per_run):
         names = [name for name, _, _ in targets[start:start + tensors_per_run]]
-        part = onnx.utils.Extractor(model).extract_model([meta.input.name], names)
+        part = onnx.utils.Extractor(inferred).extract_model([meta.input.name], names)
         session = ort.InferenceSession(part.SerializeToString(), options, providers=["CPUExecutionProvider"])
         for batch in batches:
             for name, value in zip(names, session.run(names, {meta.input.name: batch})):
@@ -84,24 +84,3 @@ def measure_ranges(model: Any, meta: Metadata, batches: Iterable[np.ndarray],
                 peaks[name] = peak if not math.isfinite(peak) else max(peaks[name], peak)
     ranges = [TensorRange(name, node, op, peaks[name]) for name, node, op in targets]
     return sorted(ranges, key=lambda r: r.margin)
-
-
-def calibration_batches(model: Any, meta: Metadata, paths: Sequence[str | os.PathLike[str]],
-                        max_images: int | None = None) -> list[np.ndarray]:
-    """The images (files or folders) read and preprocessed as the runtime does, one per batch."""
-    import onnx
-
-    from pgn_deploy.runtime.preprocess import check_size, preprocess_image
-    from pgn_deploy.runtime.sources import collect_inputs, read_image
-
-    inputs = [item for item in collect_inputs(paths) if item.kind == "image"][:max_images]
-    if not inputs:
-        raise UnsupportedModelError("no calibration images found (videos are not read for calibration)")
-    graph_input = next(i for i in model.graph.input if i.name == meta.input.name)
-    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(graph_input.type.tensor_type.elem_type))
-    batches = []
-    for item in inputs:
-        tensor = preprocess_image(read_image(item.path), "BGR", meta.input, dtype)
-        check_size(meta.input, tensor.shape[1:], str(item.path))
-        batches.append(tensor[None])
-    return batches

@@ -26,7 +26,8 @@ from typing import Any
 
 from pgn_deploy.contract import BadInputError, Metadata, PGNError, load_onnx, read_metadata
 from pgn_deploy.engines import trt_ops
-from pgn_deploy.engines.fp16_range import FP16_MAX, TensorRange, calibration_batches, measure_ranges
+from pgn_deploy.engines.feeds import image_batches, input_dtype
+from pgn_deploy.engines.fp16_range import FP16_MAX, TensorRange, measure_ranges
 from pgn_deploy.engines.subgraph import half_precision_in_pgn
 
 TARGETS = ("trt", "ort")
@@ -284,9 +285,9 @@ def check_shapes(model: Any, inferred: Any, meta: Metadata) -> list[Finding]:
     batch = image_dims[0] if image_dims else None
     for value in inferred.graph.output:
         dims = _dims(value)
-        if dims is None or not dims:
+        if dims is None:
             found.append(Finding("error", "shape", f"output {value.name!r} has no known rank"))
-        elif batch is not None and not isinstance(batch, int) and isinstance(dims[0], int):
+        elif dims and batch is not None and not isinstance(batch, int) and isinstance(dims[0], int):
             found.append(Finding("error", "shape", (
                 f"output {value.name!r} has a fixed first dimension {dims[0]} while the input's batch "
                 "is dynamic (a Reshape that hard-codes the batch?)")))
@@ -369,7 +370,8 @@ def lint_model(
     findings += check_pgn_float32(model, meta)
     ranges = None
     if calib:
-        ranges = measure_ranges(model, meta, calibration_batches(model, meta, calib, max_images))
+        batches = image_batches(meta.input, input_dtype(model, meta.input.name), calib, max_images)
+        ranges = measure_ranges(model, meta, batches)
         findings += check_fp16_ranges(ranges, meta.precision, warn_margin)
     table = (f"TensorRT {trt_ops.TABLE_TENSORRT_VERSION} ONNX parser (opsets {trt_ops.OPSET_MIN}-{trt_ops.OPSET_MAX})"
              if target == "trt" else "ONNX Runtime CPU session")

@@ -87,7 +87,8 @@ def convert_graph(model: Any, precision: str, keep_float32: list[str], keep_io_f
     Casts are inserted only on the edges between the two parts: a float32 tensor consumed by
     both a kept and a converted node is cast once for the converted one and read as is by the
     kept one (never fp32 -> fp16 -> fp32). With ``keep_io_float32`` the graph inputs and
-    outputs keep their types. Unnamed nodes get names first (:func:`name_all_nodes`).
+    outputs keep their types. Unnamed nodes get names first (:func:`name_all_nodes`); the
+    model's ``metadata_props`` are carried over.
     """
     import onnx
 
@@ -102,7 +103,7 @@ def convert_graph(model: Any, precision: str, keep_float32: list[str], keep_io_f
         source = Path(tmp) / "model.onnx"
         onnx.save(converted, str(source))
         with _quiet_modelopt():
-            return autocast.convert_to_mixed_precision(
+            result = autocast.convert_to_mixed_precision(
                 onnx_path=str(source),
                 low_precision_type=precision,
                 nodes_to_exclude=[f"^{re.escape(name)}$" for name in keep_float32],
@@ -110,6 +111,9 @@ def convert_graph(model: Any, precision: str, keep_float32: list[str], keep_io_f
                 keep_io_types=keep_io_float32,
                 providers=["cpu"],
             )
+    del result.metadata_props[:]  # AutoCast drops them
+    result.metadata_props.extend(converted.metadata_props)
+    return result
 
 
 def convert_model(model: Any, precision: str = "fp16", keep_io_float32: bool = True) -> Any:

@@ -4,11 +4,12 @@ Both run on ONNX Runtime from models exported here, with the grafted model's own
 pre-processing, so that every method of an evaluation sees the same pixels.
 
 * **MC dropout** (:func:`export_mc_dropout`): the network is exported with every dropout layer
-  replaced by :class:`SampledDropout`, which draws a fresh mask on every call (ONNX
-  ``RandomUniformLike``), also in eval mode. :class:`MCDropoutScorer` tiles one image ``N``
-  times along the batch axis, so the ``N`` samples cost one call of batch ``N`` -- ``N`` full
-  forward passes of compute. Maps: ``mc_entropy`` (entropy of the mean softmax, nats) and
-  ``mc_variance`` (variance of the softmax samples, averaged over classes).
+  replaced by a sampled dropout that draws a fresh mask on every call (ONNX
+  ``RandomUniformLike``, unseeded), also in eval mode. :class:`MCDropoutScorer` tiles one image
+  along the batch axis, at most ``batch`` copies per call, so the ``N`` samples cost
+  ``ceil(N / batch)`` calls -- ``N`` full forward passes of compute. Maps: ``mc_entropy``
+  (entropy of the mean softmax, nats) and ``mc_variance`` (variance of the softmax over the
+  samples, averaged over classes; population variance, 0 for one sample).
 * **Deep ensembles** (:class:`EnsembleScorer`): one plain ONNX export per member checkpoint;
   maps ``ens_entropy`` and ``ens_msp`` (1 - max of the mean softmax); cost: one forward pass
   per member.
@@ -31,12 +32,19 @@ from pgn_deploy.runtime.result import resize_score
 MC_MAPS = ("mc_entropy", "mc_variance")
 ENSEMBLE_MAPS = ("ens_entropy", "ens_msp")
 COSTS = {
-    "pgn": "free: extra outputs of the single forward pass",
-    "msp": "free: extra output of the single forward pass",
-    "entropy": "free: extra output of the single forward pass",
-    "mc_dropout": "N forward passes (one batched call of N copies of the image)",
-    "ensemble": "one forward pass per member network",
+    "pgn": "free: extra outputs of the one forward pass",
+    "msp": "free: extra output of the one forward pass",
+    "entropy": "free: extra output of the one forward pass",
+    "mc_dropout": "{n} forward pass(es) of the network with dropout sampling",
+    "ensemble": "{n} forward pass(es), one per member network ({n} network(s) in memory)",
 }
+"""What each method costs at inference, per image (``{n}``: samples or members)."""
+
+
+def cost(method: str, n: int = 1) -> str:
+    """:data:`COSTS` of ``method`` for ``n`` samples / members, in words."""
+    text = COSTS[method].format(n=n)
+    return text.replace("(es)", "" if n == 1 else "es").replace("(s)", "" if n == 1 else "s")
 
 
 def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
@@ -128,15 +136,15 @@ def export_member(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str
 
 
 class _OnnxLogits:
-    """An ONNX model returning logits (first output), fed with the grafted model's preprocessing."""
+    """An ONNX model returning logits (first output), fed with the grafted model's preprocessing;
+    on ONNX Runtime's CUDA provider when it is installed, else on the CPU."""
 
-    def __init__(self, path: str | os.PathLike[str], info: InputInfo, threads: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], info: InputInfo) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                     if p in ort.get_available_providers()]
+        self.session = ort.InferenceSession(str(path), providers=providers)
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         self.info = info
@@ -155,34 +163,57 @@ class _OnnxLogits:
 
 
 class MCDropoutScorer:
-    """MC dropout maps of one image from ``samples`` stochastic passes of an exported model."""
+    """MC dropout maps of one image from ``samples`` stochastic passes of an exported model,
+    at most ``batch`` copies of the image per call (mean and variance merged per chunk)."""
 
+    method = "mc_dropout"
     names = MC_MAPS
 
-    def __init__(self, model_path: str | os.PathLike[str], info: InputInfo, samples: int) -> None:
+    def __init__(self, model_path: str | os.PathLike[str], info: InputInfo, samples: int,
+                 batch: int = 4) -> None:
         if samples < 1:
             raise BadInputError(f"MC dropout needs at least one sample, got {samples}")
+        if batch < 1:
+            raise BadInputError(f"the MC dropout batch must be at least 1, got {batch}")
         self.model = _OnnxLogits(model_path, info)
-        self.samples = samples
+        self.samples, self.batch = samples, batch
+
+    def prepare(self) -> None:
+        """Nothing to do: the model is loaded."""
 
     def __call__(self, image: np.ndarray, color: str = "BGR") -> dict[str, np.ndarray]:
-        probs = self.model.probs(image, color, copies=self.samples)
-        mean = probs.mean(axis=0)
+        count, mean, m2 = 0, None, None
+        for first in range(0, self.samples, self.batch):
+            probs = self.model.probs(image, color, copies=min(self.batch, self.samples - first))
+            n, chunk_mean = probs.shape[0], probs.mean(axis=0)
+            chunk_m2 = ((probs - chunk_mean) ** 2).sum(axis=0)
+            if mean is None:
+                count, mean, m2 = n, chunk_mean, chunk_m2
+            else:  # Chan et al.'s pairwise update of mean and summed squared deviations
+                delta = chunk_mean - mean
+                total = count + n
+                mean = mean + delta * (n / total)
+                m2 = m2 + chunk_m2 + delta**2 * (count * n / total)
+                count = total
         return {
             "mc_entropy": entropy(mean).astype(np.float32),
-            "mc_variance": probs.var(axis=0).mean(axis=0).astype(np.float32),
+            "mc_variance": (m2 / count).mean(axis=0).astype(np.float32),
         }
 
 
 class EnsembleScorer:
     """Deep-ensemble maps of one image from the mean softmax of the member models."""
 
+    method = "ensemble"
     names = ENSEMBLE_MAPS
 
     def __init__(self, model_paths: Sequence[str | os.PathLike[str]], info: InputInfo) -> None:
         if not model_paths:
             raise BadInputError("a deep ensemble needs at least one member")
         self.members = [_OnnxLogits(path, info) for path in model_paths]
+
+    def prepare(self) -> None:
+        """Nothing to do: the members are loaded."""
 
     def __call__(self, image: np.ndarray, color: str = "BGR") -> dict[str, np.ndarray]:
         mean = np.mean([member.probs(image, color)[0] for member in self.members], axis=0)

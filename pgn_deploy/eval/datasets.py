@@ -8,21 +8,28 @@ Kinds (``DIR`` is the dataset's root):
 
 * ``road_anomaly21`` -- ``dataset_AnomalyTrack/images/<id>.jpg`` with
   ``dataset_AnomalyTrack/labels_masks/<id>_labels_semantic.png`` (0 known, 1 anomaly, 255 void).
+  ``DIR`` may be the folder holding ``dataset_AnomalyTrack/`` or that folder itself.
 * ``road_obstacle21`` -- ``dataset_ObstacleTrack/images/<id>.webp``, labels as above.
-* ``lost_and_found`` -- ``leftImg8bit/test/<scene>/<id>_leftImg8bit.png`` with
+* ``lost_and_found`` -- ``leftImg8bit/test/<scene>/<id>_leftImg8bit.<png|webp|jpg>`` with
   ``gtCoarse/test/<scene>/<id>_gtCoarse_labelIds.png``; label ids mapped as the benchmark does:
-  1 (free space) -> 0, 2..200 (obstacles) -> 1, anything else -> 255.
+  1 (free space) -> 0, 2..200 (obstacles) -> 1, anything else -> 255. Frames whose label is all
+  0 are not labelled (the benchmark's "valid" test set drops them) and are skipped.
 * ``laf_noknown`` -- the LostAndFound test-NoKnown subset: as ``lost_and_found`` without the
-  frames that contain a bicycle (LAF id 23) or a kid dummy (LAF id 26), known Cityscapes
-  classes, and without frames whose label has no obstacle.
-* ``fishyscapes_laf`` -- Fishyscapes LostAndFound: label files ``fishyscapes/<id>_labels.png``
-  (0, 1, 255) under a LostAndFound root whose ``leftImg8bit/`` holds the images (any split).
+  frames of the sequences the benchmark excludes (:data:`LAF_NOKNOWN_EXCLUDED_PREFIXES`:
+  children and bicycles) and without any frame whose label holds one of those known Cityscapes
+  classes (:data:`LAF_KNOWN_IDS`: bicycle, kid dummy, kids) or no obstacle at all.
+* ``fishyscapes_laf`` -- Fishyscapes LostAndFound: the label files of
+  ``fishyscapes_lostandfound.zip``, ``[<n>_]<id>_labels.png`` (0 background, 1 anomaly,
+  255 void), in ``fishyscapes_lostandfound/`` or ``fishyscapes/`` under a LostAndFound root,
+  paired with the image ``leftImg8bit/<split>/<scene>/<id>_leftImg8bit.*`` of any split.
 * ``cityscapes`` -- ``leftImg8bit/val/<city>/<id>_leftImg8bit.png`` with
   ``gtFine/val/<city>/<id>_gtFine_labelTrainIds.png`` (19 train ids, 255 ignore), or, where
   only ``_gtFine_labelIds.png`` exists, label ids mapped to train ids.
 
 Only frames with a label are scored; an image whose label is missing is skipped and counted
 (``Dataset.unlabeled``), a label whose image is missing is an error naming the file.
+``Dataset.smiyc_name(frame)`` is the dataset name under which the SegmentMeIfYouCan benchmark
+code stores that frame's scores.
 """
 from __future__ import annotations
 
@@ -37,6 +44,16 @@ from pgn_deploy.contract import BadInputError
 
 VOID = 255
 LAF_BICYCLE, LAF_KID_DUMMY = 23, 26
+LAF_KNOWN_IDS = (LAF_BICYCLE, LAF_KID_DUMMY, 40, 41, 42, 43)
+"""LostAndFound label ids of Cityscapes classes (bicycle, kid dummy, the four kinds of kids)."""
+LAF_NOKNOWN_EXCLUDED_PREFIXES = (
+    "15_Rechbergstr_Deckenpfronn",  # children
+    "01_Hanns_Klemm_Str_45_000006",  # bicycle
+    "01_Hanns_Klemm_Str_45_000007",  # bicycle
+    "10_Schlossberg_9_000004",  # bicycle
+)
+"""Frame id prefixes the benchmark's LostAndFound-testNoKnown split leaves out."""
+IMAGE_EXTENSIONS = (".png", ".webp", ".jpg")
 TRACKS = {
     "road_anomaly21": "anomaly",
     "road_obstacle21": "obstacle",
@@ -44,6 +61,15 @@ TRACKS = {
     "laf_noknown": "obstacle",
     "fishyscapes_laf": "anomaly",
     "cityscapes": None,
+}
+
+# Where the SegmentMeIfYouCan benchmark code stores a frame's scores (its "name_for_persistence").
+SMIYC_NAMES = {
+    "road_anomaly21": "AnomalyTrack-all",
+    "road_obstacle21": "ObstacleTrack-all",
+    "lost_and_found": "LostAndFound-test",
+    "laf_noknown": "LostAndFound-test",
+    "fishyscapes_laf": "LostAndFound-{split}",
 }
 
 # Cityscapes label id -> train id (the 19 evaluated classes; every other id is ignored).
@@ -91,6 +117,7 @@ class Frame:
     image: Path
     label: Path
     decode: Callable[[np.ndarray], np.ndarray] = _identity
+    split: str = "test"
 
     def load_image(self) -> np.ndarray:
         """The image as uint8 H x W x 3 in **BGR** order (OpenCV's)."""
@@ -127,6 +154,12 @@ class Dataset:
     def __iter__(self) -> Iterator[Frame]:
         return iter(self.frames)
 
+    def smiyc_name(self, frame: Frame) -> str:
+        """The benchmark's dataset name for ``frame`` (its outputs folder); OoD kinds only."""
+        if not self.is_ood:
+            raise BadInputError(f"dataset kind {self.kind!r} is not part of the SegmentMeIfYouCan benchmark")
+        return SMIYC_NAMES[self.kind].format(split=frame.split)
+
 
 def _pair(images: dict[str, Path], labels: dict[str, Path], kind: str, root: Path,
           decode: Callable[[np.ndarray], np.ndarray]) -> Dataset:
@@ -146,7 +179,7 @@ def _by_suffix(folder: Path, pattern: str, suffix: str) -> dict[str, Path]:
 
 
 def _smiyc(root: Path, kind: str, sub: str, ext: str) -> Dataset:
-    base = root / sub
+    base = root if root.name == sub else root / sub
     if not (base / "images").is_dir():
         raise BadInputError(f"{root}: expected the folder {sub}/images for dataset kind {kind!r}")
     images = _by_suffix(base / "images", f"*.{ext}", f".{ext}")
@@ -155,37 +188,65 @@ def _smiyc(root: Path, kind: str, sub: str, ext: str) -> Dataset:
 
 
 def _laf_images(root: Path, split: str | None) -> dict[str, Path]:
+    """``{id: image}`` of ``leftImg8bit/<split>/<scene>/<id>_leftImg8bit.*`` (any split if None)."""
     folder = root / "leftImg8bit"
     if not folder.is_dir():
         raise BadInputError(f"{root}: expected the folder leftImg8bit/ of LostAndFound")
     pattern = f"{split}/*/*_leftImg8bit.*" if split else "*/*/*_leftImg8bit.*"
-    return {p.name.rsplit("_leftImg8bit", 1)[0]: p for p in sorted(folder.glob(pattern))}
+    return {p.name.rsplit("_leftImg8bit", 1)[0]: p for p in sorted(folder.glob(pattern))
+            if p.suffix.lower() in IMAGE_EXTENSIONS}
 
 
 def _lost_and_found(root: Path, kind: str) -> Dataset:
     images = _laf_images(root, "test")
     labels = _by_suffix(root / "gtCoarse" / "test", "*/*_gtCoarse_labelIds.png", "_gtCoarse_labelIds.png")
     dataset = _pair(images, labels, kind, root, laf_to_ood)
-    if kind == "laf_noknown":
-        dataset.frames = [f for f in dataset.frames if _is_noknown(read_png_label(f.label))]
-        if not dataset.frames:
-            raise BadInputError(f"{root}: no LostAndFound frame is left after the test-NoKnown filter")
+    keep = [f for f in dataset.frames if _laf_frame_kept(f, kind)]
+    dataset.unlabeled += len(dataset.frames) - len(keep)
+    dataset.frames = keep
+    if not keep:
+        raise BadInputError(f"{root}: no LostAndFound frame with a label is left for dataset kind {kind!r}")
     return dataset
 
 
-def _is_noknown(label_ids: np.ndarray) -> bool:
-    """test-NoKnown keeps frames with an obstacle and without bicycles or kid dummies."""
+def _laf_frame_kept(frame: Frame, kind: str) -> bool:
+    """Labelled frames (a label that is not all 0); test-NoKnown: also :func:`is_noknown`."""
+    label_ids = read_png_label(frame.label)
+    if not label_ids.any():
+        return False
+    return kind != "laf_noknown" or is_noknown(frame.id, label_ids)
+
+
+def is_noknown(frame_id: str, label_ids: np.ndarray) -> bool:
+    """Whether test-NoKnown keeps a frame: not in an excluded sequence, at least one obstacle
+    (id 2..200), and no obstacle of a known Cityscapes class (:data:`LAF_KNOWN_IDS`)."""
+    if frame_id.startswith(LAF_NOKNOWN_EXCLUDED_PREFIXES):
+        return False
     present = np.unique(label_ids)
     has_obstacle = bool(((present >= 2) & (present <= 200)).any())
-    return has_obstacle and not np.isin(present, [LAF_BICYCLE, LAF_KID_DUMMY]).any()
+    return has_obstacle and not np.isin(present, LAF_KNOWN_IDS).any()
+
+
+FISHYSCAPES_LABEL_DIRS = ("fishyscapes_lostandfound", "fishyscapes")
 
 
 def _fishyscapes_laf(root: Path, kind: str) -> Dataset:
-    if not (root / "fishyscapes").is_dir():
-        raise BadInputError(f"{root}: expected the folder fishyscapes/ with <id>_labels.png files")
-    labels = _by_suffix(root / "fishyscapes", "*_labels.png", "_labels.png")
-    images = {fid: path for fid, path in _laf_images(root, None).items() if fid in labels}
-    return _pair(images, labels, kind, root, _identity)
+    label_dir = next((root / name for name in FISHYSCAPES_LABEL_DIRS if (root / name).is_dir()), None)
+    if label_dir is None:
+        raise BadInputError(f"{root}: expected the folder fishyscapes_lostandfound/ (or fishyscapes/) "
+                            "with the Fishyscapes <n>_<id>_labels.png files")
+    images = _laf_images(root, None)
+    labels = {_fishyscapes_frame_id(p.name[: -len("_labels.png")], images): p
+              for p in sorted(label_dir.glob("*_labels.png"))}
+    dataset = _pair({fid: images[fid] for fid in labels if fid in images}, labels, kind, root, _identity)
+    dataset.frames = [dataclasses.replace(f, split=f.image.parent.parent.name) for f in dataset.frames]
+    return dataset
+
+
+def _fishyscapes_frame_id(stem: str, images: dict[str, Path]) -> str:
+    """The LostAndFound id of a Fishyscapes label stem: ``0003_<id>`` -> ``<id>``, or the stem."""
+    number, sep, rest = stem.partition("_")
+    return rest if sep and number.isdigit() and rest in images else stem
 
 
 def _cityscapes(root: Path, kind: str) -> Dataset:

@@ -1,36 +1,51 @@
 """Per-frame score maps for an evaluation: runtime, test-time augmentation, baselines, cache.
 
 :func:`frame_maps` turns a dataset frame into every requested map (H x W float32 at the
-image's size), reading them from the cache in ``--out`` when a previous run saved them, so a
-second evaluation with other metrics does not re-infer. Maps are cached as float32 ``.npy``
-files ``<out>/maps/<map name>/<frame id>.npy``; the predicted class map as
-``<out>/maps/pred/<frame id>.npy`` (int32). The softmax (C x H x W, needed by the
-in-distribution metrics) is never cached: at 19 x 2 megapixels a frame it would take tens of
-gigabytes for Cityscapes val, so those evaluations re-infer.
+image's size), reading them from a :class:`MapCache` when a previous run saved them, so a
+second evaluation with other metrics does not re-infer. The work comes in *groups*, each
+cached and recomputed on its own: the grafted model's maps with ``pred`` (one forward pass, or
+one per TTA view), and each baseline scorer's maps (MC dropout, ensemble). Adding a baseline to
+a finished evaluation therefore runs only that baseline.
+
+Arrays the in-distribution metrics derive from the softmax (C x H x W; at 19 x 2 megapixels a
+frame it is far too large to cache) are computed by a ``derive`` callback while the softmax is
+in memory and cached like the maps.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 
+from pgn_deploy.contract import BadInputError, atomic_write_text
 from pgn_deploy.eval.baselines import softmax
 from pgn_deploy.eval.datasets import Frame
 from pgn_deploy.runtime import Runtime
 from pgn_deploy.runtime.result import resize_score
 
 DEFAULT_TTA_SCALES = (0.5, 1.0, 2.0)
+PRED = "pred"
+FINGERPRINTS = "fingerprints.json"
 
 
 @dataclasses.dataclass(frozen=True)
 class TTA:
     """Test-time augmentation as the paper's published inference: mean over ``scales`` and,
-    with ``flip``, over horizontally flipped copies. ``TTA()`` is plain inference."""
+    with ``flip``, over horizontally flipped copies. ``TTA()`` is plain inference.
+
+    Every view's maps and softmax are resized (bilinear) to the image's size, flipped back and
+    averaged; ``pred`` is the argmax of the averaged softmax.
+    """
 
     scales: tuple[float, ...] = (1.0,)
     flip: bool = False
@@ -39,11 +54,17 @@ class TTA:
     def active(self) -> bool:
         return self.flip or self.scales != (1.0,)
 
+    @property
+    def views(self) -> list[tuple[float, bool]]:
+        """Every (scale, flipped) view, in the order they run."""
+        return [(s, f) for s in self.scales for f in ((False, True) if self.flip else (False,))]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"scales": list(self.scales), "flip": self.flip}
+
     @classmethod
     def parse(cls, text: str | None) -> TTA:
         """``None`` -> off; ``""`` -> scales 0.5, 1, 2 and flip; ``"0.75,1,flip"`` -> as given."""
-        from pgn_deploy.contract import BadInputError
-
         if text is None:
             return cls()
         parts = [part.strip() for part in text.split(",") if part.strip()]
@@ -54,58 +75,130 @@ class TTA:
             scales = tuple(float(part) for part in parts if part != "flip") or (1.0,)
         except ValueError:
             raise BadInputError(f"--tta {text!r}: expected scales and/or 'flip', e.g. 0.5,1,2,flip") from None
-        if any(not s > 0 for s in scales):
-            raise BadInputError(f"--tta {text!r}: scales must be > 0")
-        return cls(scales, flip)
+        if any(not (np.isfinite(s) and s > 0) for s in scales):
+            raise BadInputError(f"--tta {text!r}: scales must be finite numbers > 0")
+        return cls(tuple(dict.fromkeys(scales)), flip)
+
+
+class Scorer(Protocol):
+    """A baseline: ``method`` (its name in timings), ``names`` of the maps it returns,
+    ``prepare()`` (load or export its models; not timed) and
+    ``scorer(image_bgr) -> {name: H x W float32}``."""
+
+    method: str
+    names: tuple[str, ...]
+
+    def prepare(self) -> None: ...
+
+    def __call__(self, image: np.ndarray, color: str = "BGR") -> dict[str, np.ndarray]: ...
 
 
 @dataclasses.dataclass
 class FrameMaps:
     """What the metrics need of one frame: ``maps`` (name -> H x W float32), ``pred`` (H x W
-    int32) and, for in-distribution metrics, ``probs`` (C x H x W float32 softmax)."""
+    int32), ``derived`` (arrays made from the softmax by the ``derive`` callback) and
+    ``seconds`` (wall time of each group computed now, ``{"model": s, <scorer.method>: s}``;
+    empty when everything came from the cache)."""
 
     frame_id: str
     maps: dict[str, np.ndarray]
     pred: np.ndarray
-    probs: np.ndarray | None = None
+    derived: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class MapCache:
-    """Float32 maps on disk under ``root/maps/<name>/<frame id>.npy`` (atomic writes)."""
+    """Arrays on disk under ``root/<name>/<frame id>.npy`` (each written atomically).
+
+    ``root=None`` caches nothing. :meth:`claim` records what produced each name (a
+    *fingerprint*: model digest, TTA, baseline settings) in ``root/fingerprints.json`` and
+    refuses to mix arrays of different producers.
+    """
 
     def __init__(self, root: str | os.PathLike[str] | None) -> None:
-        self.root = Path(root) / "maps" if root is not None else None
+        self.root = Path(root) if root is not None else None
 
     def path(self, name: str, frame_id: str) -> Path:
-        assert self.root is not None
+        if self.root is None:
+            raise BadInputError("this evaluation has no map cache")
         return self.root / name / f"{frame_id}.npy"
+
+    def has(self, names: Sequence[str], frame_id: str) -> bool:
+        return self.root is not None and all(self.path(n, frame_id).is_file() for n in names)
 
     def load(self, names: Sequence[str], frame_id: str) -> dict[str, np.ndarray] | None:
         """Every named array of the frame, or ``None`` if any is missing (or no cache)."""
-        if self.root is None or not all(self.path(n, frame_id).is_file() for n in names):
+        if not self.has(names, frame_id):
             return None
-        return {name: np.load(self.path(name, frame_id)) for name in names}
+        return {name: np.load(self.path(name, frame_id), allow_pickle=False) for name in names}
 
-    def save(self, arrays: dict[str, np.ndarray], frame_id: str) -> None:
+    def save(self, arrays: Mapping[str, np.ndarray], frame_id: str) -> None:
         if self.root is None:
             return
         for name, array in arrays.items():
             target = self.path(name, frame_id)
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".npy", dir=target.parent)
-            with os.fdopen(fd, "wb") as handle:
-                np.save(handle, array)
-            os.replace(tmp, target)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".npy.tmp", dir=target.parent)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    np.save(handle, array, allow_pickle=False)
+                os.replace(tmp, target)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+
+    def conflicts(self, fingerprints: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        """Names whose cached arrays were made by another producer than ``fingerprints`` says."""
+        recorded = self._recorded()
+        return [name for name, print_ in fingerprints.items()
+                if name in recorded and recorded[name] != json.loads(json.dumps(print_))]
+
+    def claim(self, fingerprints: Mapping[str, Mapping[str, Any]], force: bool = False) -> None:
+        """Record the producers of ``fingerprints``' names. A name cached by another producer is
+        an error, or with ``force`` its cached arrays are deleted first."""
+        if self.root is None:
+            return
+        stale = self.conflicts(fingerprints)
+        if stale and not force:
+            raise BadInputError(
+                f"{self.root}: the cached {', '.join(stale)} were made by another model or other "
+                "settings; use another --out or pass --force to recompute them")
+        for name in stale:
+            shutil.rmtree(self.root / name, ignore_errors=True)
+        recorded = self._recorded() | {k: dict(v) for k, v in fingerprints.items()}
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.root / FINGERPRINTS, json.dumps(recorded, indent=2, sort_keys=True) + "\n",
+                          force=True)
+
+    def _recorded(self) -> dict[str, Any]:
+        if self.root is None or not (self.root / FINGERPRINTS).is_file():
+            return {}
+        try:
+            return json.loads((self.root / FINGERPRINTS).read_text())
+        except ValueError:
+            raise BadInputError(f"{self.root / FINGERPRINTS}: not readable JSON; delete the cache folder") from None
 
 
-def _augmented_run(runtime: Runtime, image: np.ndarray, tta: TTA, names: Sequence[str],
-                   with_probs: bool) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
-    """Maps, pred and (optionally) softmax of one BGR image, averaged over the TTA views."""
+Derive = Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]
+"""``derive(probs C x H x W float32, pred H x W int32) -> {name: array}``."""
+
+
+def _model_run(runtime: Runtime, image: np.ndarray, tta: TTA, names: Sequence[str],
+               need_probs: bool) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
+    """Maps, pred and (when needed or with TTA) softmax of one BGR image, averaged over views."""
     height, width = image.shape[:2]
-    need_logits = with_probs or tta.active
-    sums: dict[str, np.ndarray] = {name: np.zeros((height, width), np.float64) for name in names}
+    need_logits = need_probs or tta.active
+    views = tta.views
+    sums = {name: np.zeros((height, width), np.float64) for name in names}
     prob_sum = None
-    views = [(s, f) for s in tta.scales for f in ((False, True) if tta.flip else (False,))]
     pred = None
     for scale, flip in views:
         view = image[:, ::-1] if flip else image
@@ -125,29 +218,48 @@ def _augmented_run(runtime: Runtime, image: np.ndarray, tta: TTA, names: Sequenc
             pred = result.pred
     maps = {name: (total / len(views)).astype(np.float32) for name, total in sums.items()}
     probs = None if prob_sum is None else (prob_sum / len(views)).astype(np.float32)
-    if probs is not None:
-        pred = probs.argmax(axis=0).astype(np.int32)
-    return maps, np.ascontiguousarray(pred, dtype=np.int32), probs if with_probs else None
-
-
-Scorer = Callable[[np.ndarray, str], dict[str, np.ndarray]]
+    if tta.active:
+        pred = probs.argmax(axis=0)
+    elif pred is None:
+        pred = result.pred
+    return maps, np.ascontiguousarray(pred, dtype=np.int32), probs
 
 
 def frame_maps(runtime: Runtime, frame: Frame, names: Sequence[str], *, cache: MapCache,
-               tta: TTA = TTA(), scorers: Sequence[Scorer] = (), scorer_names: Sequence[str] = (),
-               with_probs: bool = False) -> FrameMaps:
+               tta: TTA = TTA(), scorers: Sequence[Scorer] = (),
+               derive: Derive | None = None, derived_names: Sequence[str] = ()) -> FrameMaps:
     """Every map of ``names`` (graph outputs) and of the ``scorers`` (baselines) for ``frame``.
 
-    Cached maps are reused; missing ones are computed (the whole frame is re-inferred then)
-    and cached. ``with_probs`` always re-infers (the softmax is not cached).
+    Groups found complete in ``cache`` are loaded; the others are computed and cached. The
+    model group holds ``names``, ``pred`` and, with ``derive``, the ``derived_names`` it
+    returns from the softmax. Baselines run on the plain image (no TTA). The image is read
+    only when something is computed.
     """
-    cached = None if with_probs else cache.load([*names, *scorer_names, "pred"], frame.id)
-    if cached is not None:
-        pred = cached.pop("pred")
-        return FrameMaps(frame.id, cached, pred)
-    image = frame.load_image()
-    maps, pred, probs = _augmented_run(runtime, image, tta, names, with_probs)
+    model_group = [*names, PRED, *derived_names]
+    image = None
+    seconds: dict[str, float] = {}
+    loaded = cache.load(model_group, frame.id)
+    if loaded is None:
+        image = frame.load_image()
+        start = time.perf_counter()
+        maps, pred, probs = _model_run(runtime, image, tta, names, derive is not None)
+        derived = derive(probs, pred) if derive is not None else {}
+        seconds["model"] = time.perf_counter() - start
+        if sorted(derived) != sorted(derived_names):
+            raise BadInputError(f"derive returned {sorted(derived)}, expected {sorted(derived_names)}")
+        cache.save({**maps, PRED: pred, **derived}, frame.id)
+    else:
+        pred = loaded.pop(PRED)
+        derived = {name: loaded.pop(name) for name in derived_names}
+        maps = loaded
     for scorer in scorers:
-        maps.update(scorer(image, "BGR"))
-    cache.save({**maps, "pred": pred}, frame.id)
-    return FrameMaps(frame.id, maps, pred, probs)
+        cached = cache.load(scorer.names, frame.id)
+        if cached is None:
+            image = frame.load_image() if image is None else image
+            scorer.prepare()
+            start = time.perf_counter()
+            cached = scorer(image, "BGR")
+            seconds[scorer.method] = time.perf_counter() - start
+            cache.save(cached, frame.id)
+        maps.update(cached)
+    return FrameMaps(frame.id, maps, pred, derived, seconds)

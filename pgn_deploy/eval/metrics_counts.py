@@ -2,29 +2,38 @@
 
 The pixel metrics (and ECE, AuSE) of a split need every distinct score value with, for each
 value, how many pixels of each kind carry it. A split is about 10^9 pixels, too many to sort at
-once; instead each frame is reduced to its distinct values (one sort of the frame) and added
-into :class:`Float32Counts`, a two-level table indexed by the float32 bit pattern:
+once. Instead each frame is reduced, per column (e.g. label 0 / label 1), to its distinct values
+and their counts or weight sums (one sort of the frame), and added into :class:`Float32Counts`:
 
 * every float32 maps to a 32-bit key whose unsigned order is the numeric order
   (:func:`sortable_keys`; -0.0 counts as 0.0);
-* the top 24 bits of the key pick a *slot*, allocated on first use; a slot holds the 256
-  consecutive keys that share those bits, each with ``n_columns`` sums (float64; counts are
-  exact up to 2^53).
+* **dense part**: the top 24 bits of a key pick a *slot* of 256 consecutive keys. A slot that
+  receives at least ``PROMOTE_KEYS`` distinct keys in one addition gets a dense block of sums
+  (256 x n_columns float64; counts are exact up to 2^53); later additions to it are indexed
+  writes;
+* **sparse part**: the keys of the other slots are kept as sorted runs of (cell, sum) with
+  ``cell = key << 8 | column``, merged pairwise whenever a run is no longer than half the one
+  before it (so about log2(frames) runs exist); a merge moves slots that became crowded to the
+  dense part.
 
-Memory grows with the number of distinct float32 values seen (about 2 KiB per 256-key slot and
-column pair), never with the number of pixels; adding a frame costs one sort of that frame.
-The result is exact for float32 scores: nothing is binned or approximated.
+Memory grows with the number of distinct float32 values, never with the number of pixels;
+adding a frame costs one sort of it plus indexing. The result is exact for the float32 values:
+nothing is binned.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from pgn_deploy.contract import BadInputError
-
 _LOW_BITS = 8
 _SLOT = 1 << _LOW_BITS
 _HIGH_SIZE = 1 << (32 - _LOW_BITS)
 _SIGN = np.uint32(0x80000000)
+_COLUMN_BITS = np.uint64(8)
+_RESULT_CHUNK = 4096
+PROMOTE_KEYS = 64
+MAX_COLUMNS = 1 << 8
+
+Run = tuple[np.ndarray, np.ndarray]
 
 
 def sortable_keys(values: np.ndarray) -> np.ndarray:
@@ -42,89 +51,172 @@ def values_of_keys(keys: np.ndarray) -> np.ndarray:
     return np.where(keys & _SIGN, keys & ~_SIGN, ~keys).view(np.float32)
 
 
-def count_cells(keys: np.ndarray, column: np.ndarray | int, n_columns: int) -> tuple[np.ndarray, np.ndarray]:
-    """Reduce one frame to its distinct (key, column) cells and how many samples fall in each.
+def _run_starts(sorted_values: np.ndarray) -> np.ndarray:
+    """Indices where a new value starts in a sorted array."""
+    if sorted_values.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.concatenate(([True], sorted_values[1:] != sorted_values[:-1])))
 
-    ``keys``: uint32 from :func:`sortable_keys`; ``column``: per-sample column index (or one
-    index for all). Returns ``cells`` (sorted unique uint64, ``key * n_columns + column``) and
-    ``counts`` (float64). Pure function: safe to run in worker threads.
+
+def unique_counts(keys: np.ndarray) -> Run:
+    """Sorted distinct ``keys`` and how often each occurs (float64)."""
+    keys = np.sort(keys)
+    starts = _run_starts(keys)
+    return keys[starts], np.diff(np.append(starts, keys.size)).astype(np.float64)
+
+
+def summarize_values(values: np.ndarray, column: np.ndarray | int, n_columns: int,
+                     weights: np.ndarray | None = None) -> list[Run]:
+    """One addition reduced per column: ``[(sorted unique keys, sums), ...]`` (n_columns runs).
+
+    Without ``weights`` each value counts 1 in its ``column`` (per-value array or one index);
+    with ``weights`` (N x n_columns) every column sums its weight. Pure: thread-safe.
     """
-    cells = keys.astype(np.uint64) * np.uint64(n_columns) + np.asarray(column, dtype=np.uint64)
-    cells.sort()
-    if cells.size == 0:
-        return cells, np.zeros(0)
-    starts = np.flatnonzero(np.concatenate(([True], cells[1:] != cells[:-1])))
-    counts = np.diff(np.append(starts, cells.size)).astype(np.float64)
-    return cells[starts], counts
+    keys = sortable_keys(values)
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float64)
+        unique, inverse = np.unique(keys, return_inverse=True)
+        return [(unique, np.bincount(inverse, weights[:, c], minlength=unique.size))
+                for c in range(n_columns)]
+    if np.ndim(column) == 0:
+        runs = [(np.zeros(0, np.uint32), np.zeros(0))] * n_columns
+        runs[int(column)] = unique_counts(keys)
+        return runs
+    column = np.asarray(column)
+    return [unique_counts(keys[column == c]) for c in range(n_columns)]
 
 
-def sum_cells(keys: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Like :func:`count_cells` but summing ``weights`` (N x n_columns) per key and column."""
-    weights = np.asarray(weights, dtype=np.float64)
-    n_columns = weights.shape[1]
-    unique, inverse = np.unique(keys, return_inverse=True)
-    sums = np.stack([np.bincount(inverse, weights[:, c], minlength=unique.size)
-                     for c in range(n_columns)], axis=1)
-    cells = unique.astype(np.uint64)[:, None] * np.uint64(n_columns) + np.arange(n_columns, dtype=np.uint64)
-    return cells.ravel(), sums.ravel()
+def merge_runs(runs: list[Run]) -> Run:
+    """Merge sorted runs of (uint64 cells, sums) into one with unique cells (sums added)."""
+    cells = np.concatenate([r[0] for r in runs])
+    sums = np.concatenate([r[1] for r in runs])
+    order = np.argsort(cells, kind="stable")
+    cells, sums = cells[order], sums[order]
+    starts = _run_starts(cells)
+    return cells[starts], (np.add.reduceat(sums, starts) if starts.size else sums)
 
 
 class Float32Counts:
-    """Exact sums per distinct float32 value and column, filled frame by frame (see module doc).
+    """Exact sums per distinct float32 value and column, filled addition by addition (module doc).
 
-    ``add(values, column=...)`` counts samples into a column (e.g. the label 0/1 of each
-    pixel); ``add(values, weights=...)`` adds a weight per sample and column.
-    :meth:`result` returns the distinct values in ascending order with their sums.
+    :meth:`add` takes values with a column per value (counting) or weights per column;
+    :meth:`add_summary` takes the output of :func:`summarize_values` (computed elsewhere,
+    e.g. in a worker thread). :meth:`result` gives the distinct values ascending with sums.
     """
 
     def __init__(self, n_columns: int) -> None:
-        if n_columns < 1:
-            raise ValueError("n_columns must be >= 1")
+        if not 1 <= n_columns <= MAX_COLUMNS:
+            raise ValueError(f"n_columns must be in 1..{MAX_COLUMNS}")
         self.n_columns = n_columns
         self._slot_of_high = np.full(_HIGH_SIZE, -1, dtype=np.int32)
         self._high_of_slot = np.zeros(0, dtype=np.int64)
         self._table = np.zeros(0, dtype=np.float64)
         self._slots = 0
+        self._runs: list[Run] = []
 
     @property
     def nbytes(self) -> int:
-        """Memory held by the table and its index, in bytes."""
-        return self._table.nbytes + self._slot_of_high.nbytes + self._high_of_slot.nbytes
+        """Memory held by the dense table, its index and the sparse runs, in bytes."""
+        sparse = sum(c.nbytes + s.nbytes for c, s in self._runs)
+        return self._table.nbytes + self._slot_of_high.nbytes + self._high_of_slot.nbytes + sparse
 
     def add(self, values: np.ndarray, column: np.ndarray | int = 0, weights: np.ndarray | None = None) -> None:
-        """Add float32 ``values`` (1-D): counted into ``column``, or summing ``weights`` (N x n_columns)."""
-        keys = sortable_keys(values)
-        if weights is None:
-            self.add_cells(*count_cells(keys, column, self.n_columns))
-        else:
-            self.add_cells(*sum_cells(keys, weights))
+        """Add float32 ``values`` (1-D); see :func:`summarize_values` for ``column`` / ``weights``."""
+        self.add_summary(summarize_values(values, column, self.n_columns, weights))
 
-    def add_cells(self, cells: np.ndarray, sums: np.ndarray) -> None:
-        """Add unique ``cells`` (from :func:`count_cells` / :func:`sum_cells`) with their ``sums``."""
-        if cells.size == 0:
-            return
-        n = np.uint64(self.n_columns)
-        keys = cells // n
-        columns = cells - keys * n
-        high = (keys >> np.uint64(_LOW_BITS)).astype(np.int64)
+    def add_summary(self, summary: list[Run]) -> None:
+        """Add the per-column runs of :func:`summarize_values`."""
+        for column, (keys, sums) in enumerate(summary):
+            if keys.size:
+                self._add_keys(keys, sums, column)
+
+    def _add_keys(self, keys: np.ndarray, sums: np.ndarray, column: int) -> None:
+        high = (keys >> _LOW_BITS).astype(np.int64)
         slots = self._slot_of_high[high]
-        missing = slots < 0
-        if missing.any():
-            self._allocate(np.unique(high[missing]))
-            slots = self._slot_of_high[high]
-        flat = (slots.astype(np.int64) * _SLOT + (keys & np.uint64(_SLOT - 1)).astype(np.int64)) * self.n_columns
-        self._table[flat + columns.astype(np.int64)] += sums
+        free = slots < 0
+        if free.any():
+            free_high = high[free]
+            starts = _run_starts(free_high)
+            sizes = np.diff(np.append(starts, free_high.size))
+            crowded = free_high[starts[sizes >= PROMOTE_KEYS]]
+            if crowded.size:
+                self._allocate(crowded)
+                slots = self._slot_of_high[high]
+                free = slots < 0
+            if free.any():
+                cells = (keys[free].astype(np.uint64) << _COLUMN_BITS) | np.uint64(column)
+                self._add_run((cells, sums[free]))
+                dense = ~free
+                keys, sums, slots = keys[dense], sums[dense], slots[dense]
+        flat = (slots.astype(np.int64) * _SLOT + (keys & (_SLOT - 1))) * self.n_columns + column
+        self._table[flat] += sums
+
+    def _add_run(self, run: Run) -> None:
+        self._runs.append(run)
+        while len(self._runs) >= 2 and self._runs[-2][0].size <= 2 * self._runs[-1][0].size:
+            cells, sums = merge_runs(self._runs[-2:])
+            del self._runs[-2:]
+            remaining = self._cells_to_dense(cells, sums)
+            if remaining[0].size:
+                self._runs.append(remaining)
+
+    def _cells_to_dense(self, cells: np.ndarray, sums: np.ndarray) -> Run:
+        """Move the cells of slots that are dense (or crowded now) into the table."""
+        keys = (cells >> _COLUMN_BITS).astype(np.uint32)
+        high = (keys >> _LOW_BITS).astype(np.int64)
+        starts = _run_starts(high)
+        sizes = np.diff(np.append(starts, high.size))
+        crowded = high[starts[sizes >= PROMOTE_KEYS]]
+        crowded = crowded[self._slot_of_high[crowded] < 0]
+        if crowded.size:
+            self._allocate(crowded)
+        slots = self._slot_of_high[high]
+        dense = slots >= 0
+        if dense.any():
+            columns = (cells[dense] & np.uint64(MAX_COLUMNS - 1)).astype(np.int64)
+            flat = (slots[dense].astype(np.int64) * _SLOT + (keys[dense] & (_SLOT - 1))) * self.n_columns + columns
+            self._table[flat] += sums[dense]
+        return cells[~dense], sums[~dense]
 
     def _allocate(self, highs: np.ndarray) -> None:
         needed = self._slots + highs.size
-        capacity = self._table.size // (_SLOT * self.n_columns)
+        block = _SLOT * self.n_columns
+        capacity = self._table.size // block
         if needed > capacity:
-            grown = np.zeros(max(needed, 2 * capacity, 64) * _SLOT * self.n_columns)
+            grown = np.zeros(max(needed, capacity + capacity // 2, 64) * block)
             grown[: self._table.size] = self._table
             self._table = grown
         self._slot_of_high[highs] = np.arange(self._slots, needed, dtype=np.int32)
         self._high_of_slot = np.concatenate([self._high_of_slot, highs.astype(np.int64)])
         self._slots = needed
+
+    def _dense_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """The dense part as (keys ascending, sums rows), rows with a non-zero sum only."""
+        order = np.argsort(self._high_of_slot)
+        table = self._table[: self._slots * _SLOT * self.n_columns].reshape(self._slots, _SLOT, self.n_columns)
+        keys, rows = [np.zeros(0, np.uint32)], [np.zeros((0, self.n_columns))]
+        for start in range(0, order.size, _RESULT_CHUNK):
+            chunk = order[start:start + _RESULT_CHUNK]
+            block = table[chunk].reshape(-1, self.n_columns)
+            chunk_keys = ((self._high_of_slot[chunk, None] << _LOW_BITS) + np.arange(_SLOT)).ravel()
+            present = block.any(axis=1)
+            keys.append(chunk_keys[present].astype(np.uint32))
+            rows.append(block[present])
+        return np.concatenate(keys), np.concatenate(rows)
+
+    def _sparse_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """The sparse part as (keys ascending, sums rows), after moving what belongs to dense slots."""
+        if not self._runs:
+            return np.zeros(0, np.uint32), np.zeros((0, self.n_columns))
+        cells, sums = self._cells_to_dense(*merge_runs(self._runs))
+        self._runs = [(cells, sums)]
+        keys = (cells >> _COLUMN_BITS).astype(np.uint32)
+        starts = _run_starts(keys)
+        first = np.zeros(keys.size, dtype=bool)
+        first[starts] = True
+        rows = np.zeros((starts.size, self.n_columns))
+        rows[np.cumsum(first) - 1, (cells & np.uint64(MAX_COLUMNS - 1)).astype(np.int64)] = sums
+        return keys[starts], rows
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """``(values, sums)``: distinct float32 values ascending, float64 sums (len x n_columns).
@@ -132,16 +224,10 @@ class Float32Counts:
         Values whose sums are all zero are left out (they were never added, or added with
         zero weight, which changes no metric).
         """
-        order = np.argsort(self._high_of_slot)
-        used = self._table[: self._slots * _SLOT * self.n_columns].reshape(self._slots, _SLOT, self.n_columns)
-        sums = used[order].reshape(-1, self.n_columns)
-        keys = ((self._high_of_slot[order, None] << _LOW_BITS) + np.arange(_SLOT)).ravel()
-        present = sums.any(axis=1)
-        return values_of_keys(keys[present]), sums[present]
-
-
-def check_finite(values: np.ndarray, what: str) -> None:
-    """Raise :class:`BadInputError` naming ``what`` if ``values`` holds NaN or infinity."""
-    if not np.isfinite(values).all():
-        bad = np.count_nonzero(~np.isfinite(values))
-        raise BadInputError(f"{what}: {bad} value(s) are NaN or infinite; scores must be finite")
+        sparse_keys, sparse_rows = self._sparse_rows()
+        dense_keys, dense_rows = self._dense_rows()
+        keys = np.concatenate([dense_keys, sparse_keys])
+        order = np.argsort(keys, kind="stable")
+        rows = np.concatenate([dense_rows, sparse_rows])[order]
+        present = rows.any(axis=1)
+        return values_of_keys(keys[order][present]), rows[present]

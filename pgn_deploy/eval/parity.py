@@ -27,8 +27,11 @@ check                what is compared (tolerance on max abs error / scale of the
 ==================== =====================================================================
 
 The scale is the largest magnitude of the expected tensor, so the tolerance is relative to
-the map's range. Comparisons with PyTorch use 1e-2 (fp16) or 5e-2 (bf16) for a half-precision
-network. Where the label depends on the argmax (``oh``, ``pred``), pixels whose two largest
+the map's range. For a PGN map with p < 1 the tolerance is divided by p: the root
+``(...)^(1/p)`` multiplies relative errors by 1/p, and ``|x|^p`` is steep near 0, so float32
+noise of small features grows as p falls. Comparisons with PyTorch use 1e-2 (fp16) or 5e-2
+(bf16) for a half-precision network. A map that overflows float32 (very small p: the map is
+about ``E^(1/p)``) fails. Where the label depends on the argmax (``oh``, ``pred``), pixels whose two largest
 logits lie within twice the logits' discrepancy between the two sides (at least 1e-6 of their
 scale) are left out: there either side's argmax is right; the count is in the note.
 """
@@ -136,6 +139,9 @@ def check_parity(
     meta = read_metadata(onnx_model)
     graph = _GraphRunner(onnx_model, meta)
     shape = shape or graph.default_shape()
+    missing = _missing_outputs(onnx_model, meta)
+    if missing:  # nothing else can be compared
+        return ParityReport(str(model), str(reference) if reference else None, shape, 0, seed, missing)
     torch_side = _load_reference(reference, arch, arch_kwargs, trust_pickle, onnx_model, meta)
     rng = np.random.default_rng(seed)
     results: list[CheckResult] = []
@@ -154,7 +160,10 @@ def _check_sample(
     gt = rng.integers(0, meta.num_classes, size=(x.shape[0], *logits_shape[-2:])) if meta.gt_input else None
     run = graph.run(x, gt)
     results = _sanity(meta, run)
-    results += [_compare("pruned", name, run[name], original[name], 0.0) for name in meta.original_outputs]
+    results += [
+        _compare("pruned", name, run[name], original[name], _tolerance("pruned", name, meta))
+        for name in meta.original_outputs
+    ]
     head = _HeadTensors.from_graph(run, meta)
     results += _compare_maps("self", meta, run, lambda: head.expected(meta, gt), _tie_mask(head, None))
     if isinstance(torch_side, _OnnxReference):
@@ -164,7 +173,19 @@ def _check_sample(
     return results
 
 
+def _missing_outputs(model: Any, meta: Metadata) -> list[CheckResult]:
+    """A failed ``outputs`` result for every output of the metadata that the graph lacks."""
+    present = {o.name for o in model.graph.output}
+    listed = [*meta.original_outputs, *meta.score_outputs, *([meta.pred] if meta.pred else [])]
+    return [
+        CheckResult("outputs", name, "fail", note="listed in the metadata but not a graph output")
+        for name in listed
+        if name not in present
+    ]
+
+
 def _sanity(meta: Metadata, run: Mapping[str, np.ndarray]) -> list[CheckResult]:
+    """Original outputs finite; maps N x 1 x H x W, finite, >= 0; ``pred`` ids in range."""
     results = []
     for name in meta.original_outputs:
         bad = int(np.count_nonzero(~np.isfinite(run[name])))
@@ -291,11 +312,9 @@ def _compare_maps(
     run: Mapping[str, np.ndarray],
     expected: Callable[[], dict[str, np.ndarray]],
     ties: Callable[[str, Metadata], np.ndarray],
-    tolerance: float | None = None,
 ) -> list[CheckResult]:
     """Every map, baseline and ``pred`` of ``run`` against ``expected()`` (N x H x W each)."""
     names = [*meta.score_outputs, *([meta.pred] if meta.pred else [])]
-    tol = TOLERANCES[check] if tolerance is None else tolerance
     try:
         values = expected()
     except _SkipCheck as skip:
@@ -305,7 +324,7 @@ def _compare_maps(
         actual = run[name][:, 0] if run[name].ndim == 4 else run[name]
         keep = ~ties(name, meta) if _argmax_dependent(name, meta) else None
         compare = _compare_ids if name == meta.pred else _compare
-        results.append(compare(check, name, actual, values[name], tol, keep))
+        results.append(compare(check, name, actual, values[name], _tolerance(check, name, meta), keep))
     return results
 
 
@@ -355,8 +374,14 @@ def _compare_ids(
                        int(expected.size), note)
 
 
-def _reference_tolerance(check: str, meta: Metadata) -> float:
-    return HALF_PRECISION_TOLERANCE.get(meta.precision, TOLERANCES[check])
+def _tolerance(check: str, name: str, meta: Metadata) -> float:
+    """The tolerance of ``check`` for output ``name``: :data:`TOLERANCES`, looser for a
+    half-precision network against PyTorch, divided by p for a PGN map with p < 1."""
+    tolerance = TOLERANCES[check]
+    if check.startswith("reference"):
+        tolerance = HALF_PRECISION_TOLERANCE.get(meta.precision, tolerance)
+    parsed = parse_pgn_output_name(name)
+    return tolerance / min(parsed[1], 1.0) if parsed is not None else tolerance
 
 
 def _merge(results: list[CheckResult]) -> list[CheckResult]:
@@ -470,8 +495,10 @@ class _OnnxReference:
     def check(self, meta: Metadata, run: Mapping[str, np.ndarray], x: np.ndarray) -> list[CheckResult]:
         names = [o.name for o in self.session.get_outputs()]
         expected = dict(zip(names, _run(self.session, names, {self.input_name: x})))
-        tol = _reference_tolerance("reference-outputs", meta)
-        return [_compare("reference-outputs", n, run[n], expected[n], tol) for n in meta.original_outputs]
+        return [
+            _compare("reference-outputs", n, run[n], expected[n], _tolerance("reference-outputs", n, meta))
+            for n in meta.original_outputs
+        ]
 
 
 def _load_reference(
@@ -527,16 +554,15 @@ class _TorchReference:
     ) -> list[CheckResult]:
         torch = require("torch", "export", "pgn-check")
         outputs, head = self._forward(torch.from_numpy(x), meta)
-        tol = _reference_tolerance("reference-outputs", meta)
         results = [
-            _compare("reference-outputs", name, run[name], outputs[_output_key(name, meta, outputs)].numpy(), tol)
+            _compare("reference-outputs", name, run[name], outputs[_output_key(name, meta, outputs)].numpy(),
+                     _tolerance("reference-outputs", name, meta))
             for name in meta.original_outputs
         ]
         if self.unavailable is not None:
             return [*results, self.unavailable]
         head = _HeadTensors([f.double() for f in head.features], head.head_logits.double(), head.logits.double())
-        results += _compare_maps("reference", meta, run, lambda: head.expected(meta, gt), _tie_mask(head, graph_head),
-                                 _reference_tolerance("reference", meta))
+        results += _compare_maps("reference", meta, run, lambda: head.expected(meta, gt), _tie_mask(head, graph_head))
         if meta.spec.form == "exact":
             results += self._autograd(meta, run, graph_head, x, gt, rng, pixels)
         return results
@@ -623,7 +649,7 @@ class _TorchReference:
                 continue
             values = reference.autograd_pgn(logits, params, chosen, p, label, gt_here).detach().numpy()
             picked = np.array([target[pixel] for pixel in chosen])
-            result = _compare("autograd", name, picked, values, TOLERANCES["autograd"])
+            result = _compare("autograd", name, picked, values, _tolerance("autograd", name, meta))
             results.append(dataclasses.replace(result, note=f"against {against}"))
         return results
 

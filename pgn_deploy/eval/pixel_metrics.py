@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from pgn_deploy.contract import BadInputError
-from pgn_deploy.eval.metrics_counts import Float32Counts, count_cells, sortable_keys
+from pgn_deploy.eval.metrics_counts import Float32Counts, summarize_values
 from pgn_deploy.eval.score_io import VOID, check_frame
 
 BINNINGS = ("exact", "smiyc")
@@ -40,7 +40,8 @@ class PixelResult:
     """Pixel-level metrics of one method on one split (all fractions in [0, 1]).
 
     ``threshold`` is t*, the score maximising pixel F1 (``best_f1``); ``positives`` /
-    ``negatives`` count ROI pixels labelled 1 / 0; ``curve`` holds at most a few thousand
+    ``negatives`` count ROI pixels labelled 1 / 0; ``thresholds`` is the number of distinct
+    thresholds; ``counts_bytes`` the memory the accumulated counts held; ``curve`` holds at most a few thousand
     points of the PR and ROC curves (``recall``, ``precision``, ``fpr``, ``tpr``) for plots.
     """
 
@@ -53,6 +54,7 @@ class PixelResult:
     negatives: int
     thresholds: int
     binning: str
+    counts_bytes: int
     curve: dict[str, np.ndarray] = dataclasses.field(repr=False, compare=False)
 
     @property
@@ -72,7 +74,8 @@ class PixelResult:
                 "binning": self.binning, "counting": self.method}
 
 
-def curve_metrics(thresholds: np.ndarray, tp: np.ndarray, fp: np.ndarray, binning: str) -> PixelResult:
+def curve_metrics(thresholds: np.ndarray, tp: np.ndarray, fp: np.ndarray, binning: str,
+                  counts_bytes: int = 0) -> PixelResult:
     """Metrics from cumulative counts at descending thresholds.
 
     ``thresholds`` descending; ``tp[i]`` / ``fp[i]``: positives / negatives with score >=
@@ -98,7 +101,8 @@ def curve_metrics(thresholds: np.ndarray, tp: np.ndarray, fp: np.ndarray, binnin
     return PixelResult(
         auprc=auprc, auroc=auroc, fpr95=fpr95, threshold=float(thresholds[best]),
         best_f1=float(f1[best]), positives=int(positives), negatives=int(negatives),
-        thresholds=int(thresholds.size), binning=binning, curve=_plot_points(recall, precision, fpr),
+        thresholds=int(thresholds.size), binning=binning, counts_bytes=counts_bytes,
+        curve=_plot_points(recall, precision, fpr),
     )
 
 
@@ -149,13 +153,13 @@ class PixelAccumulator:
         """The frame reduced to what :meth:`add_summary` needs (checks the frame first)."""
         scores, labels = _roi(*check_frame(scores, labels, where))
         if self.binning == "exact":
-            return count_cells(sortable_keys(scores), labels, 2)
+            return summarize_values(scores, labels, 2)
         return smiyc_frame_bins(scores, labels == 1)
 
     def add_summary(self, summary: Any) -> None:
         self.frames += 1
         if self._counts is not None:
-            self._counts.add_cells(*summary)
+            self._counts.add_summary(summary)
         else:
             self._bins.append(summary)
 
@@ -182,7 +186,7 @@ class PixelAccumulator:
             positives = np.bincount(inverse, np.concatenate([b[1] for b in self._bins]))[::-1]
             negatives = np.bincount(inverse, np.concatenate([b[2] for b in self._bins]))[::-1]
             thresholds = unique[::-1]
-        return curve_metrics(thresholds, np.cumsum(positives), np.cumsum(negatives), self.binning)
+        return curve_metrics(thresholds, np.cumsum(positives), np.cumsum(negatives), self.binning, self.nbytes)
 
 
 def pixel_metrics(scores: np.ndarray, labels: np.ndarray, binning: str = "exact") -> PixelResult:

@@ -16,10 +16,10 @@ Under the output folder, one folder per layout (:data:`LAYOUT_DIRS`):
   (:data:`LAF_KNOWN_IDS`: bicycle, kid dummy, kids), frame i with ``i % 10 == 7`` is written
   with an empty label (all 0, like LostAndFound's unlabelled frames): the test-NoKnown filter
   drops both.
-* ``dataset_FishyLAF/`` (Fishyscapes LostAndFound): ``fishyscapes_lostandfound/<i:04d>_<id>_labels.png``
+* Fishyscapes LostAndFound, in the LostAndFound folder: ``fishyscapes/<id>_labels.png``
   (0 background, 1 OoD; 255 void never occurs: every SynthRoad pixel is a Cityscapes class
-  or an object) paired with ``laf_images/<id>_leftImg8bit.png``; the LostAndFound frames
-  that test-NoKnown keeps, as Fishyscapes dropped children, bicycles and empty frames.
+  or an object) paired with the LostAndFound image of the same id, for the frames that
+  test-NoKnown keeps, as Fishyscapes dropped children, bicycles and empty frames.
 
 Every file is written atomically; a folder that exists is written into, and a file that exists
 is an error (checked for every target before anything is written) unless ``force``.
@@ -46,7 +46,7 @@ LAYOUT_DIRS = {
     "roadanomaly21": "dataset_AnomalyTrack",
     "roadobstacle21": "dataset_ObstacleTrack",
     "lostandfound": "dataset_LostAndFound",
-    "fishyscapes_laf": "dataset_FishyLAF",
+    "fishyscapes_laf": "dataset_LostAndFound",
 }
 SPLIT_OF_LAYOUT = {
     "cityscapes": "val", "roadanomaly21": "anomaly", "roadobstacle21": "obstacle",
@@ -140,19 +140,13 @@ def frame_files(layout: str, root: Path, i: int) -> list[FrameFile]:
                       lambda f, t=track: _png(ood_labels(f, t))),
         ]
     scene, fid = _laf_name(i)
+    image = FrameFile(root / "leftImg8bit" / "test" / scene / f"{fid}_leftImg8bit.png", _image(".png"))
     if layout == "lostandfound":
-        return [
-            FrameFile(root / "leftImg8bit" / "test" / scene / f"{fid}_leftImg8bit.png", _image(".png")),
-            FrameFile(root / "gtCoarse" / "test" / scene / f"{fid}_gtCoarse_labelIds.png",
-                      lambda f: _png(laf_label_ids(f))),
-        ]
+        return [image, FrameFile(root / "gtCoarse" / "test" / scene / f"{fid}_gtCoarse_labelIds.png",
+                                 lambda f: _png(laf_label_ids(f)))]
     if not _in_fishyscapes(i):
         return []
-    return [
-        FrameFile(root / "laf_images" / f"{fid}_leftImg8bit.png", _image(".png")),
-        FrameFile(root / "fishyscapes_lostandfound" / f"{i:04d}_{fid}_labels.png",
-                  lambda f: _png(fishyscapes_labels(f))),
-    ]
+    return [image, FrameFile(root / "fishyscapes" / f"{fid}_labels.png", lambda f: _png(fishyscapes_labels(f)))]
 
 
 def write_synthroad(
@@ -182,6 +176,7 @@ def write_synthroad(
             for file in (f for per_frame in files for f in per_frame):
                 if file.path.exists():
                     raise ArtifactExistsError(f"{file.path} exists; pass --force to overwrite it")
+    written: set[Path] = set()  # LostAndFound and Fishyscapes share their images
     manifest = out / MANIFEST
     summary = {layout: {"root": str(out / LAYOUT_DIRS[layout]), "frames": 0, "files": 0} for layout in layouts}
     by_split: dict[str, list[str]] = {}
@@ -193,10 +188,11 @@ def write_synthroad(
             frame = generate_frame(seed, i, split, size)
             for layout in split_layouts:
                 files = plan[layout][i]
-                for file in files:
+                for file in (f for f in files if f.path not in written):
                     file.path.parent.mkdir(parents=True, exist_ok=True)
                     data = file.encode(frame)
                     atomic_write(file.path, lambda tmp, d=data: tmp.write_bytes(d), force)
+                    written.add(file.path)
                 summary[layout]["files"] += len(files)
                 summary[layout]["frames"] += bool(files)
             bar.update(1)

@@ -54,6 +54,7 @@ def graft(
     if class_names is not None and len(class_names) != found.num_classes:
         raise BadInputError(f"{len(class_names)} class names given for a model with {found.num_classes} classes")
     _check_free_names(graph, spec)
+    _name_classifier_convs(graph, found)
     _annotate_types(model, found)
     outputs = add_pgn_outputs(graph, found, spec)
     grafted = ir.to_proto(graph_model)
@@ -75,10 +76,33 @@ def graft(
         ),
     )
     try:
-        onnx.checker.check_model(grafted, full_check=True)
+        onnx.checker.check_model(without_weights(grafted), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise UnsupportedModelError(f"the grafted model fails the ONNX checker: {exc}") from None
     return grafted
+
+
+def without_weights(model: onnx.ModelProto, max_bytes: int = 4096) -> onnx.ModelProto:
+    """A structural copy of ``model`` whose initializers over ``max_bytes`` are typed graph
+    inputs instead: the same graph for the checker and shape inference, without serializing
+    the weights (seconds for a ResNet-50)."""
+    graph = model.graph
+    small, large = [], []
+    for init in graph.initializer:
+        (large if init.ByteSize() > max_bytes else small).append(init)
+    inputs = list(graph.input)
+    declared = {i.name for i in inputs}
+    inputs += [
+        onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
+        for init in large
+        if init.name not in declared
+    ]
+    light_graph = onnx.helper.make_graph(
+        list(graph.node), graph.name, inputs, list(graph.output), small, value_info=list(graph.value_info)
+    )
+    light = onnx.helper.make_model(light_graph, opset_imports=list(model.opset_import), functions=list(model.functions))
+    light.ir_version = model.ir_version
+    return light
 
 
 def _check_free_names(graph: ir.Graph, spec: PGNSpec) -> None:
@@ -94,10 +118,20 @@ def _check_free_names(graph: ir.Graph, spec: PGNSpec) -> None:
         raise BadInputError(f"the model already has tensors named {', '.join(clashes)}; rename them before grafting")
 
 
+def _name_classifier_convs(graph: ir.Graph, head: Head) -> None:
+    """Unnamed classifier convs get a name, so that the metadata can point at them."""
+    taken = {node.name for node in graph.all_nodes()}
+    for index, branch in enumerate(head.branches):
+        if not branch.conv.name:
+            name = next(n for k in range(index, 1 << 30) if (n := f"pgn/classifier_conv_{k}") not in taken)
+            branch.conv.name = name
+            taken.add(name)
+
+
 def _annotate_types(model: onnx.ModelProto, head: Head) -> None:
     """Give the head's values the dtype and shape ONNX shape inference finds (the graft
     chooses casts and declares output shapes from them); the model itself is not changed."""
-    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    inferred = onnx.shape_inference.infer_shapes(without_weights(model), data_prop=True)
     known = {
         info.name: info
         for info in (*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input)

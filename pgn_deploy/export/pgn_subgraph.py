@@ -181,30 +181,54 @@ class _PGNGraph:
 
     def _class_sum(self, probs: ir.Value, label: str, p: float, gt: ir.Value | None) -> ir.Value | None:
         """``G_p = sum_h |g_h|^p`` (N x 1 x h x w); ``None`` when it is 1 (paper uni, p = 1)."""
-        if self.spec.form == "paper" and label == "uni":
-            return None if p == 1.0 else self._p_sum(probs, p, nonneg=True)
-        factor, nonneg = self._class_factor(probs, label, gt)
-        return self._p_sum(factor, p, nonneg)
+        if self.spec.form == "paper":
+            if label == "uni":
+                return None if p == 1.0 else self._p_sum(probs, p, nonneg=True)
+            return self._p_sum(self._off_target(probs, label, gt), p, nonneg=True)
+        if label == "uni":
+            centered = self.b.memo(("centered", probs), lambda: self.b.op("Sub", [probs, self.b.const(1.0 / self.num_classes)]))
+            return self._p_sum(centered, p, nonneg=False)
+        # exact oh/gt: g = S off the target and S_t - 1 = -(sum of the others) at the target,
+        # summed from the others rather than 1 - S_t (no cancellation when S_t is near 1).
+        off_target = self._off_target(probs, label, gt)
+        rest = self.b.memo(("rest", label), lambda: self.b.reduce("ReduceSum", off_target))
+        target_term = self._power(rest, p)
+        if label == "gt":  # a class id outside [0, C) (an ignore label) has no target: g = S
+            has_target = self.b.memo(("has_target",), lambda: self.b.reduce("ReduceMax", self._target_mask(label, probs, gt, as_float=True)))
+            target_term = self.b.op("Mul", [target_term, has_target])
+        return self.b.op("Add", [self._p_sum(off_target, p, nonneg=True), target_term])
 
-    def _class_factor(self, probs: ir.Value, label: str, gt: ir.Value | None) -> tuple[ir.Value, bool]:
-        """``g`` (N x C x h x w) of the paper ``oh`` and every exact label; shared across p."""
+    def _off_target(self, probs: ir.Value, label: str, gt: ir.Value | None) -> ir.Value:
+        """``S`` with the target class(es) zeroed (N x C x h x w), shared across p."""
+        mask = self._target_mask(label, probs, gt)
+        return self.b.memo(("off_target", label), lambda: self.b.op("Where", [mask, self.b.const(0.0), probs]))
+
+    def _target_mask(self, label: str, probs: ir.Value, gt: ir.Value | None, as_float: bool = False) -> ir.Value:
+        """Boolean N x C x h x w mask of the target class: paper ``oh``: every maximal class
+        (ties compare with the max); exact ``oh``: the first maximal class; ``gt``: ``pgn_gt``."""
 
         def make() -> ir.Value:
-            if self.spec.form == "paper":  # oh: every maximal class zeroed (ties included)
-                is_max = self.b.op("Equal", [probs, self.b.reduce("ReduceMax", probs)])
-                return self.b.op("Where", [is_max, self.b.const(0.0), probs])
-            if label == "uni":
-                return self.b.op("Sub", [probs, self.b.const(1.0 / self.num_classes)])
-            target = gt if label == "gt" else self.b.op("ArgMax", [probs], {"axis": 1, "keepdims": 0})
-            return self.b.op("Sub", [probs, self._one_hot(target)])
+            if label == "oh" and self.spec.form == "paper":
+                return self.b.op("Equal", [probs, self.b.reduce("ReduceMax", probs)])
+            classes = gt if label == "gt" else self.b.op("ArgMax", [probs], {"axis": 1, "keepdims": 0})
+            ids = self.b.const(np.arange(self.num_classes).reshape(1, -1, 1, 1), np.int64)
+            classes = self.b.op("Unsqueeze", [classes, self.b.const([1], np.int64)])
+            return self.b.op("Equal", [classes, ids])
 
-        return self.b.memo(("class_factor", label), make), self.spec.form == "paper"
+        mask = self.b.memo(("target_mask", label), make)
+        if as_float:
+            return self.b.memo(("target_mask_float", label), lambda: self.b.op("Cast", [mask], {"to": int(FLOAT)}))
+        return mask
 
-    def _one_hot(self, classes: ir.Value) -> ir.Value:
-        """float32 one-hot (N x C x h x w) of int64 N x h x w class ids (out of range: all 0)."""
-        ids = self.b.const(np.arange(self.num_classes).reshape(1, -1, 1, 1), np.int64)
-        classes = self.b.op("Unsqueeze", [classes, self.b.const([1], np.int64)])
-        return self.b.op("Cast", [self.b.op("Equal", [classes, ids])], {"to": int(FLOAT)})
+    def _power(self, x: ir.Value, p: float) -> ir.Value:
+        """``x^p`` for ``x >= 0`` with the cheapest op."""
+        if p == 1.0:
+            return x
+        if p == 2.0:
+            return self.b.op("Mul", [x, x])
+        if p == 0.5:
+            return self.b.op("Sqrt", [x])
+        return self.b.op("Pow", [x, self.b.const(p)])
 
     def _p_sum(self, x: ir.Value, p: float, nonneg: bool) -> ir.Value:
         """``sum_c |x_c|^p`` over the channels, keepdims (0 at x = 0 for every p > 0)."""
@@ -215,11 +239,7 @@ class _PGNGraph:
             if p == 1.0:
                 return self.b.reduce("ReduceSum" if nonneg else "ReduceL1", x)
             magnitude = x if nonneg else self.b.memo(("abs", x), lambda: self.b.op("Abs", [x]))
-            if p == 0.5:
-                powered = self.b.op("Sqrt", [magnitude])
-            else:
-                powered = self.b.op("Pow", [magnitude, self.b.const(p)])
-            return self.b.reduce("ReduceSum", powered)
+            return self.b.reduce("ReduceSum", self._power(magnitude, p))
 
         return self.b.memo(("p_sum", x, p), make)
 

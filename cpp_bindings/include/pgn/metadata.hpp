@@ -31,7 +31,8 @@ struct PGNSpec {
 
 /// How the graph input is fed: NCHW float32 of ``(uint8 / scale - mean) / std`` per channel, in
 /// ``channel_order``; ``size`` (H, W) the model was exported at, ``resize``: the runtime resizes
-/// images to ``size``.
+/// images to ``size``; ``assumed_normalization``: mean/std/channel order are pgn-export's
+/// defaults, not read from the checkpoint.
 struct InputInfo {
   std::string name = "input";
   std::string layout = "NCHW";
@@ -43,9 +44,12 @@ struct InputInfo {
   bool resize = false;
   bool dynamic_batch = true;
   bool dynamic_size = true;
+  bool assumed_normalization = false;
 };
 
-/// The classifier head the graft found (node and tensor names of the original graph).
+/// The classifier head the graft found (node and tensor names of the original graph); ``resize``
+/// the interpolation mirrored for the maps ("none", "bilinear", ...), ``align_corners`` its
+/// flag, ``feature_resize`` per branch the resize applied before the branches' sum.
 struct HeadInfo {
   std::vector<std::string> conv_nodes;
   std::vector<std::string> features;
@@ -53,6 +57,8 @@ struct HeadInfo {
   std::string head_logits;
   std::string logits_output;
   std::string resize = "none";
+  bool align_corners = false;
+  std::vector<std::string> feature_resize;
 };
 
 /// Per-map calibration from pgn-calibrate over in-distribution images: ``q``, quantiles of the

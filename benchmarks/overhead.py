@@ -1,0 +1,82 @@
+"""(a) grafted/plain latency ratio per variant, (f) latency against pixel count.
+
+Per model and size, the plain model and every grafted variant run interleaved in one process;
+each variant's ratio to the plain model is the ratio of medians with a paired bootstrap 95 %
+interval. The log-log slope of median latency against pixel count is fitted per model and
+variant over the sizes measured.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import Settings, interleave, log, ort_call, summarize
+from benchmarks.models import VARIANTS, ModelFiles
+
+HEADLINE = ("deeplabv3_mobilenet_v3_large", (512, 1024))
+HEADLINE_BUDGET_FACTOR = 3.0
+OUTPUT_RESOLUTION_MAX_PIXELS = 512 * 1024
+SLOW_MODEL = "deeplabv3_resnet50"
+
+
+def plan_variants(model: str, size: tuple[int, int]) -> tuple[list[str], list[str]]:
+    """The variants to time at ``size`` and the reasons for those left out."""
+    pixels = size[0] * size[1]
+    variants, skipped = [], []
+    for name in VARIANTS:
+        if name.endswith("_output") and pixels > OUTPUT_RESOLUTION_MAX_PIXELS:
+            skipped.append(f"{name}: the classifier input resized to the output size is an E x H x W float "
+                           f"tensor (2 GiB for 256 channels at 1024x2048)")
+        elif model == SLOW_MODEL and pixels > 256 * 512 and name not in ("one", "ten", "ten_keep"):
+            skipped.append(f"{name}: {SLOW_MODEL} takes seconds per call at this size on 2 cores")
+        else:
+            variants.append(name)
+    return variants, skipped
+
+
+def skip_size(model: str, size: tuple[int, int]) -> str | None:
+    """Why ``model`` is not timed at ``size`` at all, or ``None``."""
+    if model == SLOW_MODEL and size[0] * size[1] > 512 * 1024:
+        return f"{SLOW_MODEL} at {size[0]}x{size[1]}: about 20 s per call on 2 CPU cores, too slow for this study"
+    return None
+
+
+def run(models: list[str], sizes: list[tuple[int, int]], settings: Settings, work: Path) -> dict[str, Any]:
+    """Time every model, size and variant; returns ``{"records": [...], "skipped": [...],
+    "scaling": [...]}``."""
+    records, skipped = [], []
+    for model in models:
+        files = ModelFiles(model, work)
+        for size in sizes:
+            reason = skip_size(model, size)
+            if reason:
+                skipped.append(reason)
+                continue
+            variants, left_out = plan_variants(model, size)
+            skipped += [f"{model} {size[0]}x{size[1]} {why}" for why in left_out]
+            log(f"overhead: {model} {size[0]}x{size[1]}: plain + {', '.join(variants)}")
+            calls = {name: ort_call(files.file(name), settings, size) for name in ["plain", *variants]}
+            budget = settings.budget_s * (HEADLINE_BUDGET_FACTOR if (model, size) == HEADLINE else 1.0)
+            timed = interleave(calls, settings, budget)
+            del calls
+            records.append({"model": model, "size": list(size), "pixels": size[0] * size[1], **summarize(timed)})
+    return {"records": records, "skipped": skipped, "scaling": scaling(records)}
+
+
+def scaling(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Least-squares slope of log(median latency) against log(pixels), per model and variant
+    measured at two sizes or more (1: linear in the pixel count)."""
+    fits = []
+    for model in dict.fromkeys(r["model"] for r in records):
+        rows = [r for r in records if r["model"] == model]
+        for variant in dict.fromkeys(v for r in rows for v in r["latency_ms"]):
+            points = [(r["pixels"], r["latency_ms"][variant]["median_ms"]) for r in rows if variant in r["latency_ms"]]
+            if len(points) < 2:
+                continue
+            x, y = np.log([p for p, _ in points]), np.log([m for _, m in points])
+            slope, _ = np.polyfit(x, y, 1)
+            fits.append({"model": model, "variant": variant, "slope": float(slope),
+                         "pixels": [p for p, _ in points], "median_ms": [m for _, m in points]})
+    return fits

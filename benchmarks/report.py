@@ -1,0 +1,177 @@
+"""Write the study's results: ``latency_study.json``, ``latency_study.md`` and PNG plots."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks.targets import backprop_speedups
+from pgn_deploy.contract import atomic_write, atomic_write_text
+
+PREFIX = "latency_"
+VARIANT_TEXT = {
+    "one": "1 map", "ten": "10 maps", "one_keep": "1 map, classifier size", "ten_keep": "10 maps, classifier size",
+    "one_output": "1 map, resolution output", "ten_output": "10 maps, resolution output",
+}
+
+
+def _size(size: list[int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def _ratio(r: dict[str, float]) -> str:
+    return f"{r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}]"
+
+
+def _machine(doc: dict[str, Any]) -> list[str]:
+    m = doc["machine"]
+    packages = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
+    s = doc["settings"]
+    return [
+        f"Run {m['date_utc']} on {m['cpu']}, {m['usable_cores']} usable cores, {m['memory_gib']} GiB; {m['os']}; "
+        f"Python {m['python']}; {packages}.",
+        f"Backend `{s['backend']}`, {s['threads']} intra-op threads, PyTorch on `{s['torch_device']}`. "
+        f"Load average (1/5/15 min) at the start {m['load_average']}, at the end "
+        f"{doc['machine_after']['load_average']}; the study took {doc['duration_s'] / 60:.1f} min.",
+        "",
+        "Every comparison runs its variants interleaved in one process (alternating order each round); "
+        "ratios are ratios of medians with a paired-bootstrap 95 % interval in brackets. The machine was "
+        "shared with other jobs while this ran: read absolute times as indicative and the intervals as the "
+        "noise that remained.",
+    ]
+
+
+def _targets(doc: dict[str, Any]) -> list[str]:
+    lines = ["| target | measured | threshold | met |", "|---|---|---|---|"]
+    for t in doc.get("targets", []):
+        value = _ratio(t) if "low" in t else f"{t['value']:.3g}"
+        met = ("yes" if t["met"] else "no") + ("" if t.get("certain", True) else " (within noise)")
+        lines.append(f"| {t['target']} | {value} | {t['threshold']:g} | {met} |")
+    return lines
+
+
+def _overhead(doc: dict[str, Any]) -> list[str]:
+    section = doc["overhead"]
+    variants = [v for v in VARIANT_TEXT if any(v in r["ratio_to_plain"] for r in section["records"])]
+    lines = ["| model | size | plain ms | " + " | ".join(VARIANT_TEXT[v] for v in variants) + " | rounds |",
+             "|---|---|---|" + "---|" * len(variants) + "---|"]
+    for r in section["records"]:
+        cells = [_ratio(r["ratio_to_plain"][v]) if v in r["ratio_to_plain"] else "-" for v in variants]
+        lines.append(f"| {r['model']} | {_size(r['size'])} | {r['latency_ms']['plain']['median_ms']:.1f} | "
+                     + " | ".join(cells) + f" | {r['rounds']} |")
+    if section["skipped"]:
+        lines += ["", "Not measured:", *[f"- {why}" for why in section["skipped"]]]
+    if section["scaling"]:
+        lines += ["", "Latency against pixel count (f): log-log slope of the median (1 = linear):", "",
+                  "| model | variant | slope | sizes (pixels) |", "|---|---|---|---|"]
+        for f in section["scaling"]:
+            lines.append(f"| {f['model']} | {f['variant']} | {f['slope']:.2f} | {', '.join(map(str, f['pixels']))} |")
+    return lines
+
+
+def _methods(doc: dict[str, Any]) -> list[str]:
+    lines = []
+    for r in doc["methods"]:
+        lines += [f"**{r['model']} at {_size(r['size'])}** ({r['rounds']} rounds)", "",
+                  "| method | median ms | p90 ms | ratio to ONNX plain |", "|---|---|---|---|"]
+        for name, stats in r["latency_ms"].items():
+            ratio = _ratio(r["ratio_to_plain"][name]) if name != "plain" else "1"
+            lines.append(f"| {name} | {stats['median_ms']:.1f} | {stats['p90_ms']:.1f} | {ratio} |")
+        lat = r["latency_ms"]
+        torch_overhead = lat["torch_ten"]["median_ms"] / lat["torch_plain"]["median_ms"]
+        lines += ["", f"PGN (10 maps) in PyTorch eager costs {100 * (torch_overhead - 1):+.1f} % over the eager "
+                      f"forward; the grafted ONNX model with 10 maps runs in "
+                      f"{lat['ten']['median_ms'] / lat['torch_ten']['median_ms']:.2f}x the time of eager + PGN."]
+        if "mc8_naive" in lat:
+            lines.append(f"MC dropout (8 samples): naive {lat['mc8_naive']['median_ms'] / lat['one']['median_ms']:.1f}x, "
+                         f"optimized {lat['mc8_optimized']['median_ms'] / lat['one']['median_ms']:.2f}x the latency of "
+                         f"PGN (one map); split check max |diff| = {r['mc']['split_max_abs_diff']:.1e}.")
+        lines += [*(f"- {note}" for note in r["notes"]), ""]
+    return lines
+
+
+def _backprop(doc: dict[str, Any]) -> list[str]:
+    lines = ["| model | crop | classifier pixels | naive s/pixel | naive s/MP | closed form (torch) s/pixel | speedup (torch, same crop) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in doc["backprop"]:
+        c = r["classifier_size"]
+        lines.append(f"| {r['model']} | {_size(r['crop'])} | {c[0]}x{c[1]} | {r['naive_s_per_pixel']:.2e} | "
+                     f"{r['naive_s_per_megapixel']:.3g} | {r['closed_form_torch_s_per_pixel']:.2e} | "
+                     f"{r['speedup_closed_form_torch']:.3g} |")
+    rows = backprop_speedups(doc)
+    if rows:
+        lines += ["", "Against the grafted closed form (PGN nodes' kernel time, one map, ONNX Runtime profile at "
+                      f"{_size(doc['plan']['focus'])}, per classifier megapixel):", "",
+                  "| model | naive measured on | naive s/MP | graft s/MP | speedup |", "|---|---|---|---|---|"]
+        lines += [f"| {r['model']} | {_size(r['crop'])} | {r['naive_s_per_megapixel']:.3g} | "
+                  f"{r['graft_s_per_megapixel']:.3g} | {r['speedup']:.3g} |" for r in rows]
+    return lines
+
+
+def _memory(doc: dict[str, Any]) -> list[str]:
+    lines = ["| model | method | size | peak RSS MiB | increase over the loaded libraries MiB |", "|---|---|---|---|---|"]
+    for r in doc["memory"]:
+        size = _size(r.get("crop", r["size"])) + (" (crop)" if "crop" in r else "")
+        lines.append(f"| {r['model']} | {r['method']} | {size} | {r['peak_rss_mb']:.0f} | {r['increase_mb']:.0f} |")
+    if doc["memory"]:
+        lines += ["", f"Source: {doc['memory'][0]['source']}; one fresh process per row (load + 3 runs)."]
+    return lines
+
+
+def _fp16(doc: dict[str, Any]) -> list[str]:
+    section = doc["fp16"]
+    if "error" in section:
+        return [f"Not measured: {section['error']}"]
+    lines = ["| model | size | fp32 ms | fp16 ms | fp16/fp32 |", "|---|---|---|---|---|"]
+    for r in section["records"]:
+        lat = r["latency_ms"]
+        lines.append(f"| {section['model']} ({section['variant']}) | {_size(r['size'])} | {lat['fp32']['median_ms']:.1f} | "
+                     f"{lat['fp16']['median_ms']:.1f} | {_ratio(r['ratio_to_fp32']['fp16'])} |")
+    return lines
+
+
+def _profile(doc: dict[str, Any]) -> list[str]:
+    lines = ["| model | shape | kernel ms (all) | PGN nodes ms | PGN share | costliest PGN nodes |", "|---|---|---|---|---|---|"]
+    for p in doc["profile"]:
+        top = ", ".join(f"{n['op']} {n['ms']:.2f}" for n in p["top_pgn_nodes"][:5])
+        lines.append(f"| {p['model']} | {_size(p['shape'])} | {p['total_kernel_ms']:.1f} | {p['pgn_kernel_ms']:.2f} | "
+                     f"{p['pgn_share_percent']:.2f} % | {top} |")
+    return lines
+
+
+SECTIONS = (
+    ("overhead", "(a) Grafted / plain latency ratio, (f) scaling", _overhead),
+    ("methods", "(b) PyTorch eager PGN, (c) MC dropout, against the grafted graph", _methods),
+    ("backprop", "(d) Per-pixel back-propagation against the closed form", _backprop),
+    ("memory", "(e) Peak memory", _memory),
+    ("fp16", "(g) fp16 against fp32", _fp16),
+    ("profile", "Where the time goes (ONNX Runtime profile)", _profile),
+)
+
+
+def markdown(doc: dict[str, Any], plots: list[str]) -> str:
+    """The Markdown report of a results document."""
+    lines = ["# PGN latency study", "", *_machine(doc), "", "## Targets", "", *_targets(doc)]
+    for key, title, render in SECTIONS:
+        if key in doc:
+            lines += ["", f"## {title}", "", *render(doc)]
+    if plots:
+        lines += ["", "## Plots", "", *[f"![{name}]({name})" for name in plots]]
+    return "\n".join(lines) + "\n"
+
+
+def write(doc: dict[str, Any], out: Path, force: bool) -> list[Path]:
+    """Write JSON, Markdown and plots into ``out`` (existing files only with ``force``)."""
+    from benchmarks.plots import PLOTS
+
+    written = []
+    plots = []
+    for name, (applies, draw) in PLOTS.items():
+        if not applies(doc):
+            continue
+        path = out / f"{PREFIX}{name}.png"
+        written.append(atomic_write(path, lambda tmp, d=draw: d(doc, tmp), force=force))
+        plots.append(path.name)
+    written.append(atomic_write_text(out / f"{PREFIX}study.json", json.dumps(doc, indent=1, sort_keys=True), force=force))
+    written.append(atomic_write_text(out / f"{PREFIX}study.md", markdown(doc, plots), force=force))
+    return written

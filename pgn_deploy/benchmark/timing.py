@@ -1,0 +1,78 @@
+"""Timing loops: warm-up, then a fixed number of calls or a duration; interleaved variants.
+
+``clock`` is injectable (seconds, monotonic) so the loops can be tested with a fake timer.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+from pgn_deploy.contract import BadInputError
+
+Clock = Callable[[], float]
+
+
+def check_budget(iterations: int | None, duration_s: float | None) -> None:
+    """Exactly one of ``iterations`` (>= 1) and ``duration_s`` (> 0) must be given."""
+    if (iterations is None) == (duration_s is None):
+        raise BadInputError("give either a number of iterations or a duration, not both or neither")
+    if iterations is not None and iterations < 1:
+        raise BadInputError(f"iterations must be >= 1, got {iterations}")
+    if duration_s is not None and not duration_s > 0:
+        raise BadInputError(f"the duration must be > 0 seconds, got {duration_s}")
+
+
+def time_calls(
+    call: Callable[[], object],
+    *,
+    warmup: int = 3,
+    iterations: int | None = None,
+    duration_s: float | None = None,
+    clock: Clock = time.perf_counter,
+) -> list[float]:
+    """Latency in seconds of each timed ``call()`` after ``warmup`` untimed calls.
+
+    Stops after ``iterations`` calls, or at the first call ending after ``duration_s`` seconds
+    of timed calls (at least one call).
+    """
+    return time_interleaved({"call": call}, warmup=warmup, rounds=iterations, duration_s=duration_s, clock=clock)["call"]
+
+
+def time_interleaved(
+    calls: Mapping[str, Callable[[], object]],
+    *,
+    warmup: int = 3,
+    rounds: int | None = None,
+    duration_s: float | None = None,
+    clock: Clock = time.perf_counter,
+) -> dict[str, list[float]]:
+    """Latencies (seconds) of several variants timed in alternation within one process.
+
+    Each round calls every variant once, in forward order on even rounds and reversed on odd
+    rounds, so a slow phase of the machine or a position effect hits every variant alike and
+    ``result[a][i]`` pairs with ``result[b][i]``. ``warmup`` untimed rounds come first. Stops
+    after ``rounds`` rounds, or at the first round ending after ``duration_s`` seconds.
+    """
+    if warmup < 0:
+        raise BadInputError(f"warmup must be >= 0, got {warmup}")
+    check_budget(rounds, duration_s)
+    if not calls:
+        raise BadInputError("nothing to time")
+    names = list(calls)
+    for _ in range(warmup):
+        for name in names:
+            calls[name]()
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    start = clock()
+    done = 0
+    while True:
+        for name in names if done % 2 == 0 else reversed(names):
+            begin = clock()
+            calls[name]()
+            samples[name].append(clock() - begin)
+        done += 1
+        if rounds is not None and done >= rounds:
+            break
+        if duration_s is not None and clock() - start >= duration_s:
+            break
+    return samples

@@ -1,0 +1,340 @@
+"""``evaluate``: a grafted model on one benchmark dataset as it lies on disk -> the paper's tables.
+
+The API of ``pgn-eval``. Order of work:
+
+1. every argument is checked before anything is written: the dataset is opened
+   (:func:`~pgn_deploy.eval.datasets.open_dataset`), the model loaded, the requested maps
+   resolved, the report and ``--smiyc-out`` targets checked, the cache's fingerprints compared;
+2. pass 1 streams the frames (one in memory at a time, tqdm progress on stderr): maps from
+   the cache or from inference (:func:`~pgn_deploy.eval.inference.frame_maps`), each computed
+   group cached at once, so an interrupted run resumes where it stopped; the metrics of the
+   split accumulate;
+3. OoD datasets: pass 2 reads the cached maps again for the component metrics at each map's
+   t* (and writes the SMIYC files); Cityscapes: the in-distribution metrics are finished;
+4. the report (Markdown, JSON, plots) is written atomically into ``--out``.
+
+The cache, under ``--out`` (a temporary folder without it):
+
+* ``maps/<kind>/<map>/<frame id>.npy``: float32 H x W per map (``pred``: int32 class ids);
+  ``maps/<kind>/fingerprints.json`` records what made each map (model digest, TTA, baseline
+  settings); a map made otherwise is refused, or with ``force`` recomputed;
+* ``labels/<kind>/<frame id>.png``: the decoded OoD labels (0, 1, 255), so that ``pgn-metrics
+  maps/<kind>/<map> labels/<kind>`` recomputes any row of the table;
+* ``baselines/``: the exported MC dropout and ensemble member models (named by checkpoint digest).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from pgn_deploy.contract import BadInputError, InputInfo, unique
+from pgn_deploy.eval import baselines as B
+from pgn_deploy.eval.datasets import Dataset, Frame, open_dataset
+from pgn_deploy.eval.inference import TTA, MapCache, Scorer, file_digest, frame_maps
+from pgn_deploy.eval.ood_eval import OODSplit
+from pgn_deploy.eval.pixel_metrics import BINNINGS
+from pgn_deploy.eval.report import EvalReport, MethodInfo, report_paths, write_report
+from pgn_deploy.eval.smiyc_export import SmiycWriter
+from pgn_deploy.runtime import Runtime
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """What ``pgn-eval`` was asked to do.
+
+    ``model``: grafted ``.pgn.onnx`` (or TensorRT plan); ``dataset``: ``KIND:DIR``;
+    ``scores``: graph maps to evaluate (``None``: every PGN map and baseline output the model
+    has); ``checkpoint``: the model's source checkpoint (needed for MC dropout);
+    ``mc_dropout``: MC dropout samples (``None``: off); ``mc_rate``: override of every dropout
+    probability (``None``: the network's own); ``mc_batch``: copies of the image per MC call;
+    ``ensemble``: member checkpoints; ``tta``: test-time augmentation of the grafted model;
+    ``out``: report and cache folder (``None``: temporary cache, no files); ``smiyc_out``:
+    SMIYC submission root; ``binning``: pixel-metric counting (``exact`` or ``smiyc``);
+    ``force``: replace existing reports / SMIYC files / stale cached maps; ``command``: the
+    command line recorded in the report.
+    """
+
+    model: str | os.PathLike[str]
+    dataset: str
+    scores: Sequence[str] | None = None
+    checkpoint: str | os.PathLike[str] | None = None
+    mc_dropout: int | None = None
+    mc_rate: float | None = None
+    mc_batch: int = 4
+    ensemble: Sequence[str | os.PathLike[str]] = ()
+    tta: TTA = TTA()
+    out: str | os.PathLike[str] | None = None
+    smiyc_out: str | os.PathLike[str] | None = None
+    binning: str = "exact"
+    force: bool = False
+    backend: str = "auto"
+    threads: int = 0
+    progress: bool = True
+    command: str = ""
+
+    def check(self) -> None:
+        """Argument checks that need no file."""
+        if self.binning not in BINNINGS:
+            raise BadInputError(f"unknown binning {self.binning!r}; choose from {', '.join(BINNINGS)}")
+        if self.mc_dropout is not None:
+            if self.mc_dropout < 1:
+                raise BadInputError(f"--mc-dropout needs at least 1 sample, got {self.mc_dropout}")
+            if self.checkpoint is None:
+                raise BadInputError("--mc-dropout needs --checkpoint: the source checkpoint of the model "
+                                    "(dropout is sampled in a variant exported from it)")
+        if self.mc_rate is not None and not 0.0 <= self.mc_rate < 1.0:
+            raise BadInputError(f"the MC dropout rate must be in [0, 1), got {self.mc_rate}")
+        for path in [*([self.checkpoint] if self.checkpoint else []), *self.ensemble]:
+            if not Path(path).is_file():
+                raise BadInputError(f"{path}: no such checkpoint file")
+
+
+# --------------------------------------------------------------------------- methods
+def resolve_maps(runtime: Runtime, scores: Sequence[str] | None) -> list[str]:
+    """The graph maps to evaluate: ``scores`` (checked against the model) or all of them."""
+    available = runtime.score_names
+    if scores is None:
+        return list(available)
+    wanted = unique(s.strip() for s in scores if s.strip())
+    if not wanted:
+        raise BadInputError("--scores is empty")
+    baseline_maps = (*B.MC_MAPS, *B.ENSEMBLE_MAPS)
+    missing = [s for s in wanted if s not in available and s not in baseline_maps]
+    if missing:
+        raise BadInputError(f"{runtime.model_path} has no map {', '.join(missing)}; it has: "
+                            f"{', '.join(available)}")
+    return [s for s in wanted if s in available]
+
+
+class _LazyScorer:
+    """A baseline scorer made on first use (exporting its model costs seconds; a run whose
+    maps are all cached never needs it)."""
+
+    def __init__(self, method: str, names: tuple[str, ...], make: Any) -> None:
+        self.method, self.names, self._make, self._scorer = method, names, make, None
+
+    def prepare(self) -> None:
+        if self._scorer is None:
+            self._scorer = self._make()
+
+    def __call__(self, image: np.ndarray, color: str = "BGR") -> dict[str, np.ndarray]:
+        self.prepare()
+        return self._scorer(image, color)
+
+
+def _exported(folder: Path, name: str, export: Any) -> Path:
+    """``folder/name``, exported by ``export(path)`` unless a previous run left it there."""
+    path = folder / name
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        export(path)
+    return path
+
+
+def baseline_scorers(config: EvalConfig, info: InputInfo, folder: Path) -> tuple[list[Scorer], dict[str, dict]]:
+    """MC dropout and ensemble scorers of ``config`` and the fingerprint of each of their maps."""
+    scorers: list[Scorer] = []
+    prints: dict[str, dict] = {}
+    if config.mc_dropout is not None:
+        digest = file_digest(config.checkpoint)
+        rate = "own" if config.mc_rate is None else format(config.mc_rate, "g")
+        name = f"mc_dropout_{digest[:16]}_rate-{rate}.onnx"
+
+        def make_mc() -> Scorer:
+            path = _exported(folder, name, lambda p: B.export_mc_dropout(config.checkpoint, p, info, config.mc_rate))
+            return B.MCDropoutScorer(path, info, config.mc_dropout, config.mc_batch)
+
+        scorers.append(_LazyScorer("mc_dropout", B.MC_MAPS, make_mc))
+        prints |= dict.fromkeys(B.MC_MAPS, {"checkpoint": digest, "samples": config.mc_dropout, "rate": rate})
+    if config.ensemble:
+        digests = [file_digest(path) for path in config.ensemble]
+
+        def make_ensemble() -> Scorer:
+            paths = [_exported(folder, f"member_{d[:16]}.onnx", lambda p, c=c: B.export_member(c, p, info))
+                     for c, d in zip(config.ensemble, digests)]
+            return B.EnsembleScorer(paths, info)
+
+        scorers.append(_LazyScorer("ensemble", B.ENSEMBLE_MAPS, make_ensemble))
+        prints |= dict.fromkeys(B.ENSEMBLE_MAPS, {"members": digests})
+    return scorers, prints
+
+
+def method_infos(maps: Sequence[str], config: EvalConfig) -> dict[str, MethodInfo]:
+    """Display name and inference cost of every evaluated map."""
+    views = len(config.tta.views)
+    per_pass = f" ({views} TTA views: {views} forward passes)" if views > 1 else ""
+    infos = {}
+    for name in maps:
+        if name.startswith("pgn_"):
+            infos[name] = MethodInfo(name, "model", B.COSTS["pgn"] + per_pass)
+        elif name in ("msp", "entropy"):
+            infos[name] = MethodInfo(name, "model", B.COSTS[name] + per_pass)
+        elif name in B.MC_MAPS:
+            infos[name] = MethodInfo(name, "mc_dropout", B.cost("mc_dropout", config.mc_dropout))
+        elif name in B.ENSEMBLE_MAPS:
+            infos[name] = MethodInfo(name, "ensemble", B.cost("ensemble", len(config.ensemble)))
+        else:
+            infos[name] = MethodInfo(name, "model", "output of the one forward pass" + per_pass)
+    return infos
+
+
+# --------------------------------------------------------------------------- running
+@contextlib.contextmanager
+def _work_folder(out: Path | None) -> Iterator[Path]:
+    """``out`` itself, or a temporary folder removed at the end."""
+    if out is not None:
+        yield out
+        return
+    with tempfile.TemporaryDirectory(prefix="pgn-eval-") as tmp:
+        yield Path(tmp)
+
+
+def _save_label(folder: Path, frame: Frame, labels: np.ndarray) -> None:
+    """The decoded OoD label as ``folder/<id>.png`` (once; atomic)."""
+    target = folder / f"{frame.id}.png"
+    if target.is_file():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{frame.id}.", suffix=".png", dir=folder)
+    os.close(fd)
+    try:
+        if not cv2.imwrite(tmp, labels):
+            raise BadInputError(f"cannot write {target}")
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _bar(frames: Sequence[Frame], desc: str, enabled: bool) -> Any:
+    return tqdm(frames, desc=desc, unit="frame", file=sys.stderr, disable=None if enabled else True)
+
+
+def evaluate(config: EvalConfig) -> EvalReport:
+    """Run the evaluation of ``config`` (module doc) and return its report (also written to
+    ``config.out`` when given). Raises a :class:`~pgn_deploy.contract.PGNError` for bad input,
+    before anything is written when it can be known up front."""
+    config.check()
+    dataset = open_dataset(config.dataset)
+    runtime = Runtime(config.model, config.backend, intra_op_threads=config.threads)
+    graph_maps = resolve_maps(runtime, config.scores)
+    out = Path(config.out) if config.out is not None else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise BadInputError(f"--out {out}: exists and is not a folder")
+    targets = report_paths(out, dataset.kind) if out is not None else None
+    if targets is not None:
+        targets.check(config.force)
+    model_print = {"model": file_digest(config.model), "tta": config.tta.to_json()}
+    with _work_folder(out) as work:
+        cache = MapCache(work / "maps" / dataset.kind)
+        scorers, baseline_prints = baseline_scorers(config, runtime.metadata.input, work / "baselines")
+        maps = [*graph_maps, *(name for scorer in scorers for name in scorer.names)]
+        if config.scores is not None:
+            _check_baseline_requests(config.scores, maps)
+        smiyc = None
+        if config.smiyc_out is not None:
+            if not dataset.is_ood:
+                raise BadInputError("--smiyc-out applies to the OoD datasets, not to cityscapes")
+            smiyc = SmiycWriter(config.smiyc_out, dataset, maps, config.force)
+            smiyc.check_targets()
+        started = time.perf_counter()
+        cache.claim({name: model_print for name in [*graph_maps, "pred"]} | baseline_prints, force=config.force)
+        infos = method_infos(maps, config)
+        if dataset.is_ood:
+            results, seconds = _run_ood(dataset, runtime, graph_maps, scorers, cache, work, config, smiyc)
+            extra = {"smiyc": smiyc.to_json()} if smiyc is not None else {}
+            report = EvalReport.for_ood(
+                _header(config, dataset, runtime, model_print["model"], time.perf_counter() - started),
+                infos, results, _timing(seconds), extra, _ood_notes(config, dataset, maps, out, smiyc))
+        else:
+            from pgn_deploy.eval.indist_eval import run_indist
+
+            report = run_indist(config, dataset, runtime, graph_maps, scorers, cache, infos, started)
+        if targets is not None:
+            write_report(report, targets, config.force)
+    return report
+
+
+def _header(config: EvalConfig, dataset: Dataset, runtime: Runtime, digest: str, seconds: float) -> dict[str, Any]:
+    """The report's header: what was evaluated, how, and how long it took."""
+    views = config.tta.views
+    tta = "off" if len(views) == 1 else (f"scales {', '.join(format(s, 'g') for s in config.tta.scales)}"
+                                         f"{' with horizontal flip' if config.tta.flip else ''} ({len(views)} views; "
+                                         "baselines run on the plain image)")
+    return {
+        "command": config.command or f"pgn_deploy.eval.pipeline.evaluate({config!r})",
+        "model": {"path": str(config.model), "sha256": digest, "backend": runtime.backend_name},
+        "dataset": {"kind": dataset.kind, "root": str(dataset.root), "frames": len(dataset),
+                    "unlabeled": dataset.unlabeled, "track": dataset.track},
+        "tta": tta, "binning": config.binning, "seconds": seconds,
+    }
+
+
+def _timing(seconds: dict[str, list[float]]) -> dict[str, dict[str, float | int]]:
+    """Per method: frames computed in this run and the mean compute seconds per frame."""
+    return {method: {"frames": len(values), "mean_s": float(np.mean(values)), "total_s": float(np.sum(values))}
+            for method, values in seconds.items()}
+
+
+def _ood_notes(config: EvalConfig, dataset: Dataset, maps: Sequence[str], out: Path | None,
+               smiyc: SmiycWriter | None) -> list[str]:
+    """How the OoD numbers were made and how to recompute one from the saved maps."""
+    notes = []
+    if out is not None:
+        track = dataset.track
+        notes.append(f"Recompute a row from the saved maps: `pgn-metrics {out}/maps/{dataset.kind}/<map> "
+                     f"{out}/labels/{dataset.kind} --track {track} --binning {config.binning}`.")
+    if smiyc is not None:
+        scales = ", ".join(f"{name} x 2^{e}" for name, e in smiyc.exponents.items())
+        notes.append(f"SegmentMeIfYouCan files in `{smiyc.root}/anomaly_p/<map>/<dataset>/<frame>.hdf5` "
+                     f"(float16, dataset 'value'), each map scaled by a power of two so its largest "
+                     f"value fits float16 (order unchanged): {scales}.")
+    return notes
+
+
+def _check_baseline_requests(scores: Sequence[str], maps: Sequence[str]) -> None:
+    """A baseline map named in --scores needs its baseline switched on."""
+    asked = [s for s in scores if s in (*B.MC_MAPS, *B.ENSEMBLE_MAPS) and s not in maps]
+    if asked:
+        flag = "--mc-dropout N" if asked[0] in B.MC_MAPS else "--ensemble CKPT..."
+        raise BadInputError(f"--scores names {', '.join(asked)}, which needs {flag}")
+
+
+def _run_ood(dataset: Dataset, runtime: Runtime, graph_maps: list[str], scorers: list[Scorer],
+             cache: MapCache, work: Path, config: EvalConfig,
+             smiyc: SmiycWriter | None) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """Both passes over an OoD split; returns the results per map and the compute seconds of
+    each method (one entry per frame it was computed for)."""
+    maps = [*graph_maps, *(name for scorer in scorers for name in scorer.names)]
+    split = OODSplit(maps, dataset.track, config.binning)
+    labels_dir = work / "labels" / dataset.kind
+    seconds: dict[str, list[float]] = {}
+    for frame in _bar(dataset.frames, f"{dataset.kind}: maps", config.progress):
+        computed = frame_maps(runtime, frame, graph_maps, cache=cache, tta=config.tta, scorers=scorers)
+        labels = frame.load_label()
+        _save_label(labels_dir, frame, labels)
+        split.add_pixels(frame.id, computed.maps, labels)
+        if smiyc is not None:
+            smiyc.observe(computed.maps)
+        for method, value in computed.seconds.items():
+            seconds.setdefault(method, []).append(value)
+    split.finish_pixels()
+    for frame in _bar(dataset.frames, f"{dataset.kind}: components", config.progress):
+        loaded = cache.load(maps, frame.id)
+        if loaded is None:
+            raise BadInputError(f"{cache.root}: the cached maps of {frame.id} disappeared during the run")
+        labels = frame.load_label()
+        split.add_components(frame.id, loaded, labels)
+        if smiyc is not None:
+            smiyc.write(frame, loaded)
+    return split.results(), seconds

@@ -1,0 +1,110 @@
+"""The demo network: it trains (loss falls on generated data), exports to ONNX, and the shipped
+checkpoints load with ``weights_only=True`` and segment SynthRoad validation frames."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pgn_deploy.contract import ModelLoadError
+from pgn_deploy.eval.synthroad import CLASS_NAMES
+from pgn_deploy.models.demo import DemoDeepLabV3Plus
+from pgn_deploy.models.demo_training import (
+    ARCH, MEAN, STD, FramePool, confusion, load_demo, summarize, validate, validation_frames,
+)
+
+MODELS = Path(__file__).resolve().parents[1] / "export" / "models"
+MAIN = MODELS / "demo_synthroad.pth"
+MEMBERS = [MODELS / f"demo_synthroad_seed{k}.pth" for k in (1, 2, 3)]
+
+
+def test_training_steps_reduce_the_loss():
+    torch.manual_seed(0)
+    model = DemoDeepLabV3Plus().train()
+    pool = FramePool(seed=0, size=4, frame_size=(128, 256))
+    x, y = pool.batch(np.random.default_rng(0), 4, (96, 192), (1.0, 1.0))
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(12):
+        loss = torch.nn.functional.cross_entropy(model(x), y, ignore_index=255)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_forward_gives_full_size_logits_and_dropout_only_in_training():
+    torch.manual_seed(0)
+    model = DemoDeepLabV3Plus()
+    x = torch.randn(2, 3, 64, 128)
+    assert model.eval()(x).shape == (2, len(CLASS_NAMES), 64, 128)
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+        model.train()
+        assert not torch.equal(model(x), model(x))  # MC dropout samples differ
+    dropouts = [m for m in model.decoder if isinstance(m, torch.nn.Dropout)]
+    assert len(dropouts) == 2
+    head = model.classifier
+    assert head.kernel_size == (1, 1) and head.bias is not None
+
+
+@pytest.mark.parametrize("dynamo", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_exports_to_onnx_with_dynamic_size(tmp_path, dynamo):
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = DemoDeepLabV3Plus().eval()
+    x = torch.randn(1, 3, 64, 128)
+    path = tmp_path / "demo.onnx"
+    if dynamo:
+        dims = {0: torch.export.Dim("batch", min=1, max=16), 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}
+        torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["logits"],
+                          dynamo=True, dynamic_shapes={"x": dims})
+    else:
+        axes = {"input": {0: "N", 2: "H", 3: "W"}, "logits": {0: "N", 2: "H", 3: "W"}}
+        torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["logits"],
+                          dynamo=False, dynamic_axes=axes)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for shape in ((1, 3, 64, 128), (2, 3, 96, 160)):
+        inp = torch.randn(*shape)
+        out = session.run(None, {"input": inp.numpy()})[0]
+        with torch.no_grad():
+            np.testing.assert_allclose(out, model(inp).numpy(), atol=1e-4)
+
+
+def test_miou_counts_only_classes_in_the_ground_truth():
+    gt = np.array([[0, 0, 1, 255]], np.uint8)
+    pred = np.array([[0, 1, 1, 5]], np.uint8)
+    result = summarize(confusion(pred, gt), frames=1)
+    assert result.iou == {"road": 0.5, "sidewalk": 0.5}
+    assert result.miou == 0.5 and result.pixel_accuracy == pytest.approx(2 / 3)
+
+
+@pytest.fixture(scope="module")
+def val_frames():
+    return validation_frames(seed=0, count=6, size=(256, 512))
+
+
+@pytest.mark.parametrize("path", [MAIN, *MEMBERS], ids=lambda p: p.name)
+def test_shipped_checkpoint_follows_the_convention_and_segments(path, val_frames):
+    assert path.is_file(), f"{path} is missing: train it with export/train_demo.py (export/models/README.md)"
+    assert path.stat().st_size <= 15e6
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    assert checkpoint["arch"] == ARCH
+    assert checkpoint["class_names"] == list(CLASS_NAMES)
+    assert checkpoint["input"] == {"mean": list(MEAN), "std": list(STD), "channel_order": "RGB",
+                                   "scale": 255.0, "size": [256, 512]}
+    model = load_demo(path)
+    result = validate(model, val_frames)
+    assert result.miou >= (0.8 if path == MAIN else 0.7), result.lines()
+
+
+def test_loading_a_bad_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.pth"
+    torch.save({"arch": ARCH, "arch_kwargs": {"num_classes": 19}, "state_dict": {}}, bad)
+    with pytest.raises(ModelLoadError, match="not a demo checkpoint"):
+        load_demo(bad)
+    with pytest.raises(ModelLoadError, match="no such file"):
+        load_demo(tmp_path / "missing.pth")
