@@ -38,13 +38,14 @@ def _split_demo(net: torch.nn.Module) -> tuple[Prefix, Suffix]:
 
 def _split_torchvision_deeplabv3(net: torch.nn.Module) -> tuple[Prefix, Suffix]:
     aspp = net.classifier[0]  # DeepLabHead = ASPP, 3x3 conv, BN, ReLU, 1x1 classifier
+    head = torch.nn.Sequential(*list(net.classifier)[1:])
 
     def prefix(x: torch.Tensor) -> torch.Tensor:
         features = net.backbone(x)["out"]
         return aspp.project[:3](torch.cat([branch(features) for branch in aspp.convs], dim=1))
 
     def suffix(h: torch.Tensor, size: torch.Size) -> torch.Tensor:
-        logits = net.classifier[1:](aspp.project[3:](h))  # project[3] is the first dropout
+        logits = head(aspp.project[3:](h))  # project[3] is the first dropout
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
     return prefix, suffix

@@ -149,11 +149,10 @@ def synthroad(tmp_path_factory) -> Path:
     return out
 
 
-def _closest(image_bgr: np.ndarray, split: str) -> int:
-    """Index of the generated frame of ``split`` whose RGB image is closest to ``image_bgr``."""
+def _closest(image_bgr: np.ndarray, generated: list) -> int:
+    """Index of the generated frame whose RGB image is closest to ``image_bgr``."""
     rgb = image_bgr[..., ::-1].astype(np.float32)
-    errors = [np.abs(rgb - generate_frame(SEED, i, split, SIZE).image).mean() for i in range(FRAMES)]
-    return int(np.argmin(errors))
+    return int(np.argmin([np.abs(rgb - frame.image).mean() for frame in generated]))
 
 
 @pytest.mark.parametrize("kind,split,track", [("road_anomaly21", "anomaly", "anomaly"),
@@ -161,9 +160,10 @@ def _closest(image_bgr: np.ndarray, split: str) -> int:
 def test_synthroad_smiyc_tracks_pair_images_and_labels(synthroad, kind, split, track):
     dataset = D.open_dataset(f"{kind}:{synthroad}")
     assert len(dataset) == FRAMES and dataset.track == track
+    generated = [generate_frame(SEED, i, split, SIZE) for i in range(FRAMES)]
     for i, frame in enumerate(dataset):
-        assert _closest(frame.load_image(), split) == i  # jpg/webp: lossy, so the nearest image
-        assert np.array_equal(frame.load_label(), ood_labels(generate_frame(SEED, i, split, SIZE), track))
+        assert _closest(frame.load_image(), generated) == i  # jpg/webp: lossy, so the nearest image
+        assert np.array_equal(frame.load_label(), ood_labels(generated[i], track))
     sub = LAYOUT_DIRS["roadanomaly21" if kind == "road_anomaly21" else "roadobstacle21"]
     assert [f.id for f in D.open_dataset(f"{kind}:{synthroad / sub}")] == [f.id for f in dataset]
 

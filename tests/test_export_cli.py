@@ -133,7 +133,8 @@ def test_plain_state_dict_with_arch_and_unknown_normalization(tmp_path, capsys):
 def test_dynamo_exporter(tmp_path):
     torch.manual_seed(2)
     torch.save(TinySegNet().state_dict(), tmp_path / "tiny.pth")
-    result = export_model(tmp_path / "tiny.pth", arch=f"{__name__}:TinySegNet", exporter="dynamo", input_shape="2x3x16x16")
+    result = export_model(tmp_path / "tiny.pth", arch=f"{__name__}:TinySegNet", exporter="dynamo",
+                          input_shape="2x3x16x16")
     assert result.metadata.pgn_outputs == ["pgn_uni_p0.5"]
     outputs = _run(result.path, np.zeros((1, 3, 10, 14), np.float32))
     assert outputs["pgn_uni_p0.5"].shape == (1, 1, 5, 7)
@@ -258,7 +259,7 @@ def test_bad_checkpoints_fail_in_one_line_and_write_nothing(bad_files, capsys, c
     ],
 )
 def test_bad_options_fail_before_loading(sdk_checkpoint, tmp_path, monkeypatch, capsys, extra, message):
-    def no_loading(*args, **kwargs):
+    def no_loading(*_args, **_kwargs):
         raise AssertionError("the checkpoint was loaded before the options were validated")
 
     monkeypatch.setattr("pgn_deploy.export.load.load_model", no_loading)

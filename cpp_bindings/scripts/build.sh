@@ -163,7 +163,7 @@ fi
 PYBIND_ARGS=(-DPGN_BUILD_PYTHON=OFF)
 if PYBIND_DIR="$("$PYTHON" -c 'import pybind11; print(pybind11.get_cmake_dir())' 2>/dev/null)"; then
   PYBIND_ARGS=(-DPGN_BUILD_PYTHON=ON -Dpybind11_DIR="$PYBIND_DIR" -DPython_EXECUTABLE="$PYTHON"
-    -DPGN_PYTHON_MODULE_DIR="$REPO/pgn_deploy")
+    -DPGN_PYTHON_MODULE_DIR="$BUILD/python-stage")
 else
   log "pybind11 is not installed in the venv: the Python module pgn_deploy._native is not built"
 fi
@@ -178,8 +178,13 @@ cmake -S "$CPP_DIR" -B "$BUILD/release" "${GENERATOR[@]}" -DCMAKE_BUILD_TYPE=Rel
   "${JSON_ARGS[@]}" "${DOCTEST_ARGS[@]}" "${PYBIND_ARGS[@]}" "${TRT_ARGS[@]}" >/dev/null
 cmake --build "$BUILD/release" --parallel "$JOBS"
 if [[ ${PYBIND_ARGS[0]} == -DPGN_BUILD_PYTHON=ON ]]; then
+  # Staged, then renamed into the package: a process that has the old module loaded keeps it.
+  rm -rf "$BUILD/python-stage"
   cmake --install "$BUILD/release" --component python >/dev/null
-  log "installed the Python module into $REPO/pgn_deploy"
+  for module in "$BUILD"/python-stage/_native*.so; do
+    mv -f "$module" "$REPO/pgn_deploy/$(basename "$module")"
+  done
+  log "installed the Python module pgn_deploy._native ($REPO/pgn_deploy)"
 fi
 log "built in $((SECONDS - start)) s ($BUILD/release)"
 

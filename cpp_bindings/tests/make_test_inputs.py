@@ -7,6 +7,7 @@
 * ``nopred.pgn.onnx``: the same without ``pred`` (the class map is the logits' argmax), BGR
   input resized to 24 x 32 by the runtime;
 * ``plain.onnx``: the network without metadata; ``corrupt.onnx``: not an ONNX file;
+  ``nosidecar.plan``: a "TensorRT plan" without its sidecar JSON;
 * ``image.png``: a 40 x 52 RGB test picture (stored as PNG, i.e. BGR on disk via OpenCV).
 """
 from __future__ import annotations
@@ -44,6 +45,7 @@ def main(out: Path) -> None:
     build_model(out / "nopred.pgn.onnx", pred=False, input_info=resized, seed=1)
     build_model(out / "plain.onnx", metadata=False)
     (out / "corrupt.onnx").write_bytes(b"this is not an ONNX model")
+    (out / "nosidecar.plan").write_bytes(b"not a plan either")
     cv2.imwrite(str(out / "image.png"), test_image()[..., ::-1])
 
 

@@ -143,6 +143,8 @@ TEST_SUITE("runtime") {
               " has no pgn_deploy metadata: it is not a grafted model; run pgn-export on it first");
     CHECK(message_of<pgn::ModelLoadError>([] { pgn::Runtime(inputs("corrupt.onnx"), cpu()); })
               .rfind(inputs("corrupt.onnx") + ": not a readable ONNX model (", 0) == 0);
+    CHECK(message_of<pgn::ModelLoadError>([] { pgn::Runtime(inputs("nosidecar.plan"), pgn::RuntimeOptions{}); }) ==
+          inputs("nosidecar.plan.json") + ": no such file; a plan is loaded with the sidecar pgn-build writes beside it");
     pgn::RuntimeOptions unknown = cpu();
     unknown.backend = "tpu";
     CHECK(message_of<pgn::BadInputError>([&] { pgn::Runtime(inputs("model.pgn.onnx"), unknown); }) ==

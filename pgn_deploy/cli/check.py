@@ -21,8 +21,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(parser, checkpoint_flag="--reference")
     parser.add_argument("--samples", type=int, default=2, help="random inputs to run (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
-    parser.add_argument("--input-shape", metavar="NxCxHxW", help="shape of the random inputs (default 2 x C x exported size)")
+    parser.add_argument("--input-shape", metavar="NxCxHxW",
+                        help="shape of the random inputs (default: batch 2 at the exported size)")
     parser.add_argument("--pixels", type=int, default=16, help="autograd pixels per sample and map (default 16)")
+    parser.add_argument("--against", metavar="OTHER",
+                        help="instead: compare MODEL with another build of it (fp16 ONNX, TensorRT plan) "
+                             "through Polygraphy; --samples noise images, or --images")
+    parser.add_argument("--images", nargs="+", metavar="PATH", help="with --against: image files or folders")
+    parser.add_argument("--pred-agreement", type=float, default=99.9, help="with --against: min %% equal pred pixels")
+    parser.add_argument("--rtol", type=float, default=1e-2, help="with --against: max relative error of the maps")
     return parser
 
 
@@ -62,8 +69,26 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if report.passed else EXIT_FAILED
 
 
+def _against(args: argparse.Namespace) -> int:
+    from pgn_deploy.eval.compare import compare_models
+
+    size = tuple(int(v) for v in args.input_shape.lower().split("x")[2:]) if args.input_shape else None
+    report = compare_models(args.model, args.against, images=args.images, synthetic=args.samples, size=size,
+                            pred_agreement_min=args.pred_agreement, rtol=args.rtol)
+    if args.json:
+        print_json(report.to_json())
+    else:
+        print(f"{report.runner_a} vs {report.runner_b}: {report.images} input(s)")
+        for row in report.outputs:
+            relation = ">=" if row.metric == "agreement_%" else "<="
+            print(f"  {row.name:24s} {row.metric:15s} {row.value:<10.4g} {relation} {row.tolerance:<8g} "
+                  f"{'PASS' if row.passed else 'FAIL'}")
+        print("PASS" if report.passed else "FAIL")
+    return 0 if report.passed else EXIT_FAILED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(build_parser(), _check, argv)
+    return run_cli(build_parser(), lambda args: _against(args) if args.against else _check(args), argv)
 
 
 if __name__ == "__main__":

@@ -32,15 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--p", type=float, action="append", metavar="P",
                         help="exponent of the p-norm, > 0; repeat for several maps (default 0.5)")
     parser.add_argument("--label", action="append", choices=(*LABELS, "both"),
-                        help="auxiliary label: uni, oh, gt (form exact) or both = uni + oh; repeatable (default uni)")
-    parser.add_argument("--form", choices=FORMS, default="paper", help="class factor: published (paper) or true gradient (exact)")
+                        help="auxiliary label: uni, oh, gt (form exact), both = uni + oh; repeatable (default uni)")
+    parser.add_argument("--form", choices=FORMS, default="paper",
+                        help="class factor: the published one (paper) or the true gradient (exact)")
     parser.add_argument("--bias", action="store_true", help="include the classifier bias in the gradient")
     parser.add_argument("--resolution", choices=RESOLUTIONS, default="feature",
-                        help="feature: gradient at the classifier's resolution, then resized; output: per output pixel")
+                        help="feature: gradient at the classifier's resolution, map resized like the logits; "
+                             "output: gradient per output pixel")
     parser.add_argument("--keep-feature-size", action="store_true", help="do not resize the maps to the logits' size")
     parser.add_argument("--pred", action="store_true", help="add the argmax class map output 'pred'")
     parser.add_argument("--baselines", action="store_true", help="add the baseline maps 'msp' and 'entropy'")
-    parser.add_argument("--head", metavar="NODE", help="name of the classifier Conv node (default: found automatically)")
+    parser.add_argument("--head", metavar="NODE", help="a node of the classifier head (default: found automatically)")
     parser.add_argument("--input-shape", metavar="NxCxHxW", help="shape traced at export (batch and size stay dynamic)")
     parser.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
     parser.add_argument("--exporter", choices=EXPORTERS, help=f"PyTorch ONNX exporter (default {DEFAULT_EXPORTER})")
@@ -76,9 +78,10 @@ def _export(args: argparse.Namespace) -> int:
         print_json(result.to_json())
     else:
         meta = result.metadata
+        outputs = [*meta.original_outputs, *meta.pgn_outputs, *([meta.pred] if meta.pred else []), *meta.baselines]
         print(f"wrote {result.path}")
         print(f"  head: {', '.join(meta.head.conv_nodes)} ({meta.num_classes} classes)")
-        print(f"  outputs: {', '.join([*meta.original_outputs, *meta.pgn_outputs, *([meta.pred] if meta.pred else []), *meta.baselines])}")
+        print(f"  outputs: {', '.join(outputs)}")
         if meta.input.assumed_normalization:
             print("  note: input mean/std are assumed defaults (the checkpoint has no 'input' dict)")
     return 0

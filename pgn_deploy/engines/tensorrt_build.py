@@ -31,7 +31,7 @@ from pgn_deploy.contract import (
     read_metadata,
     require,
 )
-from pgn_deploy.engines.plan_sidecar import GpuInfo, PlanSidecar, file_sha256, release, sidecar_path
+from pgn_deploy.engines.plan_sidecar import PlanSidecar, file_sha256, release, sidecar_path
 
 DEFAULT_ENGINE_DIR = Path("engines")
 DEFAULT_MAX_BATCH = 8

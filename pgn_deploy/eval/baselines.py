@@ -178,9 +178,6 @@ class MCDropoutScorer:
         self.model = _OnnxLogits(model_path, info)
         self.samples, self.batch = samples, batch
 
-    def prepare(self) -> None:
-        """Nothing to do: the model is loaded."""
-
     def __call__(self, image: np.ndarray, color: str = "BGR") -> dict[str, np.ndarray]:
         count, mean, m2 = 0, None, None
         for first in range(0, self.samples, self.batch):
@@ -211,9 +208,6 @@ class EnsembleScorer:
         if not model_paths:
             raise BadInputError("a deep ensemble needs at least one member")
         self.members = [_OnnxLogits(path, info) for path in model_paths]
-
-    def prepare(self) -> None:
-        """Nothing to do: the members are loaded."""
 
     def __call__(self, image: np.ndarray, color: str = "BGR") -> dict[str, np.ndarray]:
         mean = np.mean([member.probs(image, color)[0] for member in self.members], axis=0)

@@ -7,9 +7,9 @@ cached and recomputed on its own: the grafted model's maps with ``pred`` (one fo
 one per TTA view), and each baseline scorer's maps (MC dropout, ensemble). Adding a baseline to
 a finished evaluation therefore runs only that baseline.
 
-Arrays the in-distribution metrics derive from the softmax (C x H x W; at 19 x 2 megapixels a
-frame it is far too large to cache) are computed by a ``derive`` callback while the softmax is
-in memory and cached like the maps.
+The softmax (C x H x W, needed by the in-distribution metrics) is never cached: at 19 x 2
+megapixels a frame it would take tens of gigabytes for Cityscapes val. With ``with_probs`` the
+model group is therefore always inferred (and its maps cached again).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -81,14 +81,11 @@ class TTA:
 
 
 class Scorer(Protocol):
-    """A baseline: ``method`` (its name in timings), ``names`` of the maps it returns,
-    ``prepare()`` (load or export its models; not timed) and
+    """A baseline: ``method`` (its name in timings), ``names`` of the maps it returns and
     ``scorer(image_bgr) -> {name: H x W float32}``."""
 
     method: str
     names: tuple[str, ...]
-
-    def prepare(self) -> None: ...
 
     def __call__(self, image: np.ndarray, color: str = "BGR") -> dict[str, np.ndarray]: ...
 
@@ -96,14 +93,14 @@ class Scorer(Protocol):
 @dataclasses.dataclass
 class FrameMaps:
     """What the metrics need of one frame: ``maps`` (name -> H x W float32), ``pred`` (H x W
-    int32), ``derived`` (arrays made from the softmax by the ``derive`` callback) and
-    ``seconds`` (wall time of each group computed now, ``{"model": s, <scorer.method>: s}``;
-    empty when everything came from the cache)."""
+    int32), ``probs`` (C x H x W float32 softmax, only when asked for) and ``seconds`` (wall
+    time of each group computed now, ``{"model": s, <scorer.method>: s}``; empty when
+    everything came from the cache)."""
 
     frame_id: str
     maps: dict[str, np.ndarray]
     pred: np.ndarray
-    derived: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    probs: np.ndarray | None = None
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
@@ -161,17 +158,21 @@ class MapCache:
         return [name for name, print_ in fingerprints.items()
                 if name in recorded and recorded[name] != json.loads(json.dumps(print_))]
 
-    def claim(self, fingerprints: Mapping[str, Mapping[str, Any]], force: bool = False) -> None:
-        """Record the producers of ``fingerprints``' names. A name cached by another producer is
-        an error, or with ``force`` its cached arrays are deleted first."""
-        if self.root is None:
-            return
+    def check(self, fingerprints: Mapping[str, Mapping[str, Any]], force: bool = False) -> None:
+        """Without ``force``, a name cached by another producer than ``fingerprints`` says is an error."""
         stale = self.conflicts(fingerprints)
         if stale and not force:
             raise BadInputError(
                 f"{self.root}: the cached {', '.join(stale)} were made by another model or other "
                 "settings; use another --out or pass --force to recompute them")
-        for name in stale:
+
+    def claim(self, fingerprints: Mapping[str, Mapping[str, Any]], force: bool = False) -> None:
+        """Record the producers of ``fingerprints``' names (after :meth:`check`); with ``force``
+        the arrays of a name cached by another producer are deleted first."""
+        if self.root is None:
+            return
+        self.check(fingerprints, force)
+        for name in self.conflicts(fingerprints):
             shutil.rmtree(self.root / name, ignore_errors=True)
         recorded = self._recorded() | {k: dict(v) for k, v in fingerprints.items()}
         self.root.mkdir(parents=True, exist_ok=True)
@@ -185,10 +186,6 @@ class MapCache:
             return json.loads((self.root / FINGERPRINTS).read_text())
         except ValueError:
             raise BadInputError(f"{self.root / FINGERPRINTS}: not readable JSON; delete the cache folder") from None
-
-
-Derive = Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]
-"""``derive(probs C x H x W float32, pred H x W int32) -> {name: array}``."""
 
 
 def _model_run(runtime: Runtime, image: np.ndarray, tta: TTA, names: Sequence[str],
@@ -226,40 +223,35 @@ def _model_run(runtime: Runtime, image: np.ndarray, tta: TTA, names: Sequence[st
 
 
 def frame_maps(runtime: Runtime, frame: Frame, names: Sequence[str], *, cache: MapCache,
-               tta: TTA = TTA(), scorers: Sequence[Scorer] = (),
-               derive: Derive | None = None, derived_names: Sequence[str] = ()) -> FrameMaps:
+               tta: TTA = TTA(), scorers: Sequence[Scorer] = (), with_probs: bool = False) -> FrameMaps:
     """Every map of ``names`` (graph outputs) and of the ``scorers`` (baselines) for ``frame``.
 
     Groups found complete in ``cache`` are loaded; the others are computed and cached. The
-    model group holds ``names``, ``pred`` and, with ``derive``, the ``derived_names`` it
-    returns from the softmax. Baselines run on the plain image (no TTA). The image is read
-    only when something is computed.
+    model group holds ``names`` and ``pred``; ``with_probs`` always infers it, to return the
+    softmax too. Baselines run on the plain image (no TTA). The image is read only when
+    something is computed.
     """
-    model_group = [*names, PRED, *derived_names]
+    model_group = [*names, PRED]
     image = None
     seconds: dict[str, float] = {}
-    loaded = cache.load(model_group, frame.id)
+    probs = None
+    loaded = None if with_probs else cache.load(model_group, frame.id)
     if loaded is None:
         image = frame.load_image()
         start = time.perf_counter()
-        maps, pred, probs = _model_run(runtime, image, tta, names, derive is not None)
-        derived = derive(probs, pred) if derive is not None else {}
+        maps, pred, probs = _model_run(runtime, image, tta, names, with_probs)
         seconds["model"] = time.perf_counter() - start
-        if sorted(derived) != sorted(derived_names):
-            raise BadInputError(f"derive returned {sorted(derived)}, expected {sorted(derived_names)}")
-        cache.save({**maps, PRED: pred, **derived}, frame.id)
+        cache.save({**maps, PRED: pred}, frame.id)
     else:
         pred = loaded.pop(PRED)
-        derived = {name: loaded.pop(name) for name in derived_names}
         maps = loaded
     for scorer in scorers:
         cached = cache.load(scorer.names, frame.id)
         if cached is None:
             image = frame.load_image() if image is None else image
-            scorer.prepare()
             start = time.perf_counter()
             cached = scorer(image, "BGR")
             seconds[scorer.method] = time.perf_counter() - start
             cache.save(cached, frame.id)
         maps.update(cached)
-    return FrameMaps(frame.id, maps, pred, derived, seconds)
+    return FrameMaps(frame.id, maps, pred, probs if with_probs else None, seconds)

@@ -30,7 +30,7 @@ _HIGH_SIZE = 1 << (32 - _LOW_BITS)
 _SIGN = np.uint32(0x80000000)
 _COLUMN_BITS = np.uint64(8)
 _RESULT_CHUNK = 4096
-PROMOTE_KEYS = 64
+PROMOTE_KEYS = 16
 MAX_COLUMNS = 1 << 8
 
 Run = tuple[np.ndarray, np.ndarray]
@@ -225,9 +225,11 @@ class Float32Counts:
         zero weight, which changes no metric).
         """
         sparse_keys, sparse_rows = self._sparse_rows()
-        dense_keys, dense_rows = self._dense_rows()
-        keys = np.concatenate([dense_keys, sparse_keys])
-        order = np.argsort(keys, kind="stable")
-        rows = np.concatenate([dense_rows, sparse_rows])[order]
+        keys, rows = self._dense_rows()
+        if sparse_keys.size:
+            at = np.searchsorted(keys, sparse_keys)
+            keys, rows = np.insert(keys, at, sparse_keys), np.insert(rows, at, sparse_rows, axis=0)
         present = rows.any(axis=1)
-        return values_of_keys(keys[order][present]), rows[present]
+        if not present.all():
+            keys, rows = keys[present], rows[present]
+        return values_of_keys(keys), rows

@@ -17,16 +17,18 @@ import collections
 import dataclasses
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 from tqdm import tqdm
 
-from pgn_deploy.contract import BadInputError
+from pgn_deploy.contract import BadInputError, check_output_path
 from pgn_deploy.eval.component_metrics import ComponentAccumulator, ComponentResult, Track, frame_components, get_track
 from pgn_deploy.eval.pixel_metrics import PixelAccumulator, PixelResult
-from pgn_deploy.eval.score_io import Frame
+from pgn_deploy.eval.plots import plot_paths, plot_pixel_curves
+from pgn_deploy.eval.score_io import Frame, pair_directories
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -105,3 +107,35 @@ def evaluate_ood(frames: Iterable[Frame], track: str | Track = "obstacle", binni
             accumulator.add_frame(frame_result)
             bar.update()
     return OODResult(pixel=pixel_result, components=accumulator.result(), frames=len(frames))
+
+
+def evaluate_score_folders(scores_dirs: Sequence[str | Path], labels_dir: str | Path,
+                           names: Sequence[str] | None = None, track: str = "obstacle",
+                           binning: str = "exact", plots: str | Path | None = None, force: bool = False,
+                           workers: int | None = None, progress: bool = False) -> dict[str, OODResult]:
+    """Evaluate saved score maps, one folder per method, against one label folder.
+
+    Files are paired as :func:`~pgn_deploy.eval.score_io.pair_directories` says (every folder
+    is paired and checked before anything is computed); ``names`` default to the folder names.
+    With ``plots`` (a folder, created if needed), ``pr_curve.png`` and ``roc_curve.png`` with
+    one line per method are written there (an existing file is kept unless ``force``).
+    Returns the results by method name, in the order given.
+    """
+    if not scores_dirs:
+        raise BadInputError("give at least one scores folder")
+    names = list(names) if names else [Path(d).resolve().name for d in scores_dirs]
+    if len(names) != len(scores_dirs):
+        raise BadInputError(f"{len(names)} name(s) for {len(scores_dirs)} scores folder(s); give one --name per --scores")
+    if len(set(names)) != len(names):
+        raise BadInputError(f"method names must differ, got {', '.join(names)}; use --name")
+    get_track(track)
+    splits = [pair_directories(d, labels_dir) for d in scores_dirs]
+    if plots is not None:
+        Path(plots).mkdir(parents=True, exist_ok=True)
+        for path in plot_paths(plots).values():
+            check_output_path(path, force)
+    results = {name: evaluate_ood(split, track, binning, workers, progress, label=name)
+               for name, split in zip(names, splits)}
+    if plots is not None:
+        plot_pixel_curves({name: r.pixel for name, r in results.items()}, plots, force)
+    return results

@@ -13,13 +13,18 @@ Nothing but the accumulated counts stays in memory between frames.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from pgn_deploy.contract import BadInputError
+from pgn_deploy.eval import paper_reference as P
 from pgn_deploy.eval.component_metrics import ComponentAccumulator, get_track
 from pgn_deploy.eval.metrics_ood import OODResult
 from pgn_deploy.eval.pixel_metrics import PixelAccumulator, PixelResult
+from pgn_deploy.eval.plots import plot_pixel_curves
+from pgn_deploy.eval.report import EvalReport, MethodInfo, Table
 
 TABLE_COLUMNS = ("AuPRC", "FPR95", "sIoU", "PPV", "mean_F1")
 """The columns of the paper's Tables 2/3 (percent in the tables, fractions in JSON)."""
@@ -72,3 +77,27 @@ def table_row(result: OODResult) -> dict[str, float | None]:
     """One row of Tables 2/3 in percent (None where undefined: no component in the split)."""
     values = result.to_json()
     return {column: None if values[column] is None else 100.0 * values[column] for column in TABLE_COLUMNS}
+
+
+def ood_report(header: dict[str, Any], methods: dict[str, MethodInfo], results: Mapping[str, OODResult],
+               timing: dict[str, dict[str, float | int]], extra: Mapping[str, Any], notes: list[str]) -> EvalReport:
+    """The report of an OoD split: the Tables 2/3 row of every map, the paper's published rows
+    of the same dataset beside them, PR and ROC plots (:func:`plot_pixel_curves`)."""
+    kind = header["dataset"]["kind"]
+    first = next(iter(results.values()))
+    track = first.components.track
+    tables = [Table(f"OoD segmentation ({kind}, {track.name} track), percent", TABLE_COLUMNS,
+                    {name: table_row(result) for name, result in results.items()},
+                    note=f"Pixel level: {first.pixel.method}. Components at each map's best-F1 threshold "
+                         f"t*; min_pred {track.min_pred} px, min_gt {track.min_gt} px.")]
+    if kind in P.OOD_TABLES:
+        tables.append(Table(f"Published: {P.OOD_SOURCES[kind]}, percent", P.OOD_COLUMNS,
+                            {k: dict(zip(P.OOD_COLUMNS, v)) for k, v in P.OOD_TABLES[kind].items()},
+                            digits=1, note="The paper's numbers (WideResNet38 DeepLabV3+ trained on Cityscapes, "
+                                           "official benchmark), for comparison only."))
+
+    def draw(folder: Path) -> dict[str, Path]:
+        return plot_pixel_curves({methods[name].label: result.pixel for name, result in results.items()}, folder)
+
+    details = {"maps": {name: result.to_json() for name, result in results.items()}, **extra}
+    return EvalReport(header, methods, timing, tables, details, ["pr", "roc"], draw, notes)

@@ -26,14 +26,15 @@ check                what is compared (tolerance on max abs error / scale of the
                      form at the feature resolution: 1e-5
 ==================== =====================================================================
 
-The scale is the largest magnitude of the expected tensor, so the tolerance is relative to
-the map's range. For a PGN map with p < 1 the tolerance is divided by p: the root
-``(...)^(1/p)`` multiplies relative errors by 1/p, and ``|x|^p`` is steep near 0, so float32
-noise of small features grows as p falls. Comparisons with PyTorch use 1e-2 (fp16) or 5e-2
-(bf16) for a half-precision network. A map that overflows float32 (very small p: the map is
-about ``E^(1/p)``) fails. Where the label depends on the argmax (``oh``, ``pred``), pixels whose two largest
-logits lie within twice the logits' discrepancy between the two sides (at least 1e-6 of their
-scale) are left out: there either side's argmax is right; the count is in the note.
+The scale is the largest magnitude of the expected tensor, so a tolerance is relative to the
+map's range. For a PGN map with p < 1 the tolerance is divided by p: the root ``(...)^(1/p)``
+multiplies relative errors by 1/p, and ``|x|^p`` is steep near 0, so float32 noise of small
+features grows as p falls. The comparisons with the reference use 1e-2 (fp16) or 5e-2 (bf16)
+for a half-precision network. A map that overflows float32 fails (very small p: the map is
+about ``E^(1/p)`` for E feature channels). Where a value depends on the argmax (label ``oh``,
+``pred``), pixels whose two largest logits lie within twice the largest logit discrepancy
+between the two sides (plus 1e-6 of the logits' scale) are left out, since either side's argmax
+is right there; the note gives their count.
 """
 from __future__ import annotations
 
@@ -156,7 +157,7 @@ def _check_sample(
     graph: _GraphRunner, torch_side: Any, meta: Metadata, x: np.ndarray, rng: np.random.Generator, pixels: int
 ) -> list[CheckResult]:
     original = graph.run_pruned(x)
-    logits_shape = original[meta.head.logits_output].shape
+    logits_shape = original[meta.head.logits].shape
     gt = rng.integers(0, meta.num_classes, size=(x.shape[0], *logits_shape[-2:])) if meta.gt_input else None
     run = graph.run(x, gt)
     results = _sanity(meta, run)
@@ -215,6 +216,10 @@ class _SkipCheck(Exception):
     """A comparison that cannot be made for this model; the message says why."""
 
 
+class _NoMatchingConv(Exception):
+    """The reference model has no Conv2d with the weights of a head conv (wrong checkpoint)."""
+
+
 @dataclasses.dataclass
 class _HeadTensors:
     """One side's head tensors as float64 torch tensors: the classifier inputs (``features``),
@@ -232,7 +237,7 @@ class _HeadTensors:
         def as64(name: str) -> Any:
             return torch.from_numpy(np.asarray(run[name], dtype=np.float64))
 
-        return cls([as64(f) for f in meta.head.features], as64(meta.head.head_logits), as64(meta.head.logits_output))
+        return cls([as64(f) for f in meta.head.features], as64(meta.head.head_logits), as64(meta.head.logits))
 
     def expected(self, meta: Metadata, gt: np.ndarray | None) -> dict[str, np.ndarray]:
         """Every map, baseline and ``pred`` of ``meta`` recomputed in float64 (N x H x W each)."""
@@ -409,20 +414,23 @@ def _max_or_none(a: float | None, b: float | None) -> float | None:
 
 # --------------------------------------------------------------------------- ONNX Runtime
 class _GraphRunner:
-    """The grafted model in ONNX Runtime: with the head tensors exposed, and pruned to the
-    original outputs."""
+    """The grafted model in ONNX Runtime twice: with the head tensors (``features``,
+    ``head_logits``, ``logits`` of the metadata) as extra outputs, and pruned to the original
+    outputs (plus ``logits``, which the original outputs compute anyway)."""
 
     def __init__(self, model: Any, meta: Metadata) -> None:
         self.model, self.meta = model, meta
-        inputs = {i.name for i in model.graph.input}
         head = meta.head
-        self.extra = [n for n in dict.fromkeys([*head.features, head.head_logits]) if n not in inputs]
+        self.head_tensors = list(dict.fromkeys([*head.features, head.head_logits, head.logits]))
+        inputs = {i.name for i in model.graph.input}
         outputs = [o.name for o in model.graph.output]
-        self.full = _session(_with_outputs(model, [*outputs, *[n for n in self.extra if n not in outputs]]))
-        self.pruned = _session(_pruned(model, meta.original_outputs))
-        self.input_dtype = _ORT_DTYPES.get(self.full.get_inputs()[0].type)
+        exposed = [n for n in self.head_tensors if n not in inputs and n not in outputs]
+        self.full = _session(_with_outputs(model, [*outputs, *exposed]))
+        self.pruned = _session(_pruned(model, list(dict.fromkeys([*meta.original_outputs, head.logits]))))
+        input_type = next(i.type for i in self.full.get_inputs() if i.name == meta.input.name)
+        self.input_dtype = _ORT_DTYPES.get(input_type)
         if self.input_dtype is None:
-            raise UnsupportedModelError(f"pgn-check cannot feed an input of type {self.full.get_inputs()[0].type}")
+            raise UnsupportedModelError(f"pgn-check cannot feed an input of type {input_type}")
 
     def default_shape(self) -> tuple[int, int, int, int]:
         """Batch 2 at the exported size (the metadata's, else the graph's static one, else 64x64)."""
@@ -439,7 +447,7 @@ class _GraphRunner:
             feeds[self.meta.gt_input] = gt.astype(np.int64)
         names = [o.name for o in self.full.get_outputs()]
         values = dict(zip(names, _run(self.full, names, feeds)))
-        for name in [*self.meta.head.features, self.meta.head.head_logits]:
+        for name in self.head_tensors:  # a head tensor may be the graph input itself
             values.setdefault(name, feeds.get(name))
         return values
 
@@ -449,6 +457,8 @@ class _GraphRunner:
 
 
 def _session(model: Any) -> Any:
+    from pgn_deploy.export.load import first_line
+
     ort = require("onnxruntime", "export", "pgn-check")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -456,15 +466,17 @@ def _session(model: Any) -> Any:
     try:
         return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own exception types
-        raise UnsupportedModelError(f"ONNX Runtime cannot load the model: {_first_line(exc)}") from None
+        raise UnsupportedModelError(f"ONNX Runtime cannot load the model: {first_line(exc)}") from None
 
 
 def _run(session: Any, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    from pgn_deploy.export.load import first_line
+
     try:
         return session.run(names, feeds)
     except Exception as exc:  # ORT raises its own exception types
         shapes = {k: list(v.shape) for k, v in feeds.items()}
-        raise BadInputError(f"ONNX Runtime fails on inputs {shapes}: {_first_line(exc)}") from None
+        raise BadInputError(f"ONNX Runtime fails on inputs {shapes}: {first_line(exc)}") from None
 
 
 def _with_outputs(model: Any, outputs: list[str]) -> Any:
@@ -479,7 +491,8 @@ def _pruned(model: Any, outputs: list[str]) -> Any:
     import onnx_graphsurgeon as gs
 
     graph = gs.import_onnx(model)
-    graph.outputs = [t for t in graph.outputs if t.name in outputs]
+    tensors = graph.tensors()
+    graph.outputs = [tensors[name] for name in outputs]
     graph.cleanup(remove_unused_graph_inputs=True)
     return gs.export_onnx(graph)
 
@@ -529,7 +542,8 @@ class _TorchReference:
 
     ``unavailable`` is the result reported instead of the head checks when they cannot run:
     a ``fail`` when no Conv2d has the head's weights (the wrong checkpoint), a ``skip`` for a
-    TorchScript module (it cannot be hooked)."""
+    TorchScript module (it cannot be hooked), for layout ops after the logits (the model's
+    output is not the logits tensor) or for head weights that are not constants."""
 
     def __init__(self, module: Any, conv_names: list[str], unavailable: CheckResult | None = None) -> None:
         self.module = module
@@ -543,10 +557,15 @@ class _TorchReference:
         if isinstance(module, torch.jit.ScriptModule):
             note = "a TorchScript reference cannot be hooked: only the original outputs are compared"
             return cls(module, [], CheckResult("reference", "*", "skip", note=note))
+        if meta.head.logits != meta.head.logits_output:
+            note = f"layout ops follow the logits in {meta.head.logits_output!r}: only the outputs are compared"
+            return cls(module, [], CheckResult("reference", "*", "skip", note=note))
         try:
             return cls(module, _matching_convs(module, onnx_model, meta))
         except _SkipCheck as skip:
-            return cls(module, [], CheckResult("reference", "*", "fail", note=str(skip)))
+            return cls(module, [], CheckResult("reference", "*", "skip", note=str(skip)))
+        except _NoMatchingConv as mismatch:
+            return cls(module, [], CheckResult("reference", "*", "fail", note=str(mismatch)))
 
     def check(
         self, meta: Metadata, run: Mapping[str, np.ndarray], graph_head: _HeadTensors,
@@ -629,8 +648,9 @@ class _TorchReference:
         gt_here = None
         if gt is not None:
             gt_here = torch.from_numpy(gt)
-            if not at_output:
-                gt_here = torch.nn.functional.interpolate(gt_here[:, None].double(), size=size, mode="nearest")[:, 0].long()
+            if not at_output:  # nearest, as the graph and pgn_deploy.reference sample it
+                gt_here = torch.nn.functional.interpolate(gt_here[:, None].double(), size=size, mode="nearest")
+                gt_here = gt_here[:, 0].long()
         ties = _tie_mask(_HeadTensors(head.features, head.head_logits.detach(), head.logits.detach()), graph_head)
         results = []
         for name in meta.pgn_outputs:
@@ -640,8 +660,10 @@ class _TorchReference:
                 target, against = graph_map, "the graph map"
                 excluded = ties(name, meta) if label == "oh" else None
             else:  # same float64 logits on both sides: no tie to fear
-                features = [_resize(f.detach(), size, m) for f, m in zip(head.features, _branch_modes(meta, len(head.features)))]
-                target = reference.pgn_map(features, logits.detach(), p, label, "exact", meta.spec.bias, gt_here).numpy()
+                modes = _branch_modes(meta, len(head.features))
+                features = [_resize(f.detach(), size, mode) for f, mode in zip(head.features, modes)]
+                target = reference.pgn_map(features, logits.detach(), p, label, "exact", meta.spec.bias, gt_here)
+                target = target.numpy()
                 against, excluded = "the float64 closed form at the feature resolution", None
             chosen = _sample_pixels(target.shape, excluded, pixels, rng)
             if not chosen:
@@ -705,14 +727,9 @@ def _matching_convs(module: Any, onnx_model: Any, meta: Metadata) -> list[str]:
             and np.array_equal(m.weight.detach().numpy().astype(weight.dtype), weight)
         ]
         if not match:
-            raise _SkipCheck(
+            raise _NoMatchingConv(
                 f"no Conv2d of the reference has the weights of the head conv {conv_node!r}: "
                 "is it the checkpoint this model was exported from?"
             )
         names.append(match[0])
     return names
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -41,10 +42,12 @@ from tqdm import tqdm
 from pgn_deploy.contract import BadInputError, InputInfo, unique
 from pgn_deploy.eval import baselines as B
 from pgn_deploy.eval.datasets import Dataset, Frame, open_dataset
-from pgn_deploy.eval.inference import TTA, MapCache, Scorer, file_digest, frame_maps
-from pgn_deploy.eval.ood_eval import OODSplit
+from pgn_deploy.eval.inference import PRED, TTA, MapCache, Scorer, file_digest, frame_maps
+from pgn_deploy.eval.indist_eval import InDistSplit, indist_report
+from pgn_deploy.eval.metaseg import DEFAULT_FOLDS, DEFAULT_SEED
+from pgn_deploy.eval.ood_eval import OODSplit, ood_report
 from pgn_deploy.eval.pixel_metrics import BINNINGS
-from pgn_deploy.eval.report import EvalReport, MethodInfo, report_paths, write_report
+from pgn_deploy.eval.report import EvalReport, MethodInfo, ReportPaths, write_report
 from pgn_deploy.eval.smiyc_export import SmiycWriter
 from pgn_deploy.runtime import Runtime
 
@@ -61,8 +64,9 @@ class EvalConfig:
     ``ensemble``: member checkpoints; ``tta``: test-time augmentation of the grafted model;
     ``out``: report and cache folder (``None``: temporary cache, no files); ``smiyc_out``:
     SMIYC submission root; ``binning``: pixel-metric counting (``exact`` or ``smiyc``);
-    ``force``: replace existing reports / SMIYC files / stale cached maps; ``command``: the
-    command line recorded in the report.
+    ``folds`` / ``seed``: cross validation of the Cityscapes meta models; ``force``: replace
+    existing reports / SMIYC files / stale cached maps; ``command``: the command line recorded
+    in the report.
     """
 
     model: str | os.PathLike[str]
@@ -77,6 +81,8 @@ class EvalConfig:
     out: str | os.PathLike[str] | None = None
     smiyc_out: str | os.PathLike[str] | None = None
     binning: str = "exact"
+    folds: int = DEFAULT_FOLDS
+    seed: int = DEFAULT_SEED
     force: bool = False
     backend: str = "auto"
     threads: int = 0
@@ -117,57 +123,47 @@ def resolve_maps(runtime: Runtime, scores: Sequence[str] | None) -> list[str]:
     return [s for s in wanted if s in available]
 
 
-class _LazyScorer:
-    """A baseline scorer made on first use (exporting its model costs seconds; a run whose
-    maps are all cached never needs it)."""
-
-    def __init__(self, method: str, names: tuple[str, ...], make: Any) -> None:
-        self.method, self.names, self._make, self._scorer = method, names, make, None
-
-    def prepare(self) -> None:
-        if self._scorer is None:
-            self._scorer = self._make()
-
-    def __call__(self, image: np.ndarray, color: str = "BGR") -> dict[str, np.ndarray]:
-        self.prepare()
-        return self._scorer(image, color)
-
-
 def _exported(folder: Path, name: str, export: Any) -> Path:
-    """``folder/name``, exported by ``export(path)`` unless a previous run left it there."""
+    """``folder/name``, exported by ``export(path)`` unless a previous run left it there. The
+    export is written outside ``folder`` and moved in only when it succeeded."""
     path = folder / name
     if not path.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        export(path)
+        with tempfile.TemporaryDirectory(prefix="pgn-eval-export-") as tmp:
+            export(Path(tmp) / name)
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(Path(tmp) / name), path)
     return path
 
 
-def baseline_scorers(config: EvalConfig, info: InputInfo, folder: Path) -> tuple[list[Scorer], dict[str, dict]]:
-    """MC dropout and ensemble scorers of ``config`` and the fingerprint of each of their maps."""
-    scorers: list[Scorer] = []
-    prints: dict[str, dict] = {}
+def baseline_fingerprints(config: EvalConfig) -> dict[str, dict[str, Any]]:
+    """The maps of the requested MC dropout / ensemble baselines, each with its fingerprint
+    (checkpoint digests and settings)."""
+    prints: dict[str, dict[str, Any]] = {}
     if config.mc_dropout is not None:
-        digest = file_digest(config.checkpoint)
         rate = "own" if config.mc_rate is None else format(config.mc_rate, "g")
-        name = f"mc_dropout_{digest[:16]}_rate-{rate}.onnx"
-
-        def make_mc() -> Scorer:
-            path = _exported(folder, name, lambda p: B.export_mc_dropout(config.checkpoint, p, info, config.mc_rate))
-            return B.MCDropoutScorer(path, info, config.mc_dropout, config.mc_batch)
-
-        scorers.append(_LazyScorer("mc_dropout", B.MC_MAPS, make_mc))
-        prints |= dict.fromkeys(B.MC_MAPS, {"checkpoint": digest, "samples": config.mc_dropout, "rate": rate})
+        prints |= dict.fromkeys(B.MC_MAPS, {"checkpoint": file_digest(config.checkpoint),
+                                            "samples": config.mc_dropout, "rate": rate})
     if config.ensemble:
-        digests = [file_digest(path) for path in config.ensemble]
+        prints |= dict.fromkeys(B.ENSEMBLE_MAPS, {"members": [file_digest(path) for path in config.ensemble]})
+    return prints
 
-        def make_ensemble() -> Scorer:
-            paths = [_exported(folder, f"member_{d[:16]}.onnx", lambda p, c=c: B.export_member(c, p, info))
-                     for c, d in zip(config.ensemble, digests)]
-            return B.EnsembleScorer(paths, info)
 
-        scorers.append(_LazyScorer("ensemble", B.ENSEMBLE_MAPS, make_ensemble))
-        prints |= dict.fromkeys(B.ENSEMBLE_MAPS, {"members": digests})
-    return scorers, prints
+def baseline_scorers(config: EvalConfig, info: InputInfo, folder: Path,
+                     prints: dict[str, dict[str, Any]]) -> list[Scorer]:
+    """MC dropout and ensemble scorers of ``config``; their models are exported into ``folder``
+    unless a previous run left them there (named by checkpoint digest)."""
+    scorers: list[Scorer] = []
+    if config.mc_dropout is not None:
+        mc = prints[B.MC_MAPS[0]]
+        path = _exported(folder, f"mc_dropout_{mc['checkpoint'][:16]}_rate-{mc['rate']}.onnx",
+                         lambda p: B.export_mc_dropout(config.checkpoint, p, info, config.mc_rate))
+        scorers.append(B.MCDropoutScorer(path, info, config.mc_dropout, config.mc_batch))
+    if config.ensemble:
+        digests = prints[B.ENSEMBLE_MAPS[0]]["members"]
+        paths = [_exported(folder, f"member_{d[:16]}.onnx", lambda p, c=c: B.export_member(c, p, info))
+                 for c, d in zip(config.ensemble, digests)]
+        scorers.append(B.EnsembleScorer(paths, info))
+    return scorers
 
 
 def method_infos(maps: Sequence[str], config: EvalConfig) -> dict[str, MethodInfo]:
@@ -228,40 +224,43 @@ def evaluate(config: EvalConfig) -> EvalReport:
     dataset = open_dataset(config.dataset)
     runtime = Runtime(config.model, config.backend, intra_op_threads=config.threads)
     graph_maps = resolve_maps(runtime, config.scores)
+    baseline_prints = baseline_fingerprints(config)
+    maps = [*graph_maps, *baseline_prints]
+    if config.scores is not None:
+        _check_baseline_requests(config.scores, maps)
     out = Path(config.out) if config.out is not None else None
     if out is not None and out.exists() and not out.is_dir():
         raise BadInputError(f"--out {out}: exists and is not a folder")
-    targets = report_paths(out, dataset.kind) if out is not None else None
-    if targets is not None:
-        targets.check(config.force)
-    model_print = {"model": file_digest(config.model), "tta": config.tta.to_json()}
+    if out is not None:
+        ReportPaths(out, dataset.kind).check(config.force)
+    smiyc = None
+    if config.smiyc_out is not None:
+        if not dataset.is_ood:
+            raise BadInputError("--smiyc-out applies to the OoD datasets, not to cityscapes")
+        smiyc = SmiycWriter(config.smiyc_out, dataset, maps, config.force)
+        smiyc.check_targets()
+    digest = file_digest(config.model)
+    model_print = {"model": digest, "tta": config.tta.to_json()}
+    fingerprints = {name: model_print for name in [*graph_maps, PRED]} | baseline_prints
     with _work_folder(out) as work:
         cache = MapCache(work / "maps" / dataset.kind)
-        scorers, baseline_prints = baseline_scorers(config, runtime.metadata.input, work / "baselines")
-        maps = [*graph_maps, *(name for scorer in scorers for name in scorer.names)]
-        if config.scores is not None:
-            _check_baseline_requests(config.scores, maps)
-        smiyc = None
-        if config.smiyc_out is not None:
-            if not dataset.is_ood:
-                raise BadInputError("--smiyc-out applies to the OoD datasets, not to cityscapes")
-            smiyc = SmiycWriter(config.smiyc_out, dataset, maps, config.force)
-            smiyc.check_targets()
+        cache.check(fingerprints, config.force)
         started = time.perf_counter()
-        cache.claim({name: model_print for name in [*graph_maps, "pred"]} | baseline_prints, force=config.force)
+        scorers = baseline_scorers(config, runtime.metadata.input, work / "baselines", baseline_prints)
+        cache.claim(fingerprints, config.force)
         infos = method_infos(maps, config)
         if dataset.is_ood:
             results, seconds = _run_ood(dataset, runtime, graph_maps, scorers, cache, work, config, smiyc)
             extra = {"smiyc": smiyc.to_json()} if smiyc is not None else {}
-            report = EvalReport.for_ood(
-                _header(config, dataset, runtime, model_print["model"], time.perf_counter() - started),
-                infos, results, _timing(seconds), extra, _ood_notes(config, dataset, maps, out, smiyc))
+            header = _header(config, dataset, runtime, digest, time.perf_counter() - started)
+            report = ood_report(header, infos, results, _timing(seconds), extra,
+                                _ood_notes(config, dataset, out, smiyc))
         else:
-            from pgn_deploy.eval.indist_eval import run_indist
-
-            report = run_indist(config, dataset, runtime, graph_maps, scorers, cache, infos, started)
-        if targets is not None:
-            write_report(report, targets, config.force)
+            result, seconds = _run_indist(dataset, runtime, graph_maps, scorers, cache, config)
+            header = _header(config, dataset, runtime, digest, time.perf_counter() - started)
+            report = indist_report(header, infos, result, _timing(seconds), _indist_notes(config))
+        if out is not None:
+            write_report(report, out, config.force)
     return report
 
 
@@ -286,7 +285,7 @@ def _timing(seconds: dict[str, list[float]]) -> dict[str, dict[str, float | int]
             for method, values in seconds.items()}
 
 
-def _ood_notes(config: EvalConfig, dataset: Dataset, maps: Sequence[str], out: Path | None,
+def _ood_notes(config: EvalConfig, dataset: Dataset, out: Path | None,
                smiyc: SmiycWriter | None) -> list[str]:
     """How the OoD numbers were made and how to recompute one from the saved maps."""
     notes = []
@@ -299,6 +298,14 @@ def _ood_notes(config: EvalConfig, dataset: Dataset, maps: Sequence[str], out: P
         notes.append(f"SegmentMeIfYouCan files in `{smiyc.root}/anomaly_p/<map>/<dataset>/<frame>.hdf5` "
                      f"(float16, dataset 'value'), each map scaled by a power of two so its largest "
                      f"value fits float16 (order unchanged): {scales}.")
+    return notes
+
+
+def _indist_notes(config: EvalConfig) -> list[str]:
+    notes = ["The softmax is needed per pixel (AuSE, MetaSeg) and is not cached: every Cityscapes run infers "
+             "the model (the baselines' maps are cached)."]
+    if config.tta.active:
+        notes.append("With TTA the softmax, the maps and the prediction are the means over the views.")
     return notes
 
 
@@ -338,3 +345,18 @@ def _run_ood(dataset: Dataset, runtime: Runtime, graph_maps: list[str], scorers:
         if smiyc is not None:
             smiyc.write(frame, loaded)
     return split.results(), seconds
+
+
+def _run_indist(dataset: Dataset, runtime: Runtime, graph_maps: list[str], scorers: list[Scorer],
+                cache: MapCache, config: EvalConfig) -> tuple[Any, dict[str, list[float]]]:
+    """One pass over Cityscapes: Table 1 and the segment table of Figure 3."""
+    maps = [*graph_maps, *(name for scorer in scorers for name in scorer.names)]
+    split = InDistSplit(maps, config.folds, config.seed)
+    seconds: dict[str, list[float]] = {}
+    for frame in _bar(dataset.frames, f"{dataset.kind}: maps", config.progress):
+        computed = frame_maps(runtime, frame, graph_maps, cache=cache, tta=config.tta, scorers=scorers,
+                              with_probs=True)
+        split.add(frame.id, computed.maps, computed.pred, computed.probs, frame.load_label())
+        for method, value in computed.seconds.items():
+            seconds.setdefault(method, []).append(value)
+    return split.result(), seconds

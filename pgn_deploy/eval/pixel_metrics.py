@@ -74,45 +74,55 @@ class PixelResult:
                 "binning": self.binning, "counting": self.method}
 
 
-def curve_metrics(thresholds: np.ndarray, tp: np.ndarray, fp: np.ndarray, binning: str,
-                  counts_bytes: int = 0) -> PixelResult:
-    """Metrics from cumulative counts at descending thresholds.
+def curve_metrics(thresholds: np.ndarray, positives: np.ndarray, negatives: np.ndarray, binning: str,
+                  counts_bytes: int = 0, chunk: int = 1 << 20) -> PixelResult:
+    """Metrics from per-threshold counts, thresholds descending.
 
-    ``thresholds`` descending; ``tp[i]`` / ``fp[i]``: positives / negatives with score >=
-    ``thresholds[i]``; the last entry must count every pixel. A point with no prediction yet
-    has precision 1. AP = sum over points of (recall_i - recall_{i-1}) * precision_i with
-    recall_0 = 0; AuROC: trapezoids from (0, 0); FPR95: FPR at the first point with
-    TPR >= 0.95 (FPR only grows, so it is the smallest); t*: first point of maximal F1.
+    ``positives[i]`` / ``negatives[i]``: pixels labelled 1 / 0 whose score falls at
+    ``thresholds[i]`` (for binning: in that bin). Predicting ``score >= thresholds[i]`` gives
+    TP_i / FP_i = the cumulative sums. A point with no prediction yet has precision 1.
+    AP = sum over points of (recall_i - recall_{i-1}) * precision_i with recall_0 = 0; AuROC:
+    trapezoids from (0, 0); FPR95: FPR at the first point with TPR >= 0.95 (FPR only grows, so
+    it is the smallest); t*: first point of maximal F1 = 2TP / (2TP + FP + FN).
+    Works through ``chunk`` thresholds at a time, so a curve of 10^8 points needs no 10^8-long
+    temporary arrays.
     """
-    positives, negatives = float(tp[-1]), float(fp[-1])
-    if positives == 0:
+    total_pos, total_neg = float(positives.sum()), float(negatives.sum())
+    if total_pos == 0:
         raise BadInputError("the split has no anomaly pixels (label 1): pixel metrics are undefined")
-    if negatives == 0:
+    if total_neg == 0:
         raise BadInputError("the split has no in-distribution pixels (label 0): pixel metrics are undefined")
-    predicted = tp + fp
-    precision = np.divide(tp, predicted, out=np.ones_like(tp, dtype=np.float64), where=predicted > 0)
-    recall = tp / positives
-    fpr = fp / negatives
-    auprc = float(np.sum(np.diff(recall, prepend=0.0) * precision))
-    auroc = float(np.trapezoid(np.concatenate(([0.0], recall)), np.concatenate(([0.0], fpr))))
-    fpr95 = float(fpr[np.argmax(recall >= TPR_LEVEL)])
-    f1 = 2 * tp / (tp + fp + positives)
-    best = int(np.argmax(f1))
-    return PixelResult(
-        auprc=auprc, auroc=auroc, fpr95=fpr95, threshold=float(thresholds[best]),
-        best_f1=float(f1[best]), positives=int(positives), negatives=int(negatives),
-        thresholds=int(thresholds.size), binning=binning, counts_bytes=counts_bytes,
-        curve=_plot_points(recall, precision, fpr),
-    )
-
-
-def _plot_points(recall: np.ndarray, precision: np.ndarray, fpr: np.ndarray) -> dict[str, np.ndarray]:
-    """About PLOT_POINTS points spread evenly along recall and along FPR, ends included."""
+    tp0 = fp0 = recall0 = fpr0 = auprc = auroc = 0.0
+    fpr95, best_f1, best_index = float("nan"), -1.0, 0
     grid = np.linspace(0.0, 1.0, PLOT_POINTS + 1)
-    index = np.unique(np.concatenate((
-        np.searchsorted(recall, grid), np.searchsorted(fpr, grid), [0, recall.size - 1])))
-    index = index[index < recall.size]
-    return {"recall": recall[index], "precision": precision[index], "fpr": fpr[index], "tpr": recall[index]}
+    points: list[np.ndarray] = []
+    for start in range(0, thresholds.size, chunk):
+        tp = tp0 + np.cumsum(positives[start:start + chunk], dtype=np.float64)
+        fp = fp0 + np.cumsum(negatives[start:start + chunk], dtype=np.float64)
+        predicted = tp + fp
+        precision = np.divide(tp, predicted, out=np.ones_like(tp), where=predicted > 0)
+        recall, fpr = tp / total_pos, fp / total_neg
+        recall_before = np.concatenate(([recall0], recall[:-1]))
+        fpr_before = np.concatenate(([fpr0], fpr[:-1]))
+        auprc += float(np.dot(recall - recall_before, precision))
+        auroc += float(np.dot(fpr - fpr_before, recall + recall_before)) / 2
+        if fpr95 != fpr95 and recall[-1] >= TPR_LEVEL:
+            fpr95 = float(fpr[np.argmax(recall >= TPR_LEVEL)])
+        f1 = 2 * tp / (predicted + total_pos)
+        i = int(np.argmax(f1))
+        if f1[i] > best_f1:
+            best_f1, best_index = float(f1[i]), start + i
+        index = np.unique(np.concatenate((np.searchsorted(recall, grid), np.searchsorted(fpr, grid), [0])))
+        index = index[index < tp.size]
+        points.append(np.stack([recall[index], precision[index], fpr[index]]))
+        tp0, fp0, recall0, fpr0 = float(tp[-1]), float(fp[-1]), float(recall[-1]), float(fpr[-1])
+    curve = np.concatenate(points, axis=1)
+    return PixelResult(
+        auprc=auprc, auroc=auroc, fpr95=fpr95, threshold=float(thresholds[best_index]),
+        best_f1=best_f1, positives=int(total_pos), negatives=int(total_neg),
+        thresholds=int(thresholds.size), binning=binning, counts_bytes=counts_bytes,
+        curve={"recall": curve[0], "precision": curve[1], "fpr": curve[2], "tpr": curve[0]},
+    )
 
 
 def _roi(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -186,7 +196,7 @@ class PixelAccumulator:
             positives = np.bincount(inverse, np.concatenate([b[1] for b in self._bins]))[::-1]
             negatives = np.bincount(inverse, np.concatenate([b[2] for b in self._bins]))[::-1]
             thresholds = unique[::-1]
-        return curve_metrics(thresholds, np.cumsum(positives), np.cumsum(negatives), self.binning, self.nbytes)
+        return curve_metrics(thresholds, positives, negatives, self.binning, self.nbytes)
 
 
 def pixel_metrics(scores: np.ndarray, labels: np.ndarray, binning: str = "exact") -> PixelResult:

@@ -27,6 +27,7 @@ from pgn_deploy.contract import (
     require,
     save_onnx,
 )
+from pgn_deploy.export.onnx_export import EXPORTERS
 
 DEFAULT_EXPORTER = "torchscript"
 """``torch.onnx.export(dynamo=False)``: on the torchvision and transformers test models it is
@@ -124,8 +125,8 @@ def export_model(
     ONNX file or (with ``trust_pickle``) a pickled module; see :mod:`pgn_deploy.export.load`.
     ``output``: default ``<stem>.pgn.onnx`` beside the checkpoint; never overwritten without
     ``force``. ``p``/``labels``/``form``/``bias``/``resolution``/``keep_feature_size``/``pred``/
-    ``baselines``: the :class:`PGNSpec` (``labels="both"``: uni and oh). ``head``: name of the
-    classifier Conv node (default: found). ``input_shape``: ``N x C x H x W`` of the traced
+    ``baselines``: the :class:`PGNSpec` (``labels="both"``: uni and oh). ``head``: a node of the
+    classifier head (default: found). ``input_shape``: ``N x C x H x W`` of the traced
     example (default: the checkpoint's ``input.size``, else 512 x 512; the exported model keeps
     batch and size dynamic). ``opset``/``exporter``: passed to the PyTorch exporter
     (``"torchscript"`` by default, or ``"dynamo"``). ``arch_kwargs``: a dict or JSON text.
@@ -135,6 +136,8 @@ def export_model(
     kwargs = parse_arch_kwargs(arch_kwargs)
     if opset is not None and opset < 1:
         raise BadInputError(f"opset must be a positive ONNX opset version, got {opset}")
+    if exporter is not None and exporter not in EXPORTERS:
+        raise BadInputError(f"unknown exporter {exporter!r}; choose from {', '.join(EXPORTERS)}")
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise ModelLoadError(f"{checkpoint}: no such file")
@@ -142,14 +145,13 @@ def export_model(
 
     from pgn_deploy.export.graft import graft
     from pgn_deploy.export.load import load_model
+    from pgn_deploy.export.onnx_export import export_onnx
 
     loaded = load_model(checkpoint, arch, kwargs, trust_pickle)
     if loaded.kind == "onnx":
         onnx_model = loaded.onnx_model
         info = _onnx_input_info(onnx_model, shape)
     else:
-        from pgn_deploy.export.onnx_export import export_onnx
-
         torch = require("torch", "export", "exporting a PyTorch model")
         info = _checkpoint_input_info(loaded.input, shape)
         channels = shape[1] if shape else len(info.mean)
@@ -171,15 +173,15 @@ def check_segmentation_output(module: Any, example: Any) -> None:
     :class:`BadInputError` when the network rejects an input of the example's shape.
     """
     torch = require("torch", "export", "exporting a PyTorch model")
+    from pgn_deploy.export.load import first_line
     from pgn_deploy.export.onnx_export import segmentation_outputs
 
     try:
         with torch.no_grad():
             result = module.eval()(example)
     except Exception as exc:  # the network may reject the shape with any exception type
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BadInputError(
-            f"the model fails on an input of shape {list(example.shape)} (set --input-shape): {first}"
+            f"the model fails on an input of shape {list(example.shape)} (set --input-shape): {first_line(exc)}"
         ) from None
     main = next(iter(segmentation_outputs(result).values()))
     if main.dim() != 4:

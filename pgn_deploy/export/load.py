@@ -99,7 +99,7 @@ def load_model(
 
 # --------------------------------------------------------------------------- file kinds
 def _is_torchscript(path: Path) -> bool:
-    """A TorchScript archive is a zip whose single top folder holds ``code/`` and ``constants.pkl``."""
+    """A TorchScript archive is a zip holding ``<name>/constants.pkl`` (``torch.save`` writes none)."""
     if not zipfile.is_zipfile(path):
         return False
     try:
@@ -113,7 +113,7 @@ def _load_torchscript(path: Path) -> torch.nn.Module:
     try:
         return torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as exc:  # torch raises RuntimeError and others for broken archives
-        raise ModelLoadError(f"{path}: not a readable TorchScript archive ({_first_line(exc)})") from None
+        raise ModelLoadError(f"{path}: not a readable TorchScript archive ({first_line(exc)})") from None
 
 
 _UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
@@ -136,12 +136,12 @@ def _torch_load(path: Path, trust_pickle: bool) -> Any:
     except Exception as exc:  # truncated zip, empty file, wrong format: several exception types
         raise ModelLoadError(
             f"{path}: not a readable PyTorch checkpoint, TorchScript archive or ONNX model "
-            f"(truncated or corrupt? {_first_line(exc)})"
+            f"(truncated or corrupt? {first_line(exc)})"
         ) from None
     try:
         return torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as exc:  # unpickling runs arbitrary code: anything can fail
-        raise ModelLoadError(f"{path}: unpickling failed ({_first_line(exc)})") from None
+        raise ModelLoadError(f"{path}: unpickling failed ({first_line(exc)})") from None
 
 
 def _is_state_dict(content: Mapping[Any, Any]) -> bool:
@@ -214,7 +214,7 @@ def build_module(arch: str, arch_kwargs: Mapping[str, Any], trusted: bool = True
     try:
         module = target(**arch_kwargs)
     except Exception as exc:  # the user's constructor may raise anything
-        raise ModelLoadError(f"building arch {arch!r} with {dict(arch_kwargs)} failed: {_first_line(exc)}") from None
+        raise ModelLoadError(f"building arch {arch!r} with {dict(arch_kwargs)} failed: {first_line(exc)}") from None
     if not isinstance(module, torch.nn.Module):
         raise ModelLoadError(f"arch {arch!r} returned a {type(module).__name__}, not a torch.nn.Module")
     return module
@@ -239,7 +239,7 @@ def _load_state_dict(module: torch.nn.Module, state_dict: Mapping[str, torch.Ten
         result = module.load_state_dict(state_dict, strict=False)
     except RuntimeError as exc:  # size mismatches are raised, not returned
         mismatches = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line]
-        detail = mismatches[0] if mismatches else _first_line(exc)
+        detail = mismatches[0] if mismatches else first_line(exc)
         raise ModelLoadError(f"{path}: the state_dict does not fit arch {arch!r}: {detail}") from None
     problems = []
     if result.missing_keys:
@@ -250,6 +250,7 @@ def _load_state_dict(module: torch.nn.Module, state_dict: Mapping[str, torch.Ten
         raise ModelLoadError(f"{path}: the state_dict does not fit arch {arch!r}: {'; '.join(problems)}")
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

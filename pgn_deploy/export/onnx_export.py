@@ -14,7 +14,7 @@ from typing import Any
 
 import onnx
 
-from pgn_deploy.contract import BadInputError, UnsupportedModelError, require, save_onnx
+from pgn_deploy.contract import BadInputError, UnsupportedModelError, check_output_path, require, save_onnx
 
 EXPORTERS = ("dynamo", "torchscript")
 INPUT_NAME = "input"
@@ -77,6 +77,8 @@ def export_onnx(
         raise BadInputError(f"unknown exporter {exporter!r}; choose from {', '.join(EXPORTERS)}")
     if not (isinstance(example_input, torch.Tensor) and example_input.dim() == 4):
         raise BadInputError("the example input must be an N x C x H x W tensor")
+    if path is not None:
+        check_output_path(path, force)  # fail before the (slow) export
     module.eval()
     with torch.no_grad():
         names = list(segmentation_outputs(module(example_input)))

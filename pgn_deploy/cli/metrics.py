@@ -1,0 +1,78 @@
+"""pgn-metrics: SegmentMeIfYouCan pixel and component metrics of saved score maps.
+
+    pgn-metrics --scores out/pgn_uni_p0.5 --labels dataset/labels_masks --track obstacle
+    pgn-metrics --scores a --scores b --name PGN --name entropy --labels L --plots plots/
+
+Prints the paper's table row (AuPRC, FPR95, sIoU, PPV, mean F1, in percent) per method;
+``--json`` prints the metrics as fractions instead. File pairing and definitions:
+``docs/metrics.md``.
+"""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from pgn_deploy.cli.common import make_parser, print_json, run_cli
+from pgn_deploy.eval.component_metrics import TRACKS
+from pgn_deploy.eval.metrics_ood import OODResult, evaluate_score_folders
+from pgn_deploy.eval.pixel_metrics import BINNINGS
+
+PROG = "pgn-metrics"
+COLUMNS = {"AuPRC": "AuPRC", "FPR95": "FPR95", "sIoU": "sIoU", "PPV": "PPV", "mean F1": "mean_F1"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser(PROG, "SegmentMeIfYouCan pixel (AuPRC, AuROC, FPR95) and component (sIoU, PPV, "
+                               "mean F1) metrics of saved score maps against OoD labels.")
+    parser.add_argument("--scores", action="append", required=True, metavar="DIR",
+                        help="folder of score maps (.npy float or 16-bit .png); repeat to compare methods")
+    parser.add_argument("--labels", required=True, metavar="DIR",
+                        help="folder of label PNGs (0 = in-distribution, 1 = anomaly, 255 = void)")
+    parser.add_argument("--name", action="append", metavar="METHOD",
+                        help="method name per --scores, in the same order (default: the folder name)")
+    parser.add_argument("--track", choices=tuple(TRACKS), default="obstacle",
+                        help="component size limits: obstacle (min_pred 50, min_gt 10) or anomaly "
+                             "(min_pred 500, min_gt 100); default obstacle")
+    parser.add_argument("--binning", choices=BINNINGS, default="exact",
+                        help="exact (default): exact counts of the float32 scores; smiyc: the public "
+                             "benchmark's 768 percentile bins per frame")
+    parser.add_argument("--plots", metavar="DIR", help="write pr_curve.png and roc_curve.png into DIR")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="threads reading and reducing frames (default: CPU count, at most 4)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing plot files")
+    return parser
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def format_table(results: dict[str, OODResult]) -> str:
+    """The paper's table row per method (percent) and a line saying how it was computed."""
+    width = max(len("method"), *(len(n) for n in results))
+    lines = [f"{'method':<{width}}  " + "  ".join(f"{c:>7}" for c in COLUMNS) + f"  {'t*':>10}"]
+    for name, result in results.items():
+        data = result.to_json()
+        lines.append(f"{name:<{width}}  " + "  ".join(f"{_percent(data[k]):>7}" for k in COLUMNS.values())
+                     + f"  {result.pixel.threshold:>10.4g}")
+    first = next(iter(results.values()))
+    track = first.components.track
+    lines.append(f"({first.frames} frames, {first.pixel.pixels} ROI pixels; pixel level {first.pixel.method}; "
+                 f"components at t*, {track.name} track: min_pred {track.min_pred}, min_gt {track.min_gt})")
+    return "\n".join(lines)
+
+
+def command(args: argparse.Namespace) -> int:
+    results = evaluate_score_folders(args.scores, args.labels, names=args.name, track=args.track,
+                                     binning=args.binning, plots=args.plots, force=args.force,
+                                     workers=args.workers, progress=True)
+    if args.json:
+        rows = [{"method": name} | result.to_json() for name, result in results.items()]
+        print_json(rows[0] if len(rows) == 1 else rows)
+    else:
+        print(format_table(results))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(build_parser(), command, argv)
