@@ -11,6 +11,7 @@ import importlib.util
 import json
 import types
 
+import numpy as np
 import onnx
 import pytest
 
@@ -165,7 +166,7 @@ def test_trt_backend_refuses_foreign_plans_before_deserializing(tmp_path, monkey
     plan = _fake_plan(tmp_path, _sidecar())
     fake_trt = types.SimpleNamespace(__version__=host_version,
                                      Runtime=lambda *a: pytest.fail("deserialization was attempted"))
-    monkeypatch.setattr(trt_backend, "tensorrt_module", lambda: fake_trt)
+    monkeypatch.setattr(trt_backend, "tensorrt_module", lambda purpose: fake_trt)
     monkeypatch.setattr(trt_backend, "current_gpu", lambda device_id=None: host_gpu)
     with pytest.raises(ModelLoadError, match=message):
         trt_backend.open_backend(plan, BackendOptions())
@@ -176,6 +177,112 @@ def test_trt_backend_needs_the_sidecar(tmp_path):
     plan.write_bytes(b"x")
     with pytest.raises(ModelLoadError, match="sidecar"):
         trt_backend.open_backend(plan, BackendOptions())
+
+
+# --------------------------------------------------------------------------- trt backend logic (host fakes)
+class _HostMemory:
+    """Stands in for device memory: address -> host array."""
+
+    blocks: dict[int, np.ndarray] = {}
+
+
+class _FakeBuffer:
+    def __init__(self):
+        self.ptr, self.nbytes = 0, 0
+
+    def reserve(self, nbytes):
+        if nbytes > self.nbytes:
+            self.ptr, self.nbytes = id(self) * 1000 + nbytes, nbytes
+            _HostMemory.blocks[self.ptr] = np.zeros(nbytes, np.uint8)
+        return self.ptr
+
+    def upload(self, array, stream):
+        self.reserve(array.nbytes)
+        _HostMemory.blocks[self.ptr][:array.nbytes] = np.frombuffer(array.tobytes(), np.uint8)
+
+    def download(self, array, stream):
+        array.view(np.uint8).reshape(-1)[:] = _HostMemory.blocks[self.ptr][:array.nbytes]
+
+    def close(self):
+        pass
+
+
+class _FakeStream:
+    handle = 7
+
+    def synchronize(self):
+        pass
+
+    def close(self):
+        pass
+
+
+class _FakeContext:
+    """y = 2 * x (float32 N x 1 x H x W); pred = int32 zeros N x H x W; batch <= 4."""
+
+    def __init__(self):
+        self.shape, self.addresses = None, {}
+
+    def set_input_shape(self, name, shape):
+        self.shape = shape
+        return shape[0] <= 4
+
+    def get_tensor_shape(self, name):
+        n, _, h, w = self.shape
+        return {"x": self.shape, "y": (n, 1, h, w), "pred": (n, h, w)}[name]
+
+    def set_tensor_address(self, name, ptr):
+        self.addresses[name] = ptr
+        return True
+
+    def execute_async_v3(self, stream):
+        assert set(self.addresses) == {"x", "y", "pred"}, "every I/O tensor needs an address"
+        count = int(np.prod(self.shape))
+        x = _HostMemory.blocks[self.addresses["x"]][:count * 4].view(np.float32)
+        _HostMemory.blocks[self.addresses["y"]][:count * 4] = (2 * x).view(np.uint8)
+        return True
+
+
+class _FakeEngine:
+    names = ["x", "y", "pred"]
+    num_io_tensors = 3
+
+    def get_tensor_name(self, i):
+        return self.names[i]
+
+    def get_tensor_mode(self, name):
+        return "in" if name == "x" else "out"
+
+    def get_tensor_dtype(self, name):
+        return np.int32 if name == "pred" else np.float32
+
+    def get_tensor_shape(self, name):
+        return (-1, 1, -1, -1)
+
+    def create_execution_context(self):
+        return _FakeContext()
+
+
+def test_trt_backend_run_logic_on_host_fakes(monkeypatch, tmp_path):
+    fake_trt = types.SimpleNamespace(TensorIOMode=types.SimpleNamespace(INPUT="in"), nptype=lambda t: t)
+    side = _sidecar()
+    side.profiles = {"x": ShapeRange((1, 1, 2, 2), (1, 1, 2, 2), (4, 1, 8, 8)).to_json()}
+    monkeypatch.setattr(trt_backend, "load_engine", lambda path, device_id: (fake_trt, _FakeEngine(), side))
+    monkeypatch.setattr(trt_backend, "DeviceBuffer", _FakeBuffer)
+    monkeypatch.setattr(trt_backend, "CudaStream", _FakeStream)
+    backend = trt_backend.open_backend(tmp_path / "fake.plan", BackendOptions())
+    assert (backend.input_names, backend.output_names, backend.dynamic_batch) == (["x"], ["y", "pred"], True)
+    for shape in [(2, 1, 3, 4), (3, 1, 5, 5), (1, 1, 2, 2)]:  # buffers grow and are reused
+        x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+        out = backend.run({"x": x}, ["y"])
+        assert list(out) == ["y"] and out["y"].dtype == np.float32
+        np.testing.assert_array_equal(out["y"], 2 * x)
+    with pytest.raises(BadInputError, match=r"outside what the plan accepts \(the plan's profile: min 1x1x2x2, max 4x1x8x8"):
+        backend.run({"x": np.zeros((5, 1, 2, 2), np.float32)}, ["y"])
+    with pytest.raises(BadInputError, match="no outputs nope"):
+        backend.run({"x": np.zeros((1, 1, 2, 2), np.float32)}, ["nope"])
+    with pytest.raises(BadInputError, match="needs the inputs x"):
+        backend.run({}, ["y"])
 
 
 # --------------------------------------------------------------------------- GPU

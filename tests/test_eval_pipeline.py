@@ -10,8 +10,7 @@ import pytest
 
 from _eval_models import grafted_model, save_checkpoint
 from pgn_deploy.cli.eval import main as eval_main
-from pgn_deploy.eval.metrics_ood import evaluate_ood
-from pgn_deploy.eval.score_io import pair_directories
+from pgn_deploy.cli.metrics import main as metrics_main
 from pgn_deploy.eval.synthroad_layouts import LAYOUT_DIRS, write_synthroad
 
 FRAMES = 4
@@ -45,10 +44,15 @@ def run_eval(capsys, *argv: str) -> tuple[int, dict | None, str]:
     return code, json.loads(captured.out) if code == 0 else None, captured.err
 
 
-def pgn_metrics(out: Path, kind: str, name: str, track: str, binning: str = "exact") -> dict:
-    """The metrics pgn-metrics computes from the saved maps and labels of one map."""
-    pairs = pair_directories(out / "maps" / kind / name, out / "labels" / kind)
-    return evaluate_ood(pairs, track, binning, workers=1).to_json()
+def pgn_metrics(capsys, out: Path, kind: str, name: str, track: str) -> dict:
+    """What pgn-metrics prints (--json) for the saved maps and labels of one map."""
+    code = metrics_main(["--scores", str(out / "maps" / kind / name), "--labels", str(out / "labels" / kind),
+                         "--track", track, "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads(captured.out)
+    assert result.pop("method") == name
+    return result
 
 
 @pytest.mark.parametrize("kind", list(OOD_KINDS))
@@ -61,7 +65,7 @@ def test_ood_tables_equal_pgn_metrics_on_the_saved_maps(setup, capsys, kind):
     assert [row["map"] for row in table["rows"]] == GRAPH_MAPS
     assert table["columns"] == ["AuPRC", "FPR95", "sIoU", "PPV", "mean_F1"]
     for row in table["rows"]:
-        expected = pgn_metrics(out, kind, row["map"], track)
+        expected = pgn_metrics(capsys, out, kind, row["map"], track)
         assert report["details"]["maps"][row["map"]] == expected, row["map"]
         assert row["AuPRC"] == pytest.approx(100 * expected["AuPRC"])
     for suffix in ("report.md", "report.json", "pr.png", "roc.png"):

@@ -96,7 +96,7 @@ def test_pairing_prefers_the_longest_stem(tmp_path):
     np.save(scores / "a.b.npy", np.zeros((2, 2), np.float32))
     np.save(scores / "a.entropy.npy", np.zeros((2, 2), np.float32))
     pairs = pair_directories(scores, labels)
-    assert [(p.name, p.scores_path.name, p.labels_path.name) for p in pairs] == [
+    assert [(p.stem, p.scores_path.name, p.labels_path.name) for p in pairs] == [
         ("a", "a.entropy.npy", "a.png"), ("a.b", "a.b.npy", "a.b.png")]
 
 

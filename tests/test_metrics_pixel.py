@@ -80,7 +80,9 @@ def test_streaming_equals_in_memory_and_chunking_does_not_matter():
     in_memory = pixel_metrics(scores, labels)
     assert streamed == in_memory
     values, sums = acc._counts.result()
-    chunked = curve_metrics(values[::-1], sums[::-1, 1], sums[::-1, 0], "exact", chunk=97)
+    values, sums = values[::-1], sums[::-1]
+    chunks = [(values[i:i + 97], sums[i:i + 97, 1], sums[i:i + 97, 0]) for i in range(0, values.size, 97)]
+    chunked = curve_metrics(chunks, sums[:, 1].sum(), sums[:, 0].sum(), "exact")
     for field in ("auprc", "auroc", "fpr95", "threshold", "best_f1"):
         assert getattr(chunked, field) == pytest.approx(getattr(streamed, field), abs=1e-12)
 

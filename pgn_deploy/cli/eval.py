@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write the maps in the SegmentMeIfYouCan submission layout under DIR")
     parser.add_argument("--binning", choices=BINNINGS, default="exact",
                         help="pixel-metric counting: exact (default) or the benchmark's 768 percentile bins")
+    parser.add_argument("--folds", type=int, default=5, metavar="K",
+                        help="cityscapes: K-fold cross validation of the meta models, grouped by image (default 5)")
+    parser.add_argument("--seed", type=int, default=0, help="cityscapes: seed of the fold assignment (default 0)")
     parser.add_argument("--backend", default="auto", choices=["auto", *backend_names()])
     parser.add_argument("--threads", type=int, default=0, help="CPU threads per inference (0: default)")
     parser.add_argument("--force", action="store_true",
@@ -59,7 +62,8 @@ def _command(args: argparse.Namespace, argv: Sequence[str]) -> int:
         scores=args.scores.split(",") if args.scores is not None else None,
         checkpoint=args.checkpoint, mc_dropout=args.mc_dropout, mc_rate=args.mc_rate,
         mc_batch=args.mc_batch, ensemble=args.ensemble, tta=TTA.parse(args.tta), out=args.out,
-        smiyc_out=args.smiyc_out, binning=args.binning, force=args.force, backend=args.backend,
+        smiyc_out=args.smiyc_out, binning=args.binning, folds=args.folds, seed=args.seed,
+        force=args.force, backend=args.backend,
         threads=args.threads, progress=not args.no_progress and not args.json,
         command=shlex.join(["pgn-eval", *argv]),
     )

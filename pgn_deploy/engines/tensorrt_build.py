@@ -180,9 +180,9 @@ def default_plan_path(model_path: str | os.PathLike[str]) -> Path:
     return DEFAULT_ENGINE_DIR / f"{name}.plan"
 
 
-def tensorrt_module() -> Any:
+def tensorrt_module(purpose: str = "building a TensorRT plan") -> Any:
     """The ``tensorrt`` module, version 10 or later; otherwise one clear PGNError."""
-    trt = require("tensorrt", "trt", "building a TensorRT plan")
+    trt = require("tensorrt", "trt", purpose)
     if release(trt.__version__)[:2] < MIN_TENSORRT:
         raise BackendUnavailableError(
             f"TensorRT {trt.__version__} is too old: strongly typed plans need TensorRT 10 or later"

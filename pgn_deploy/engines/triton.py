@@ -189,8 +189,8 @@ def write_triton_repository(
                             max_batch_size=max_batch_size)
 
 
-def _checked_plan(plan: str | os.PathLike[str] | None, model_path: Path, input_name: str) -> tuple[Path, int]:
-    """The plan file for ``model_path`` and the largest batch of its profile."""
+def _checked_plan(plan: str | os.PathLike[str] | None, model_path: Path, input_name: str) -> tuple[Path, int | None]:
+    """The plan file for ``model_path`` and the largest batch of its profile (None: unknown)."""
     plan = Path(plan) if plan is not None else default_plan_path(model_path)
     if not plan.is_file():
         raise ModelLoadError(f"{plan}: no such plan; build it with pgn-build {model_path} (or pass --plan)")
@@ -198,7 +198,7 @@ def _checked_plan(plan: str | os.PathLike[str] | None, model_path: Path, input_n
     if sidecar.onnx_sha256 != file_sha256(model_path):
         raise BadInputError(f"{plan} was built from another ONNX file than {model_path} (sha256 differs); rebuild it")
     shapes = sidecar.profiles.get(input_name)
-    return plan, int(shapes["max"][0]) if shapes else 0
+    return plan, int(shapes["max"][0]) if shapes else None
 
 
 def _install_folder(target: Path, config: Any, source: Path, filename: str) -> None:

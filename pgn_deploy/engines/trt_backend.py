@@ -26,7 +26,7 @@ from pgn_deploy.runtime.backends import Backend, BackendOptions
 def load_engine(path: Path, device_id: int = 0) -> tuple[Any, Any, PlanSidecar]:
     """``(tensorrt module, ICudaEngine, sidecar)`` of the plan at ``path``, after the checks."""
     sidecar = read_sidecar(path)
-    trt = tensorrt_module()
+    trt = tensorrt_module("running a TensorRT plan")
     check_plan_compatible(sidecar, trt.__version__, current_gpu(device_id), path)
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     engine = runtime.deserialize_cuda_engine(path.read_bytes())

@@ -164,6 +164,7 @@ def _figure3_plot(rows: Mapping[str, Mapping[str, float]], path: Path) -> Path:
     axes.bar(x - 0.2, [rows[n]["AuROC"] for n in rows], 0.4, label="meta classification AuROC")
     axes.bar(x + 0.2, [rows[n]["R2"] for n in rows], 0.4, label="meta regression R^2")
     axes.set_xticks(x, labels, rotation=30, ha="right", fontsize="small")
+    axes.set_ylim(max(axes.get_ylim()[0], -50.0), 100.0)  # a badly negative R^2 runs off the chart
     axes.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, format="png")

@@ -10,7 +10,8 @@ and their counts or weight sums (one sort of the frame), and added into :class:`
 * **dense part**: the top 24 bits of a key pick a *slot* of 256 consecutive keys. A slot that
   receives at least ``PROMOTE_KEYS`` distinct keys in one addition gets a dense block of sums
   (256 x n_columns float64; counts are exact up to 2^53); later additions to it are indexed
-  writes;
+  writes. Blocks are handed out in order from a table reserved up front (2^18 blocks of
+  virtual memory, doubled when full), so only the blocks in use take real memory;
 * **sparse part**: the keys of the other slots are kept as sorted runs of (cell, sum) with
   ``cell = key << 8 | column``, merged pairwise whenever a run is no longer than half the one
   before it (so about log2(frames) runs exist); a merge moves slots that became crowded to the
@@ -22,6 +23,8 @@ nothing is binned.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 _LOW_BITS = 8
@@ -29,7 +32,8 @@ _SLOT = 1 << _LOW_BITS
 _HIGH_SIZE = 1 << (32 - _LOW_BITS)
 _SIGN = np.uint32(0x80000000)
 _COLUMN_BITS = np.uint64(8)
-_RESULT_CHUNK = 4096
+_CHUNK_SLOTS = 4096
+_RESERVED_SLOTS = 1 << 18
 PROMOTE_KEYS = 16
 MAX_COLUMNS = 1 << 8
 
@@ -110,15 +114,17 @@ class Float32Counts:
         self.n_columns = n_columns
         self._slot_of_high = np.full(_HIGH_SIZE, -1, dtype=np.int32)
         self._high_of_slot = np.zeros(0, dtype=np.int64)
-        self._table = np.zeros(0, dtype=np.float64)
+        self._table = np.zeros(_RESERVED_SLOTS * _SLOT * n_columns)  # untouched pages cost nothing
         self._slots = 0
         self._runs: list[Run] = []
+        self.totals = np.zeros(n_columns)
 
     @property
     def nbytes(self) -> int:
-        """Memory held by the dense table, its index and the sparse runs, in bytes."""
+        """Memory in use by the dense blocks, their index and the sparse runs, in bytes."""
         sparse = sum(c.nbytes + s.nbytes for c, s in self._runs)
-        return self._table.nbytes + self._slot_of_high.nbytes + self._high_of_slot.nbytes + sparse
+        dense = self._slots * _SLOT * self.n_columns * self._table.itemsize
+        return dense + self._slot_of_high.nbytes + self._high_of_slot.nbytes + sparse
 
     def add(self, values: np.ndarray, column: np.ndarray | int = 0, weights: np.ndarray | None = None) -> None:
         """Add float32 ``values`` (1-D); see :func:`summarize_values` for ``column`` / ``weights``."""
@@ -129,6 +135,7 @@ class Float32Counts:
         for column, (keys, sums) in enumerate(summary):
             if keys.size:
                 self._add_keys(keys, sums, column)
+                self.totals[column] += sums.sum()
 
     def _add_keys(self, keys: np.ndarray, sums: np.ndarray, column: int) -> None:
         high = (keys >> _LOW_BITS).astype(np.int64)
@@ -183,33 +190,20 @@ class Float32Counts:
         block = _SLOT * self.n_columns
         capacity = self._table.size // block
         if needed > capacity:
-            grown = np.zeros(max(needed, capacity + capacity // 2, 64) * block)
-            grown[: self._table.size] = self._table
+            grown = np.zeros(max(needed, 2 * capacity) * block)
+            grown[: self._slots * block] = self._table[: self._slots * block]
             self._table = grown
         self._slot_of_high[highs] = np.arange(self._slots, needed, dtype=np.int32)
         self._high_of_slot = np.concatenate([self._high_of_slot, highs.astype(np.int64)])
         self._slots = needed
 
-    def _dense_rows(self) -> tuple[np.ndarray, np.ndarray]:
-        """The dense part as (keys ascending, sums rows), rows with a non-zero sum only."""
-        order = np.argsort(self._high_of_slot)
-        table = self._table[: self._slots * _SLOT * self.n_columns].reshape(self._slots, _SLOT, self.n_columns)
-        keys, rows = [np.zeros(0, np.uint32)], [np.zeros((0, self.n_columns))]
-        for start in range(0, order.size, _RESULT_CHUNK):
-            chunk = order[start:start + _RESULT_CHUNK]
-            block = table[chunk].reshape(-1, self.n_columns)
-            chunk_keys = ((self._high_of_slot[chunk, None] << _LOW_BITS) + np.arange(_SLOT)).ravel()
-            present = block.any(axis=1)
-            keys.append(chunk_keys[present].astype(np.uint32))
-            rows.append(block[present])
-        return np.concatenate(keys), np.concatenate(rows)
-
-    def _sparse_rows(self) -> tuple[np.ndarray, np.ndarray]:
-        """The sparse part as (keys ascending, sums rows), after moving what belongs to dense slots."""
+    def _merge_sparse(self) -> tuple[np.ndarray, np.ndarray]:
+        """Merge the sparse runs into one (moving crowded slots to the dense part) as rows:
+        (keys ascending, sums n x n_columns)."""
         if not self._runs:
             return np.zeros(0, np.uint32), np.zeros((0, self.n_columns))
         cells, sums = self._cells_to_dense(*merge_runs(self._runs))
-        self._runs = [(cells, sums)]
+        self._runs = [(cells, sums)] if cells.size else []
         keys = (cells >> _COLUMN_BITS).astype(np.uint32)
         starts = _run_starts(keys)
         first = np.zeros(keys.size, dtype=bool)
@@ -218,18 +212,37 @@ class Float32Counts:
         rows[np.cumsum(first) - 1, (cells & np.uint64(MAX_COLUMNS - 1)).astype(np.int64)] = sums
         return keys[starts], rows
 
-    def result(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(values, sums)``: distinct float32 values ascending, float64 sums (len x n_columns).
+    def chunks(self, descending: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The distinct values with their sums, in order, a few million at a time.
 
-        Values whose sums are all zero are left out (they were never added, or added with
-        zero weight, which changes no metric).
+        Yields ``(values float32, sums n x n_columns)`` chunks, ascending (or descending)
+        over all chunks; values whose sums are all zero are left out.
         """
-        sparse_keys, sparse_rows = self._sparse_rows()
-        keys, rows = self._dense_rows()
-        if sparse_keys.size:
-            at = np.searchsorted(keys, sparse_keys)
-            keys, rows = np.insert(keys, at, sparse_keys), np.insert(rows, at, sparse_rows, axis=0)
-        present = rows.any(axis=1)
-        if not present.all():
+        sparse_keys, sparse_rows = self._merge_sparse()
+        order = np.argsort(self._high_of_slot)
+        table = self._table[: self._slots * _SLOT * self.n_columns].reshape(self._slots, _SLOT, self.n_columns)
+        starts = list(range(0, order.size, _CHUNK_SLOTS)) or [0]
+        bounds = [0] + [int(self._high_of_slot[order[i]]) << _LOW_BITS for i in starts[1:]] + [1 << 32]
+        sparse_at = np.searchsorted(sparse_keys, bounds)
+        pieces = range(len(starts))
+        for i in reversed(pieces) if descending else pieces:
+            chunk = order[starts[i]:starts[i] + _CHUNK_SLOTS]
+            rows = table[chunk].reshape(-1, self.n_columns)
+            keys = ((self._high_of_slot[chunk, None] << _LOW_BITS) + np.arange(_SLOT)).ravel().astype(np.uint32)
+            extra = slice(sparse_at[i], sparse_at[i + 1])
+            if extra.start != extra.stop:
+                at = np.searchsorted(keys, sparse_keys[extra])
+                keys, rows = np.insert(keys, at, sparse_keys[extra]), np.insert(rows, at, sparse_rows[extra], axis=0)
+            present = rows.any(axis=1)
             keys, rows = keys[present], rows[present]
-        return values_of_keys(keys), rows
+            if descending:
+                keys, rows = keys[::-1], rows[::-1]
+            if keys.size:
+                yield values_of_keys(keys), rows
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(values, sums)``: all distinct float32 values ascending with their sums (n x n_columns)."""
+        parts = list(self.chunks())
+        if not parts:
+            return np.zeros(0, np.float32), np.zeros((0, self.n_columns))
+        return np.concatenate([v for v, _ in parts]), np.concatenate([r for _, r in parts])

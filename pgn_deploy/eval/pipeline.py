@@ -99,6 +99,8 @@ class EvalConfig:
             if self.checkpoint is None:
                 raise BadInputError("--mc-dropout needs --checkpoint: the source checkpoint of the model "
                                     "(dropout is sampled in a variant exported from it)")
+        if self.folds < 2:
+            raise BadInputError(f"--folds must be at least 2, got {self.folds}")
         if self.mc_rate is not None and not 0.0 <= self.mc_rate < 1.0:
             raise BadInputError(f"the MC dropout rate must be in [0, 1), got {self.mc_rate}")
         for path in [*([self.checkpoint] if self.checkpoint else []), *self.ensemble]:
@@ -222,6 +224,9 @@ def evaluate(config: EvalConfig) -> EvalReport:
     before anything is written when it can be known up front."""
     config.check()
     dataset = open_dataset(config.dataset)
+    if not dataset.is_ood and len(dataset) < config.folds:
+        raise BadInputError(f"{dataset.root}: {len(dataset)} frame(s); the {config.folds}-fold cross validation "
+                            "of the meta models needs at least as many (lower --folds)")
     runtime = Runtime(config.model, config.backend, intra_op_threads=config.threads)
     graph_maps = resolve_maps(runtime, config.scores)
     baseline_prints = baseline_fingerprints(config)

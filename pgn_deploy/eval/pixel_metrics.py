@@ -21,6 +21,7 @@ Two ways to collect the counts, chosen by ``binning``:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -74,31 +75,32 @@ class PixelResult:
                 "binning": self.binning, "counting": self.method}
 
 
-def curve_metrics(thresholds: np.ndarray, positives: np.ndarray, negatives: np.ndarray, binning: str,
-                  counts_bytes: int = 0, chunk: int = 1 << 20) -> PixelResult:
-    """Metrics from per-threshold counts, thresholds descending.
+def curve_metrics(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], total_pos: float,
+                  total_neg: float, binning: str, counts_bytes: int = 0) -> PixelResult:
+    """Metrics from per-threshold counts, thresholds descending, given in consecutive chunks.
 
-    ``positives[i]`` / ``negatives[i]``: pixels labelled 1 / 0 whose score falls at
-    ``thresholds[i]`` (for binning: in that bin). Predicting ``score >= thresholds[i]`` gives
-    TP_i / FP_i = the cumulative sums. A point with no prediction yet has precision 1.
-    AP = sum over points of (recall_i - recall_{i-1}) * precision_i with recall_0 = 0; AuROC:
-    trapezoids from (0, 0); FPR95: FPR at the first point with TPR >= 0.95 (FPR only grows, so
-    it is the smallest); t*: first point of maximal F1 = 2TP / (2TP + FP + FN).
-    Works through ``chunk`` thresholds at a time, so a curve of 10^8 points needs no 10^8-long
-    temporary arrays.
+    Each chunk is ``(thresholds, positives, negatives)``: ``positives[i]`` / ``negatives[i]``
+    count the pixels labelled 1 / 0 whose score falls at ``thresholds[i]`` (for binning: in
+    that bin); ``total_pos`` / ``total_neg`` are their totals over all chunks. Predicting
+    ``score >= thresholds[i]`` gives TP_i / FP_i = the cumulative sums. A point with no
+    prediction yet has precision 1. AP = sum over points of (recall_i - recall_{i-1}) *
+    precision_i with recall_0 = 0; AuROC: trapezoids from (0, 0); FPR95: FPR at the first point
+    with TPR >= 0.95 (FPR only grows, so it is the smallest); t*: first point of maximal
+    F1 = 2TP / (2TP + FP + FN). Chunks keep every temporary array chunk-sized.
     """
-    total_pos, total_neg = float(positives.sum()), float(negatives.sum())
+    total_pos, total_neg = float(total_pos), float(total_neg)
     if total_pos == 0:
         raise BadInputError("the split has no anomaly pixels (label 1): pixel metrics are undefined")
     if total_neg == 0:
         raise BadInputError("the split has no in-distribution pixels (label 0): pixel metrics are undefined")
     tp0 = fp0 = recall0 = fpr0 = auprc = auroc = 0.0
-    fpr95, best_f1, best_index = float("nan"), -1.0, 0
+    fpr95, best_f1, threshold, count = float("nan"), -1.0, float("nan"), 0
     grid = np.linspace(0.0, 1.0, PLOT_POINTS + 1)
     points: list[np.ndarray] = []
-    for start in range(0, thresholds.size, chunk):
-        tp = tp0 + np.cumsum(positives[start:start + chunk], dtype=np.float64)
-        fp = fp0 + np.cumsum(negatives[start:start + chunk], dtype=np.float64)
+    for thresholds, positives, negatives in chunks:
+        count += thresholds.size
+        tp = tp0 + np.cumsum(positives, dtype=np.float64)
+        fp = fp0 + np.cumsum(negatives, dtype=np.float64)
         predicted = tp + fp
         precision = np.divide(tp, predicted, out=np.ones_like(tp), where=predicted > 0)
         recall, fpr = tp / total_pos, fp / total_neg
@@ -111,16 +113,16 @@ def curve_metrics(thresholds: np.ndarray, positives: np.ndarray, negatives: np.n
         f1 = 2 * tp / (predicted + total_pos)
         i = int(np.argmax(f1))
         if f1[i] > best_f1:
-            best_f1, best_index = float(f1[i]), start + i
+            best_f1, threshold = float(f1[i]), float(thresholds[i])
         index = np.unique(np.concatenate((np.searchsorted(recall, grid), np.searchsorted(fpr, grid), [0])))
         index = index[index < tp.size]
         points.append(np.stack([recall[index], precision[index], fpr[index]]))
         tp0, fp0, recall0, fpr0 = float(tp[-1]), float(fp[-1]), float(recall[-1]), float(fpr[-1])
     curve = np.concatenate(points, axis=1)
     return PixelResult(
-        auprc=auprc, auroc=auroc, fpr95=fpr95, threshold=float(thresholds[best_index]),
+        auprc=auprc, auroc=auroc, fpr95=fpr95, threshold=threshold,
         best_f1=best_f1, positives=int(total_pos), negatives=int(total_neg),
-        thresholds=int(thresholds.size), binning=binning, counts_bytes=counts_bytes,
+        thresholds=count, binning=binning, counts_bytes=counts_bytes,
         curve={"recall": curve[0], "precision": curve[1], "fpr": curve[2], "tpr": curve[0]},
     )
 
@@ -188,15 +190,15 @@ class PixelAccumulator:
         if self.frames == 0:
             raise BadInputError("no frames were added: pixel metrics are undefined")
         if self._counts is not None:
-            values, sums = self._counts.result()
-            thresholds, negatives, positives = values[::-1], sums[::-1, 0], sums[::-1, 1]
-        else:
-            edges = np.concatenate([b[0] for b in self._bins])
-            unique, inverse = np.unique(edges, return_inverse=True)
-            positives = np.bincount(inverse, np.concatenate([b[1] for b in self._bins]))[::-1]
-            negatives = np.bincount(inverse, np.concatenate([b[2] for b in self._bins]))[::-1]
-            thresholds = unique[::-1]
-        return curve_metrics(thresholds, positives, negatives, self.binning, self.nbytes)
+            chunks = ((values, sums[:, 1], sums[:, 0]) for values, sums in self._counts.chunks(descending=True))
+            negatives, positives = self._counts.totals
+            return curve_metrics(chunks, positives, negatives, self.binning, self.nbytes)
+        edges = np.concatenate([b[0] for b in self._bins])
+        unique, inverse = np.unique(edges, return_inverse=True)
+        positives = np.bincount(inverse, np.concatenate([b[1] for b in self._bins]))[::-1]
+        negatives = np.bincount(inverse, np.concatenate([b[2] for b in self._bins]))[::-1]
+        return curve_metrics([(unique[::-1], positives, negatives)], positives.sum(), negatives.sum(),
+                             self.binning, self.nbytes)
 
 
 def pixel_metrics(scores: np.ndarray, labels: np.ndarray, binning: str = "exact") -> PixelResult:

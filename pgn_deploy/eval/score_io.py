@@ -33,7 +33,8 @@ PNG16_SCALE = 65535.0
 
 
 class Frame(Protocol):
-    """One frame of a split: a name and a ``load()`` giving (scores float32 HxW, labels uint8 HxW).
+    """One frame of a split: ``name`` (how error messages call it) and ``load()`` giving
+    ``(scores, labels)`` arrays, which the evaluation checks with :func:`check_frame`.
 
     ``load`` may be called more than once (the OoD evaluation reads every frame twice).
     """
@@ -119,15 +120,18 @@ def read_labels(path: str | Path) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class FilePair:
-    """A scores file and its label file; ``load()`` reads and checks both."""
+    """A scores file and its label file, paired by ``stem``; ``load()`` reads both."""
 
-    name: str
+    stem: str
     scores_path: Path
     labels_path: Path
 
+    @property
+    def name(self) -> str:
+        return f"{self.scores_path} (labels {self.labels_path.name})"
+
     def load(self) -> tuple[np.ndarray, np.ndarray]:
-        return check_frame(read_scores(self.scores_path), read_labels(self.labels_path),
-                           where=f"{self.scores_path} / {self.labels_path.name}")
+        return read_scores(self.scores_path), read_labels(self.labels_path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,7 +143,7 @@ class ArrayFrame:
     labels: np.ndarray
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
-        return check_frame(self.scores, self.labels, where=self.name)
+        return self.scores, self.labels
 
 
 def label_key(name: str) -> str:
