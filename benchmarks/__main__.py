@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=(
         "PGN latency study: grafted vs plain ONNX (one/ten maps, output/classifier size, resolution output), "
         "PyTorch eager PGN, MC dropout (naive and optimized), per-pixel backprop, peak memory, scaling, fp16. "
-        "Writes latency_study.json/.md and PNG plots."))
+        "Writes latency_<name>.json/.md and PNG plots."))
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated (default: all four)")
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help=f"HxW list for the overhead sweep (default {DEFAULT_SIZES})")
     parser.add_argument("--focus", default="512x1024", help="size of the per-method comparisons and memory (default 512x1024)")
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--budget", type=float, default=20.0, help="seconds of timing per comparison (the headline gets 3x)")
     parser.add_argument("--work", help="folder for the exported models, reused between runs (default: a temporary one)")
     parser.add_argument("--out", default="benchmarks/results", help="results folder (default benchmarks/results)")
+    parser.add_argument("--name", default="study", help="results are latency_<name>.json/.md/_*.png (default study)")
     parser.add_argument("--force", action="store_true", help="overwrite existing result files")
     parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK['models']} at {QUICK['sizes']}, short budget")
     return parser
@@ -55,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
     bad = [m for m in models if m not in BUILDERS] + [s for s in sections if s not in SECTIONS]
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", args.name):
+        bad.append(f"--name {args.name!r} (letters, digits, _ . - only)")
     out = Path(args.out)
     if bad or not out.is_dir():
         print(f"python -m benchmarks: error: unknown {', '.join(bad)}" if bad else
@@ -64,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings(backend=args.backend, threads=args.threads, torch_device=args.torch_device, budget_s=args.budget)
     with tempfile.TemporaryDirectory(prefix="pgn_study_") as tmp:
         doc = run_study(plan, settings, Path(args.work) if args.work else Path(tmp))
-    for path in write(doc, out, args.force):
+    for path in write(doc, out, args.name, args.force):
         log(f"wrote {path}")
     return 0
 

@@ -51,7 +51,7 @@ def overhead(doc: dict[str, Any], path: Path) -> None:
             ax.axhline(100 * (limit - 1), color="gray", linestyle=":", linewidth=0.8)
         ax.set_title(f"{size[0]}x{size[1]}")
         ax.set_ylabel("latency over plain model (%)")
-        ax.set_yscale("symlog", linthresh=10)
+        ax.set_yscale("symlog", linthresh=5)
     axes[0][0].legend(fontsize=7)
     fig.suptitle("Grafted / plain latency (dotted: targets 1 %, 2 %, 5 %)")
     _footer(fig, doc)

@@ -160,18 +160,19 @@ def markdown(doc: dict[str, Any], plots: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(doc: dict[str, Any], out: Path, force: bool) -> list[Path]:
-    """Write JSON, Markdown and plots into ``out`` (existing files only with ``force``)."""
+def write(doc: dict[str, Any], out: Path, name: str, force: bool) -> list[Path]:
+    """Write ``latency_<name>.json``/``.md`` and ``latency_<name>_<plot>.png`` into ``out``
+    (existing files are replaced only with ``force``)."""
     from benchmarks.plots import PLOTS
 
     written = []
     plots = []
-    for name, (applies, draw) in PLOTS.items():
+    for plot, (applies, draw) in PLOTS.items():
         if not applies(doc):
             continue
-        path = out / f"{PREFIX}{name}.png"
+        path = out / f"{PREFIX}{name}_{plot}.png"
         written.append(atomic_write(path, lambda tmp, d=draw: d(doc, tmp), force=force))
         plots.append(path.name)
-    written.append(atomic_write_text(out / f"{PREFIX}study.json", json.dumps(doc, indent=1, sort_keys=True), force=force))
-    written.append(atomic_write_text(out / f"{PREFIX}study.md", markdown(doc, plots), force=force))
+    written.append(atomic_write_text(out / f"{PREFIX}{name}.json", json.dumps(doc, indent=1, sort_keys=True), force=force))
+    written.append(atomic_write_text(out / f"{PREFIX}{name}.md", markdown(doc, plots), force=force))
     return written

@@ -15,6 +15,7 @@ from pgn_deploy.benchmark import machine_info
 
 SECTIONS = ("overhead", "methods", "backprop", "memory", "fp16", "profile")
 MC_MODELS = ("demo", "deeplabv3_mobilenet_v3_large")
+MEMORY_MODEL = "deeplabv3_mobilenet_v3_large"
 BACKPROP_PIXELS = 64
 
 
@@ -34,7 +35,7 @@ def _memory(plan: Plan, settings: Settings, work: Path) -> list[dict[str, Any]]:
     size = plan.focus
     common = {"threads": settings.threads}
     records = []
-    for model in [m for m in plan.models if m in MC_MODELS]:
+    for model in [m for m in plan.models if m == MEMORY_MODEL]:
         files = ModelFiles(model, work)
         probes = {f"ort_{v}": ("ort", {"path": str(files.file(v)), "shape": size, "backend": settings.backend})
                   for v in ("plain", "one", "ten", "ten_keep", "one_output")}

@@ -364,6 +364,9 @@ def load_onnx(path: str | os.PathLike[str], load_weights: bool = True) -> Any:
 
 
 # --------------------------------------------------------------------------- files
+_UMASK = os.umask(0o022)  # read the process umask once (setting it back at once)
+os.umask(_UMASK)
+
 def check_output_path(path: str | os.PathLike[str], force: bool = False) -> Path:
     """Validate a target file path before any work: its folder exists, it is not overwritten
     unless ``force``. Returns the path."""
@@ -389,6 +392,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None], fo
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
         if not force and path.exists():  # appeared while we worked
             raise ArtifactExistsError(f"{path} exists; pass --force to overwrite it")
         os.replace(tmp_path, path)

@@ -24,6 +24,7 @@ import numpy as np
 from pgn_deploy.contract import BackendUnavailableError, BadInputError
 from pgn_deploy.runtime.preprocess import check_color, split_inputs
 
+_IMPORT_ERROR: str | None = None
 try:
     from pgn_deploy import _native
 except ImportError as exc:  # not built (make cpp), or its ONNX Runtime library is gone
@@ -38,7 +39,7 @@ def available() -> bool:
 
 def unavailable_reason() -> str | None:
     """Why :func:`available` is false (``None`` when it is true)."""
-    return None if _native is not None else _IMPORT_ERROR
+    return _IMPORT_ERROR if _native is None else None
 
 
 def _module() -> Any:

@@ -29,6 +29,8 @@ def test_ece_of_a_constructed_case_keeps_confidence_one_in_the_last_bin():
     assert result.ece == pytest.approx(expected, abs=1e-7)
     assert result.bin_counts.tolist() == [0, 0, 100, 0, 0, 0, 0, 0, 0, 150]
     assert result.pixels == 250
+    assert result.to_json() == {"ECE": result.ece, "bins": 10, "pixels": 250, "normalize": "none",
+                                "score_min": 0.25, "score_max": 1.0}
 
 
 def test_ece_min_max_and_max_normalisation_of_uncertainty_scores():
@@ -117,6 +119,8 @@ def test_ause_is_zero_for_a_perfect_ranking_and_matches_brute_force():
     assert result.fractions.size == result.curve.size == result.oracle.size == 100
     assert result.curve[0] == pytest.approx(1.0) and result.oracle[0] == pytest.approx(1.0)
     assert np.all(np.diff(result.oracle) <= 1e-12)
+    assert result.to_json() == {"AuSE": result.ause, "AuSE_published": result.ause_published,
+                                "pixels": 30 * 40, "steps": 100}
 
 
 def test_ause_ties_count_with_their_group_mean_and_void_is_left_out():

@@ -129,7 +129,7 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, capsys, scores, labels, s
     code, out, err = run(["--scores", str(s), "--labels", str(l)], capsys)
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and err.startswith("pgn-metrics: error: ")
-    assert message in err and "Traceback" not in err
+    assert message in err and score_name in err and "Traceback" not in err
 
 
 def test_folder_errors(tmp_path, capsys):

@@ -69,6 +69,8 @@ def test_meta_models_find_a_known_signal_and_not_noise():
     table = synthetic_table(0)
     auroc = meta_classification(table, ["signal"])
     assert auroc.value > 0.95 and auroc.k == 5 and auroc.seed == 0 and len(auroc.folds) == 5
+    assert auroc.to_json() == {"AuROC": auroc.value, "AuROC_folds": list(auroc.folds), "k": 5, "seed": 0,
+                               "segments": 360, "images": 30, "features": 1}
     assert 0.3 < meta_classification(table, ["noise"]).value < 0.7
     assert meta_regression(table).value > 0.9
     assert meta_regression(table, ["noise"]).value < 0.1

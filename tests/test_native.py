@@ -58,7 +58,7 @@ def _export_demo(folder: Path) -> Path:
     from pgn_deploy import export_model
 
     return export_model(DEMO_CHECKPOINT, folder / "demo.pgn.onnx", p=(0.5, 1.0), labels="both", pred=True,
-                        baselines=True).path
+                        baselines=True, input_shape="1x3x128x256").path
 
 
 def _tiny(folder: Path, name: str) -> Path:
@@ -295,7 +295,7 @@ def test_malformed_metadata_gives_the_same_message(tiny, edit):
 
 def test_unbuilt_module_says_how_to_build_it(monkeypatch):
     monkeypatch.setattr(native, "_native", None)
-    monkeypatch.setattr(native, "_IMPORT_ERROR", "No module named 'pgn_deploy._native'", raising=False)
+    monkeypatch.setattr(native, "_IMPORT_ERROR", "No module named 'pgn_deploy._native'")
     assert not native.available()
     with pytest.raises(BackendUnavailableError, match="make cpp"):
         native.Runtime("model.pgn.onnx")

@@ -19,7 +19,6 @@ tau; sIoU and PPV = means over all components of the split (NaN when there are n
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import cv2
 import numpy as np
@@ -79,24 +78,27 @@ def frame_components(scores: np.ndarray, labels: np.ndarray, threshold: float, t
     gt, gt_size = _components(labels == 1)
     small_gt = gt_size < track.min_gt
     small_gt[0] = False
-    roi &= ~small_gt[gt]
     kept_pred = pred_size >= track.min_pred
     kept_pred[0] = False
-    pred = np.where(kept_pred[pred] & roi, pred, 0)
-    gt = np.where(roi, gt, 0)
+    # sizes inside the final ROI: small GT components turned void take their pixels away
+    size_j = np.where(kept_pred, pred_size, 0)
+    if small_gt.any():
+        in_small = small_gt[gt]
+        size_j -= np.bincount(pred[in_small], minlength=pred_size.size) * kept_pred
+    # overlaps: only GT pixels can overlap, and there are few of them
+    at = np.flatnonzero(gt)
+    gt_at, pred_at = gt.ravel()[at], pred.ravel()[at]
+    keep = kept_pred[pred_at] & ~small_gt[gt_at]
     n_pred, n_gt = pred_size.size, gt_size.size
-    size_j = np.bincount(pred.ravel(), minlength=n_pred)
-    overlap = (pred > 0) & (gt > 0)
-    pairs, inter = np.unique(gt[overlap].astype(np.int64) * n_pred + pred[overlap], return_counts=True)
+    pairs, inter = np.unique(gt_at[keep].astype(np.int64) * n_pred + pred_at[keep], return_counts=True)
     pair_gt, pair_pred = np.divmod(pairs, n_pred)
     gt_in_j = np.bincount(pair_pred, inter, minlength=n_pred)
     outside_gt_j = size_j - gt_in_j
     intersection_k = np.bincount(pair_gt, inter, minlength=n_gt)
     extra_k = np.bincount(pair_gt, outside_gt_j[pair_pred], minlength=n_gt)
-    gt_ids = np.flatnonzero(~small_gt & (np.arange(n_gt) > 0))
+    gt_ids = np.flatnonzero(~small_gt)[1:]
     siou = intersection_k[gt_ids] / (gt_size[gt_ids] + extra_k[gt_ids])
     pred_ids = np.flatnonzero(size_j > 0)
-    pred_ids = pred_ids[pred_ids > 0]
     ppv = gt_in_j[pred_ids] / size_j[pred_ids]
     return FrameComponents(siou=siou.astype(np.float64), ppv=ppv.astype(np.float64))
 
@@ -112,12 +114,6 @@ class ComponentResult:
     gt_components: int
     pred_components: int
     track: Track
-
-    def to_json(self) -> dict[str, Any]:
-        return {"sIoU": self.siou, "PPV": self.ppv, "mean_F1": self.mean_f1,
-                "F1_per_tau": dict(zip((f"{t:.2f}" for t in TAUS), self.f1)),
-                "gt_components": self.gt_components, "pred_components": self.pred_components,
-                "track": self.track.name, "min_pred": self.track.min_pred, "min_gt": self.track.min_gt}
 
 
 class ComponentAccumulator:

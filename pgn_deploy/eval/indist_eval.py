@@ -19,7 +19,7 @@ R^2) from these feature sets (:data:`FIGURE3_SETS`), k-fold cross validation gro
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,19 +54,42 @@ def figure3_sets(maps: Sequence[str]) -> dict[str, list[str]]:
 
 
 @dataclasses.dataclass(frozen=True)
-class InDistResult:
-    """Table 1 (per map) and Figure 3 (per feature set) of one split."""
+class Undefined:
+    """A metric that the data do not define (e.g. the ECE of a constant map), and why."""
 
-    ece: dict[str, ECEResult]
-    ause: dict[str, AuSEResult]
-    meta_classification: dict[str, MetaResult]
-    meta_regression: dict[str, MetaResult]
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"undefined": self.reason}
+
+
+def _defined(compute: Callable[[], Any]) -> Any:
+    """``compute()``, or :class:`Undefined` with the reason when the metric's definition fails."""
+    try:
+        return compute()
+    except BadInputError as exc:
+        return Undefined(str(exc))
+
+
+def _value(result: Any, attribute: str) -> float | None:
+    return None if isinstance(result, Undefined) else getattr(result, attribute)
+
+
+@dataclasses.dataclass(frozen=True)
+class InDistResult:
+    """Table 1 (per map) and Figure 3 (per feature set) of one split; a metric the data do not
+    define is :class:`Undefined`."""
+
+    ece: dict[str, ECEResult | Undefined]
+    ause: dict[str, AuSEResult | Undefined]
+    meta_classification: dict[str, MetaResult | Undefined]
+    meta_regression: dict[str, MetaResult | Undefined]
     segments: int
     frames: int
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "maps": {name: {**self.ece[name].to_json(), **self.ause[name].to_json()} for name in self.ece},
+            "maps": {name: {"ece": self.ece[name].to_json(), "ause": self.ause[name].to_json()} for name in self.ece},
             "figure3": {name: {"classification": self.meta_classification[name].to_json(),
                                "regression": self.meta_regression[name].to_json()}
                         for name in self.meta_classification},
@@ -107,23 +130,29 @@ class InDistSplit:
         table = SegmentTable.concat(self._tables)
         sets = figure3_sets(self.segment_maps)
         return InDistResult(
-            ece={m: acc.result() for m, acc in self._ece.items()},
-            ause={m: acc.result() for m, acc in self._ause.items()},
-            meta_classification={s: meta_classification(table, g, self.folds, self.seed) for s, g in sets.items()},
-            meta_regression={s: meta_regression(table, g, self.folds, self.seed) for s, g in sets.items()},
+            ece={m: _defined(acc.result) for m, acc in self._ece.items()},
+            ause={m: _defined(acc.result) for m, acc in self._ause.items()},
+            meta_classification={s: _defined(lambda g=g: meta_classification(table, g, self.folds, self.seed))
+                                 for s, g in sets.items()},
+            meta_regression={s: _defined(lambda g=g: meta_regression(table, g, self.folds, self.seed))
+                             for s, g in sets.items()},
             segments=len(table), frames=len(self._tables),
         )
 
 
+def _percent(value: float | None) -> float | None:
+    return None if value is None else 100.0 * value
+
+
 def indist_report(header: dict[str, Any], methods: dict[str, MethodInfo], result: InDistResult,
-                  timing: dict[str, dict[str, float | int]], notes: list[str]) -> EvalReport:
+                  timing: dict[str, dict[str, float | int]], notes: list[str], folds: int,
+                  seed: int) -> EvalReport:
     """Table 1 (with the published Table 1 beside it), Figure 3 as a table and a bar chart,
     and the sparsification curves."""
-    table1 = {m: {"ECE": result.ece[m].ece, "AuSE": result.ause[m].ause,
-                  "AuSE_published": result.ause[m].ause_published} for m in result.ece}
-    any_set = next(iter(result.meta_classification.values()))
-    figure3 = {s: {"AuROC": 100 * result.meta_classification[s].value, "R2": 100 * result.meta_regression[s].value}
-               for s in result.meta_classification}
+    table1 = {m: {"ECE": _value(result.ece[m], "ece"), "AuSE": _value(result.ause[m], "ause"),
+                  "AuSE_published": _value(result.ause[m], "ause_published")} for m in result.ece}
+    figure3 = {s: {"AuROC": _percent(_value(result.meta_classification[s], "value")),
+                   "R2": _percent(_value(result.meta_regression[s], "value"))} for s in result.meta_classification}
     tables = [
         Table("Pixel-wise uncertainty (Table 1)", TABLE1_COLUMNS, table1, digits=4,
               note="ECE: 10 bins, confidence 1 - s for 1 - max softmax maps, else 1 - min-max normalised "
@@ -134,23 +163,33 @@ def indist_report(header: dict[str, Any], methods: dict[str, MethodInfo], result
         Table("Segment-wise prediction quality (Figure 3), percent", FIGURE3_COLUMNS, figure3,
               note=f"Meta classification (IoU = 0 vs > 0, logistic regression, AuROC) and meta regression "
                    f"(IoU, linear regression, R^2) on {result.segments} segments of {result.frames} images; "
-                   f"{any_set.k}-fold cross validation grouped by image, seed {any_set.seed}."),
+                   f"{folds}-fold cross validation grouped by image, seed {seed}."),
     ]
+    undefined = [f"{name}: {metric} undefined ({value.reason})"
+                 for name in result.ece for metric, value in (("ECE", result.ece[name]), ("AuSE", result.ause[name]))
+                 if isinstance(value, Undefined)]
+    undefined += [f"{method_label(name)}: {task} undefined ({value.reason})"
+                  for name in result.meta_classification
+                  for task, value in (("meta classification", result.meta_classification[name]),
+                                      ("meta regression", result.meta_regression[name]))
+                  if isinstance(value, Undefined)]
 
     def draw(folder: Path) -> dict[str, Path]:
         return {"sparsification": _sparsification_plot(result, methods, folder / "sparsification.png"),
                 "figure3": _figure3_plot(figure3, folder / "figure3.png")}
 
     return EvalReport(header, methods, timing, tables, result.to_json(), ["sparsification", "figure3"],
-                      draw, notes)
+                      draw, [*notes, *undefined])
 
 
 def _sparsification_plot(result: InDistResult, methods: Mapping[str, MethodInfo], path: Path) -> Path:
     fig, axes = figure("Sparsification (Brier error)", "fraction of pixels removed", "normalised mean error")
-    for name, ause in result.ause.items():
+    defined = {name: ause for name, ause in result.ause.items() if not isinstance(ause, Undefined)}
+    for name, ause in defined.items():
         axes.plot(ause.fractions, ause.curve, label=f"{methods[name].label} (AuSE {ause.ause:.4f})")
-    oracle = next(iter(result.ause.values()))
-    axes.plot(oracle.fractions, oracle.oracle, "k--", label="oracle")
+    if defined:
+        oracle = next(iter(defined.values()))
+        axes.plot(oracle.fractions, oracle.oracle, "k--", label="oracle")
     axes.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, format="png")
@@ -161,8 +200,8 @@ def _figure3_plot(rows: Mapping[str, Mapping[str, float]], path: Path) -> Path:
     fig, axes = figure("Segment-wise prediction quality (Figure 3)", "", "percent")
     labels = [method_label(name) for name in rows]
     x = np.arange(len(labels))
-    axes.bar(x - 0.2, [rows[n]["AuROC"] for n in rows], 0.4, label="meta classification AuROC")
-    axes.bar(x + 0.2, [rows[n]["R2"] for n in rows], 0.4, label="meta regression R^2")
+    axes.bar(x - 0.2, [rows[n]["AuROC"] or 0.0 for n in rows], 0.4, label="meta classification AuROC")
+    axes.bar(x + 0.2, [rows[n]["R2"] or 0.0 for n in rows], 0.4, label="meta regression R^2")
     axes.set_xticks(x, labels, rotation=30, ha="right", fontsize="small")
     axes.set_ylim(max(axes.get_ylim()[0], -50.0), 100.0)  # a badly negative R^2 runs off the chart
     axes.legend(fontsize="small")

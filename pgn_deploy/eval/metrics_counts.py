@@ -138,7 +138,17 @@ class Float32Counts:
                 self.totals[column] += sums.sum()
 
     def _add_keys(self, keys: np.ndarray, sums: np.ndarray, column: int) -> None:
-        high = (keys >> _LOW_BITS).astype(np.int64)
+        slots = self._slots_promoting_crowded(keys >> _LOW_BITS)
+        free = slots < 0
+        if free.any():
+            self._add_run(((keys[free].astype(np.uint64) << _COLUMN_BITS) | np.uint64(column), sums[free]))
+            dense = ~free
+            keys, sums, slots = keys[dense], sums[dense], slots[dense]
+        self._scatter(slots, keys, column, sums)
+
+    def _slots_promoting_crowded(self, high: np.ndarray) -> np.ndarray:
+        """Dense slot of each (sorted) ``high`` key part, -1 for sparse ones; free slots met
+        at least PROMOTE_KEYS times get a dense block first."""
         slots = self._slot_of_high[high]
         free = slots < 0
         if free.any():
@@ -149,13 +159,15 @@ class Float32Counts:
             if crowded.size:
                 self._allocate(crowded)
                 slots = self._slot_of_high[high]
-                free = slots < 0
-            if free.any():
-                cells = (keys[free].astype(np.uint64) << _COLUMN_BITS) | np.uint64(column)
-                self._add_run((cells, sums[free]))
-                dense = ~free
-                keys, sums, slots = keys[dense], sums[dense], slots[dense]
-        flat = (slots.astype(np.int64) * _SLOT + (keys & (_SLOT - 1))) * self.n_columns + column
+        return slots
+
+    def _scatter(self, slots: np.ndarray, keys: np.ndarray, columns: np.ndarray | int, sums: np.ndarray) -> None:
+        """Add ``sums`` to the dense table (each (key, column) at most once per call)."""
+        flat = slots.astype(np.int64)
+        flat *= _SLOT
+        flat += keys & (_SLOT - 1)
+        flat *= self.n_columns
+        flat += columns
         self._table[flat] += sums
 
     def _add_run(self, run: Run) -> None:
@@ -170,19 +182,11 @@ class Float32Counts:
     def _cells_to_dense(self, cells: np.ndarray, sums: np.ndarray) -> Run:
         """Move the cells of slots that are dense (or crowded now) into the table."""
         keys = (cells >> _COLUMN_BITS).astype(np.uint32)
-        high = (keys >> _LOW_BITS).astype(np.int64)
-        starts = _run_starts(high)
-        sizes = np.diff(np.append(starts, high.size))
-        crowded = high[starts[sizes >= PROMOTE_KEYS]]
-        crowded = crowded[self._slot_of_high[crowded] < 0]
-        if crowded.size:
-            self._allocate(crowded)
-        slots = self._slot_of_high[high]
+        slots = self._slots_promoting_crowded(keys >> _LOW_BITS)
         dense = slots >= 0
         if dense.any():
             columns = (cells[dense] & np.uint64(MAX_COLUMNS - 1)).astype(np.int64)
-            flat = (slots[dense].astype(np.int64) * _SLOT + (keys[dense] & (_SLOT - 1))) * self.n_columns + columns
-            self._table[flat] += sums[dense]
+            self._scatter(slots[dense], keys[dense], columns, sums[dense])
         return cells[~dense], sums[~dense]
 
     def _allocate(self, highs: np.ndarray) -> None:

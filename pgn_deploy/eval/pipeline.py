@@ -19,7 +19,7 @@ The cache, under ``--out`` (a temporary folder without it):
   ``maps/<kind>/fingerprints.json`` records what made each map (model digest, TTA, baseline
   settings); a map made otherwise is refused, or with ``force`` recomputed;
 * ``labels/<kind>/<frame id>.png``: the decoded OoD labels (0, 1, 255), so that ``pgn-metrics
-  maps/<kind>/<map> labels/<kind>`` recomputes any row of the table;
+  --scores maps/<kind>/<map> --labels labels/<kind>`` recomputes any row of the table;
 * ``baselines/``: the exported MC dropout and ensemble member models (named by checkpoint digest).
 """
 from __future__ import annotations
@@ -99,6 +99,8 @@ class EvalConfig:
             if self.checkpoint is None:
                 raise BadInputError("--mc-dropout needs --checkpoint: the source checkpoint of the model "
                                     "(dropout is sampled in a variant exported from it)")
+        if self.mc_batch < 1:
+            raise BadInputError(f"--mc-batch must be at least 1, got {self.mc_batch}")
         if self.folds < 2:
             raise BadInputError(f"--folds must be at least 2, got {self.folds}")
         if self.mc_rate is not None and not 0.0 <= self.mc_rate < 1.0:
@@ -255,17 +257,19 @@ def evaluate(config: EvalConfig) -> EvalReport:
         cache.claim(fingerprints, config.force)
         infos = method_infos(maps, config)
         if dataset.is_ood:
-            results, seconds = _run_ood(dataset, runtime, graph_maps, scorers, cache, work, config, smiyc)
+            results, seconds = _run_ood(dataset, runtime, graph_maps, maps, scorers, cache, work, config, smiyc)
             extra = {"smiyc": smiyc.to_json()} if smiyc is not None else {}
             header = _header(config, dataset, runtime, digest, time.perf_counter() - started)
             report = ood_report(header, infos, results, _timing(seconds), extra,
                                 _ood_notes(config, dataset, out, smiyc))
         else:
-            result, seconds = _run_indist(dataset, runtime, graph_maps, scorers, cache, config)
+            result, seconds = _run_indist(dataset, runtime, graph_maps, maps, scorers, cache, config)
             header = _header(config, dataset, runtime, digest, time.perf_counter() - started)
-            report = indist_report(header, infos, result, _timing(seconds), _indist_notes(config))
-        if out is not None:
-            write_report(report, out, config.force)
+            report = indist_report(header, infos, result, _timing(seconds), _indist_notes(config),
+                                   config.folds, config.seed)
+        if out is None:  # nowhere to put plots
+            return dataclasses.replace(report, plot_names=[], plot_job=None)
+        write_report(report, out, config.force)
     return report
 
 
@@ -296,8 +300,8 @@ def _ood_notes(config: EvalConfig, dataset: Dataset, out: Path | None,
     notes = []
     if out is not None:
         track = dataset.track
-        notes.append(f"Recompute a row from the saved maps: `pgn-metrics {out}/maps/{dataset.kind}/<map> "
-                     f"{out}/labels/{dataset.kind} --track {track} --binning {config.binning}`.")
+        notes.append(f"Recompute a row from the saved maps: `pgn-metrics --scores {out}/maps/{dataset.kind}/<map> "
+                     f"--labels {out}/labels/{dataset.kind} --track {track} --binning {config.binning}`.")
     if smiyc is not None:
         scales = ", ".join(f"{name} x 2^{e}" for name, e in smiyc.exponents.items())
         notes.append(f"SegmentMeIfYouCan files in `{smiyc.root}/anomaly_p/<map>/<dataset>/<frame>.hdf5` "
@@ -322,12 +326,12 @@ def _check_baseline_requests(scores: Sequence[str], maps: Sequence[str]) -> None
         raise BadInputError(f"--scores names {', '.join(asked)}, which needs {flag}")
 
 
-def _run_ood(dataset: Dataset, runtime: Runtime, graph_maps: list[str], scorers: list[Scorer],
-             cache: MapCache, work: Path, config: EvalConfig,
+def _run_ood(dataset: Dataset, runtime: Runtime, graph_maps: list[str], maps: list[str],
+             scorers: list[Scorer], cache: MapCache, work: Path, config: EvalConfig,
              smiyc: SmiycWriter | None) -> tuple[dict[str, Any], dict[str, list[float]]]:
-    """Both passes over an OoD split; returns the results per map and the compute seconds of
-    each method (one entry per frame it was computed for)."""
-    maps = [*graph_maps, *(name for scorer in scorers for name in scorer.names)]
+    """Both passes over an OoD split (``maps``: the graph maps, then the scorers' maps); returns
+    the results per map and the compute seconds of each method (one entry per frame it was
+    computed for)."""
     split = OODSplit(maps, dataset.track, config.binning)
     labels_dir = work / "labels" / dataset.kind
     seconds: dict[str, list[float]] = {}
@@ -352,10 +356,9 @@ def _run_ood(dataset: Dataset, runtime: Runtime, graph_maps: list[str], scorers:
     return split.results(), seconds
 
 
-def _run_indist(dataset: Dataset, runtime: Runtime, graph_maps: list[str], scorers: list[Scorer],
-                cache: MapCache, config: EvalConfig) -> tuple[Any, dict[str, list[float]]]:
+def _run_indist(dataset: Dataset, runtime: Runtime, graph_maps: list[str], maps: list[str],
+                scorers: list[Scorer], cache: MapCache, config: EvalConfig) -> tuple[Any, dict[str, list[float]]]:
     """One pass over Cityscapes: Table 1 and the segment table of Figure 3."""
-    maps = [*graph_maps, *(name for scorer in scorers for name in scorer.names)]
     split = InDistSplit(maps, config.folds, config.seed)
     seconds: dict[str, list[float]] = {}
     for frame in _bar(dataset.frames, f"{dataset.kind}: maps", config.progress):

@@ -55,7 +55,7 @@ class PixelResult:
     negatives: int
     thresholds: int
     binning: str
-    counts_bytes: int
+    counts_bytes: int = dataclasses.field(compare=False)
     curve: dict[str, np.ndarray] = dataclasses.field(repr=False, compare=False)
 
     @property
@@ -68,11 +68,6 @@ class PixelResult:
         if self.binning == "exact":
             return "exact: per-value counts of the float32 scores"
         return f"smiyc: {SMIYC_BINS} percentile bins per frame, merged over frames"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"AuPRC": self.auprc, "AuROC": self.auroc, "FPR95": self.fpr95,
-                "threshold": self.threshold, "best_F1": self.best_f1, "pixels": self.pixels,
-                "binning": self.binning, "counting": self.method}
 
 
 def curve_metrics(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], total_pos: float,

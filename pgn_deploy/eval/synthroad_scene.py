@@ -203,7 +203,7 @@ def _paint_far_end(rng: np.random.Generator, canvas: Canvas, closed: bool, z_end
 def _paint_roadside(rng: np.random.Generator, canvas: Canvas, side: Side, z_end: float) -> None:
     """Sidewalk (kerb, paving joints), then the facades or hedges, far to near."""
     cam = canvas.camera
-    z0, s = cam.z_near * 0.9, side.sign
+    z0 = cam.z_near * 0.9
     if side.sidewalk > 0:
         paving_rgb = _jitter(rng, PAVING_COLORS[rng.integers(len(PAVING_COLORS))], 10)
         paving = canvas.add_material(Material(paving_rgb, 0.06, 0.05, 0.06))

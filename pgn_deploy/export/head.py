@@ -82,7 +82,7 @@ class Head:
             head_logits=self.head_logits.name,
             logits_output=self.output.name,
             resize="+".join(resize_mode(n) for n in resize) or "none",
-            align_corners=any(_attr(n, "coordinate_transformation_mode", "half_pixel") == "align_corners" for n in resize),
+            align_corners=any(attribute(n, "coordinate_transformation_mode", "half_pixel") == "align_corners" for n in resize),
             feature_resize=[
                 "+".join(resize_mode(n) for n in b.path if n.op_type == "Resize") or "none"
                 for b in self.branches
@@ -135,7 +135,7 @@ def locate_head(graph: ir.Graph, hint: str | None = None) -> Head:
 
 def resize_mode(node: ir.Node) -> str:
     """The PyTorch name of a Resize node's interpolation (``bilinear``, ``nearest``, ...)."""
-    mode = _attr(node, "mode", "nearest")
+    mode = attribute(node, "mode", "nearest")
     return _TORCH_MODES.get(mode, mode)
 
 
@@ -203,7 +203,8 @@ def _before(node: ir.Node, depth: int = 3) -> str:
     return f", fed by {' <- '.join(ops)}" if ops else ""
 
 
-def _attr(node: ir.Node, name: str, default: object) -> object:
+def attribute(node: ir.Node, name: str, default: object) -> object:
+    """The value of a node attribute, ``default`` when it is not set."""
     attr = node.attributes.get(name)
     return default if attr is None else attr.value
 
@@ -230,7 +231,7 @@ def _is_spatial(node: ir.Node) -> bool:
     spatial = {2, 3, -2, -1}
     inputs = list(node.inputs) + [None] * 5
     if node.op_type == "Resize":
-        axes = _attr(node, "axes", None)
+        axes = attribute(node, "axes", None)
         if axes is not None:
             return set(axes) <= spatial
         scales = constant_array(inputs[2])
@@ -248,15 +249,15 @@ def _is_classifier_conv(node: ir.Node) -> bool:
     if node.op_type != "Conv" or node.domain != "" or len(node.inputs) < 2:
         return False
     weight = node.inputs[1]
-    kernel = _attr(node, "kernel_shape", None)
+    kernel = attribute(node, "kernel_shape", None)
     if kernel is None and weight is not None and weight.shape is not None and weight.shape.rank() == 4:
         kernel = list(weight.shape)[2:]
     ones = [1, 1]
     return (
         list(kernel or []) == ones
-        and _attr(node, "group", 1) == 1
-        and list(_attr(node, "strides", ones)) == ones
-        and not any(_attr(node, "pads", [0]))
+        and attribute(node, "group", 1) == 1
+        and list(attribute(node, "strides", ones)) == ones
+        and not any(attribute(node, "pads", [0]))
     )
 
 

