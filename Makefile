@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install install-gpu venv-serve test demo bench clean
+.PHONY: install install-gpu venv-serve cpp test demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,8 +29,16 @@ install-gpu: $(STAMP)
 	$(BIN)/python -m pip uninstall --yes onnxruntime onnxruntime-gpu
 	$(BIN)/python -m pip install --quiet -e '.[gpu]'
 
+# The C++ library and its Python bindings (pgn_deploy._native): fetches the ONNX Runtime
+# headers into cpp_bindings/build/, builds, installs the module into the package.
+cpp: $(STAMP)
+	PYTHON=$(BIN)/python cpp_bindings/scripts/build.sh
+
+# Builds and tests the C++ library when its inputs can be had (else prints SKIP and why),
+# then runs the whole pytest suite (C++ parity tests skip with the reason when unbuilt).
 test: $(STAMP) $(SERVE_STAMP)
+	PYTHON=$(BIN)/python cpp_bindings/scripts/build.sh --if-available --test
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-serve build *.egg-info
+	rm -rf $(VENV) .venv-serve build *.egg-info cpp_bindings/build pgn_deploy/_native*.so

@@ -1,8 +1,10 @@
 """(a) grafted/plain latency ratio per variant, (f) latency against pixel count.
 
-Per model and size, the plain model and every grafted variant run interleaved in one process;
-each variant's ratio to the plain model is the ratio of medians with a paired bootstrap 95 %
-interval. The log-log slope of median latency against pixel count is fitted per model and
+Per model and size, the plain model and the grafted variants run interleaved in one process,
+in two groups: the feature-resolution variants (cheap: the headline targets) and the
+``resolution output`` ones (costly: in the same rounds they would crowd out the others); each
+variant's ratio to the plain model of its group is the ratio of medians with a paired
+bootstrap 95 % interval. The log-log slope of median latency against pixel count is fitted per model and
 variant over the sizes measured.
 """
 from __future__ import annotations
@@ -56,13 +58,32 @@ def run(models: list[str], sizes: list[tuple[int, int]], settings: Settings, wor
                 continue
             variants, left_out = plan_variants(model, size)
             skipped += [f"{model} {size[0]}x{size[1]} {why}" for why in left_out]
-            log(f"overhead: {model} {size[0]}x{size[1]}: plain + {', '.join(variants)}")
-            calls = {name: ort_call(files.file(name), settings, size) for name in ["plain", *variants]}
             budget = settings.budget_s * (HEADLINE_BUDGET_FACTOR if (model, size) == HEADLINE else 1.0)
-            timed = interleave(calls, settings, budget)
-            del calls
-            records.append({"model": model, "size": list(size), "pixels": size[0] * size[1], **summarize(timed)})
+            groups = [[v for v in variants if not v.endswith("_output")], [v for v in variants if v.endswith("_output")]]
+            summaries = {}
+            for group, members in zip(("feature", "output"), groups):
+                if members:
+                    log(f"overhead: {model} {size[0]}x{size[1]}: plain + {', '.join(members)}")
+                    calls = {name: ort_call(files.file(name), settings, size) for name in ["plain", *members]}
+                    summaries[group] = summarize(interleave(calls, settings, budget))
+                    del calls
+            records.append({"model": model, "size": list(size), "pixels": size[0] * size[1], **_merge(summaries)})
     return {"records": records, "skipped": skipped, "scaling": scaling(records)}
+
+
+def _merge(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One record from the groups' summaries: the plain model's latency from the first group,
+    every variant's latency and ratio to the plain model of its own group, rounds per group."""
+    merged: dict[str, Any] = {"rounds": {}, "load_before": None, "load_after": None,
+                              "latency_ms": {}, "ratio_to_plain": {}}
+    for group, summary in summaries.items():
+        merged["rounds"][group] = summary["rounds"]
+        merged["load_before"] = merged["load_before"] or summary["load_before"]
+        merged["load_after"] = summary["load_after"]
+        merged["ratio_to_plain"].update(summary["ratio_to_plain"])
+        latency = summary["latency_ms"]
+        merged["latency_ms"].update({k: v for k, v in latency.items() if k != "plain" or "plain" not in merged["latency_ms"]})
+    return merged
 
 
 def scaling(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -53,12 +53,13 @@ def _targets(doc: dict[str, Any]) -> list[str]:
 def _overhead(doc: dict[str, Any]) -> list[str]:
     section = doc["overhead"]
     variants = [v for v in VARIANT_TEXT if any(v in r["ratio_to_plain"] for r in section["records"])]
-    lines = ["| model | size | plain ms | " + " | ".join(VARIANT_TEXT[v] for v in variants) + " | rounds |",
+    lines = ["Rounds: feature-resolution group / resolution-output group (each with its own plain runs).", "",
+             "| model | size | plain ms | " + " | ".join(VARIANT_TEXT[v] for v in variants) + " | rounds |",
              "|---|---|---|" + "---|" * len(variants) + "---|"]
     for r in section["records"]:
         cells = [_ratio(r["ratio_to_plain"][v]) if v in r["ratio_to_plain"] else "-" for v in variants]
         lines.append(f"| {r['model']} | {_size(r['size'])} | {r['latency_ms']['plain']['median_ms']:.1f} | "
-                     + " | ".join(cells) + f" | {r['rounds']} |")
+                     + " | ".join(cells) + " | " + "/".join(str(n) for n in r["rounds"].values()) + " |")
     if section["skipped"]:
         lines += ["", "Not measured:", *[f"- {why}" for why in section["skipped"]]]
     if section["scaling"]:

@@ -215,6 +215,6 @@ def test_synthroad_cityscapes_train_ids_and_mapped_label_ids(synthroad, tmp_path
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(path.read_bytes())
     mapped = D.open_dataset(f"cityscapes:{only_label_ids}")
-    for frame, original in zip(mapped, dataset):
+    for frame, original in zip(mapped, dataset, strict=True):
         assert frame.label.name.endswith("_gtFine_labelIds.png")
         assert np.array_equal(frame.load_label(), original.load_label())

@@ -88,3 +88,9 @@ def test_bad_arguments_are_clear_errors():
 
     with pytest.raises(UnsupportedModelError, match="returns list; expected a tensor"):
         export_onnx(Scalar(), torch.randn(1, 3, 16, 16))
+
+
+def test_a_static_export_keeps_the_example_shape():
+    model = export_onnx(TinySegNet(), torch.randn(2, 3, 16, 24), exporter="torchscript", dynamic=False)
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [2, 3, 16, 24]

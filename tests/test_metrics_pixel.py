@@ -107,6 +107,23 @@ def test_float32_counts_match_unique_for_dense_and_sparse_values():
         assert np.array_equal(got_sums[:, c], np.bincount(index[column == c], minlength=want_values.size))
 
 
+def test_float32_counts_promote_slots_filled_over_many_additions():
+    rng = np.random.default_rng(7)
+    base = np.float32(3.0).view(np.uint32)
+    counts, added = Float32Counts(1), []
+    for _ in range(150):  # 3 keys of one 256-key block per addition: never crowded at once
+        values = np.concatenate([(base + rng.integers(0, 256, 3).astype(np.uint32)).view(np.float32),
+                                 rng.normal(size=2).astype(np.float32)])
+        counts.add(values)
+        added.append(values)
+    assert counts._slots >= 1
+    values = np.concatenate(added)
+    got_values, got_sums = counts.result()
+    want_values, want_counts = np.unique(values, return_counts=True)
+    assert np.array_equal(got_values, want_values) and np.array_equal(got_sums[:, 0], want_counts)
+    assert counts.totals.tolist() == [values.size]
+
+
 def test_float32_counts_sum_weights():
     values = np.float32([2.0, 1.0, 2.0, -1.0])
     weights = np.array([[1.0, 0.5], [1.0, 0.25], [1.0, 2.0], [1.0, 0.0]])

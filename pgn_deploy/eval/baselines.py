@@ -32,9 +32,9 @@ from pgn_deploy.runtime.result import resize_score
 MC_MAPS = ("mc_entropy", "mc_variance")
 ENSEMBLE_MAPS = ("ens_entropy", "ens_msp")
 COSTS = {
-    "pgn": "free: extra outputs of the one forward pass",
-    "msp": "free: extra output of the one forward pass",
-    "entropy": "free: extra output of the one forward pass",
+    "pgn": "no extra pass: outputs of the model's one forward pass",
+    "msp": "no extra pass: output of the model's one forward pass",
+    "entropy": "no extra pass: output of the model's one forward pass",
     "mc_dropout": "{n} forward pass(es) of the network with dropout sampling",
     "ensemble": "{n} forward pass(es), one per member network ({n} network(s) in memory)",
 }

@@ -112,7 +112,7 @@ class Float32Counts:
         if not 1 <= n_columns <= MAX_COLUMNS:
             raise ValueError(f"n_columns must be in 1..{MAX_COLUMNS}")
         self.n_columns = n_columns
-        self._slot_of_high = np.full(_HIGH_SIZE, -1, dtype=np.int32)
+        self._slot_of_high = np.zeros(_HIGH_SIZE, dtype=np.int32)  # slot + 1; 0 = sparse
         self._high_of_slot = np.zeros(0, dtype=np.int64)
         self._table = np.zeros(_RESERVED_SLOTS * _SLOT * n_columns)  # untouched pages cost nothing
         self._slots = 0
@@ -149,7 +149,7 @@ class Float32Counts:
     def _slots_promoting_crowded(self, high: np.ndarray) -> np.ndarray:
         """Dense slot of each (sorted) ``high`` key part, -1 for sparse ones; free slots met
         at least PROMOTE_KEYS times get a dense block first."""
-        slots = self._slot_of_high[high]
+        slots = self._slot_of_high[high] - 1
         free = slots < 0
         if free.any():
             free_high = high[free]
@@ -158,7 +158,7 @@ class Float32Counts:
             crowded = free_high[starts[sizes >= PROMOTE_KEYS]]
             if crowded.size:
                 self._allocate(crowded)
-                slots = self._slot_of_high[high]
+                slots = self._slot_of_high[high] - 1
         return slots
 
     def _scatter(self, slots: np.ndarray, keys: np.ndarray, columns: np.ndarray | int, sums: np.ndarray) -> None:
@@ -197,7 +197,7 @@ class Float32Counts:
             grown = np.zeros(max(needed, 2 * capacity) * block)
             grown[: self._slots * block] = self._table[: self._slots * block]
             self._table = grown
-        self._slot_of_high[highs] = np.arange(self._slots, needed, dtype=np.int32)
+        self._slot_of_high[highs] = np.arange(self._slots + 1, needed + 1, dtype=np.int32)
         self._high_of_slot = np.concatenate([self._high_of_slot, highs.astype(np.int64)])
         self._slots = needed
 

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
-from pgn_deploy.contract import BadInputError, check_output_path
+from pgn_deploy.contract import BadInputError, check_output_path, require
 from pgn_deploy.eval.component_metrics import ComponentAccumulator, ComponentResult, Track, frame_components, get_track
 from pgn_deploy.eval.pixel_metrics import PixelAccumulator, PixelResult
 from pgn_deploy.eval.plots import plot_paths, plot_pixel_curves
@@ -116,7 +116,7 @@ def evaluate_score_folders(scores_dirs: Sequence[str | Path], labels_dir: str | 
     """Evaluate saved score maps, one folder per method, against one label folder.
 
     Files are paired as :func:`~pgn_deploy.eval.score_io.pair_directories` says (every folder
-    is paired and checked before anything is computed); ``names`` default to the folder names.
+    is paired before anything is computed); ``names`` default to the folder names.
     With ``plots`` (a folder, created if needed), ``pr_curve.png`` and ``roc_curve.png`` with
     one line per method are written there (an existing file is kept unless ``force``).
     Returns the results by method name, in the order given.
@@ -131,6 +131,7 @@ def evaluate_score_folders(scores_dirs: Sequence[str | Path], labels_dir: str | 
     get_track(track)
     splits = [pair_directories(d, labels_dir) for d in scores_dirs]
     if plots is not None:
+        require("matplotlib", "eval", "--plots")
         Path(plots).mkdir(parents=True, exist_ok=True)
         for path in plot_paths(plots).values():
             check_output_path(path, force)

@@ -165,7 +165,7 @@ def baseline_scorers(config: EvalConfig, info: InputInfo, folder: Path,
     if config.ensemble:
         digests = prints[B.ENSEMBLE_MAPS[0]]["members"]
         paths = [_exported(folder, f"member_{d[:16]}.onnx", lambda p, c=c: B.export_member(c, p, info))
-                 for c, d in zip(config.ensemble, digests)]
+                 for c, d in zip(config.ensemble, digests, strict=True)]
         scorers.append(B.EnsembleScorer(paths, info))
     return scorers
 

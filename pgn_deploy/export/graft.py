@@ -7,6 +7,8 @@ bit-identical; the result passes ``onnx.checker.check_model(full_check=True)``.
 """
 from __future__ import annotations
 
+import itertools
+
 import onnx
 import onnx_ir as ir
 
@@ -71,7 +73,7 @@ def graft(
             pred=outputs.pred,
             baselines=outputs.baselines,
             class_names=list(class_names) if class_names is not None else None,
-            precision=_PRECISIONS.get(found.logits.dtype, "fp32"),
+            precision=_PRECISIONS.get(found.head_logits.dtype, "fp32"),
             gt_input=outputs.gt_input,
         ),
     )
@@ -121,11 +123,10 @@ def _check_free_names(graph: ir.Graph, spec: PGNSpec) -> None:
 def _name_classifier_convs(graph: ir.Graph, head: Head) -> None:
     """Unnamed classifier convs get a name, so that the metadata can point at them."""
     taken = {node.name for node in graph.all_nodes()}
-    for index, branch in enumerate(head.branches):
+    names = (name for k in itertools.count() if (name := f"pgn/classifier_conv_{k}") not in taken)
+    for branch in head.branches:
         if not branch.conv.name:
-            name = next(n for k in range(index, 1 << 30) if (n := f"pgn/classifier_conv_{k}") not in taken)
-            branch.conv.name = name
-            taken.add(name)
+            branch.conv.name = next(names)
 
 
 def _annotate_types(model: onnx.ModelProto, head: Head) -> None:
@@ -141,11 +142,10 @@ def _annotate_types(model: onnx.ModelProto, head: Head) -> None:
         info = known.get(value.name)
         if info is None or not info.type.HasField("tensor_type"):
             continue
-        type_and_shape = ir.serde.deserialize_type_proto_for_type(info.type), ir.serde.deserialize_type_proto_for_shape(info.type)
         if value.type is None:
-            value.type = type_and_shape[0]
-        if value.shape is None and type_and_shape[1] is not None:
-            value.shape = type_and_shape[1]
+            value.type = ir.serde.deserialize_type_proto_for_type(info.type)
+        if value.shape is None:
+            value.shape = ir.serde.deserialize_type_proto_for_shape(info.type)
 
 
 def _default_input_info(model: onnx.ModelProto) -> InputInfo:

@@ -85,9 +85,6 @@ class _PGNGraph:
             like = self.head.head_logits if self._feature_sized else self.head.logits
             for value, name in zip(maps, names):
                 self._emit(value, name, like)
-        elif __import__("os").environ.get("PGN_PER_MAP"):
-            for value, name in zip(maps, names):
-                self._emit(self._mirror(self.head.chain, value), name, self.head.logits)
         else:
             self._resize_and_split(maps, names)
         pred = self._pred() if self.spec.pred else None
