@@ -2,6 +2,7 @@
 
     pgn-metrics --scores out/pgn_uni_p0.5 --labels dataset/labels_masks --track obstacle
     pgn-metrics --scores a --scores b --name PGN --name entropy --labels L --plots plots/
+    pgn-metrics --scores run_out --map pgn_uni_p0.5 --scores run_out --map entropy --labels L
 
 Prints the paper's table row (AuPRC, FPR95, sIoU, PPV, mean F1, in percent) per method;
 ``--json`` prints the metrics as fractions instead. File pairing and definitions:
@@ -28,8 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder of score maps (.npy float or 16-bit .png); repeat to compare methods")
     parser.add_argument("--labels", required=True, metavar="DIR",
                         help="folder of label PNGs (0 = in-distribution, 1 = anomaly, 255 = void)")
+    parser.add_argument("--map", action="append", metavar="NAME",
+                        help="use only the files <stem>.NAME.npy/.png of the folder (a pgn-run --save-npy "
+                             "folder holds several maps); once for all --scores or once per --scores")
     parser.add_argument("--name", action="append", metavar="METHOD",
-                        help="method name per --scores, in the same order (default: the folder name)")
+                        help="method name per --scores, in the same order (default: the map name, else "
+                             "the folder name)")
     parser.add_argument("--track", choices=tuple(TRACKS), default="obstacle",
                         help="component size limits: obstacle (min_pred 50, min_gt 10) or anomaly "
                              "(min_pred 500, min_gt 100); default obstacle")
@@ -63,7 +68,7 @@ def format_table(results: dict[str, OODResult]) -> str:
 
 
 def command(args: argparse.Namespace) -> int:
-    results = evaluate_score_folders(args.scores, args.labels, names=args.name, track=args.track,
+    results = evaluate_score_folders(args.scores, args.labels, names=args.name, maps=args.map, track=args.track,
                                      binning=args.binning, plots=args.plots, force=args.force,
                                      workers=args.workers, progress=True)
     if args.json:

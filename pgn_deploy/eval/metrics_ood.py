@@ -110,26 +110,35 @@ def evaluate_ood(frames: Iterable[Frame], track: str | Track = "obstacle", binni
 
 
 def evaluate_score_folders(scores_dirs: Sequence[str | Path], labels_dir: str | Path,
-                           names: Sequence[str] | None = None, track: str = "obstacle",
+                           names: Sequence[str] | None = None, maps: Sequence[str] | None = None,
+                           track: str = "obstacle",
                            binning: str = "exact", plots: str | Path | None = None, force: bool = False,
                            workers: int | None = None, progress: bool = False) -> dict[str, OODResult]:
     """Evaluate saved score maps, one folder per method, against one label folder.
 
     Files are paired as :func:`~pgn_deploy.eval.score_io.pair_directories` says (every folder
-    is paired before anything is computed); ``names`` default to the folder names.
+    is paired before anything is computed). ``maps``: one map name for all folders or one per
+    folder (files ``<stem>.<map>.npy``, as ``pgn-run --save-npy`` writes them). ``names``
+    default to the map names, else the folder names.
     With ``plots`` (a folder, created if needed), ``pr_curve.png`` and ``roc_curve.png`` with
     one line per method are written there (an existing file is kept unless ``force``).
     Returns the results by method name, in the order given.
     """
     if not scores_dirs:
         raise BadInputError("give at least one scores folder")
-    names = list(names) if names else [Path(d).resolve().name for d in scores_dirs]
+    maps = list(maps or [None])
+    if len(maps) == 1:
+        maps *= len(scores_dirs)
+    if len(maps) != len(scores_dirs):
+        raise BadInputError(f"{len(maps)} map(s) for {len(scores_dirs)} scores folder(s); give one --map "
+                            f"for all or one per --scores")
+    names = list(names) if names else [m or Path(d).resolve().name for d, m in zip(scores_dirs, maps)]
     if len(names) != len(scores_dirs):
         raise BadInputError(f"{len(names)} name(s) for {len(scores_dirs)} scores folder(s); give one --name per --scores")
     if len(set(names)) != len(names):
         raise BadInputError(f"method names must differ, got {', '.join(names)}; use --name")
     get_track(track)
-    splits = [pair_directories(d, labels_dir) for d in scores_dirs]
+    splits = [pair_directories(d, labels_dir, m) for d, m in zip(scores_dirs, maps)]
     if plots is not None:
         require("matplotlib", "eval", "--plots")
         Path(plots).mkdir(parents=True, exist_ok=True)

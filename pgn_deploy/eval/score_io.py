@@ -10,9 +10,11 @@
   ``*_labels_semantic.png`` only those are labels (the SegmentMeIfYouCan layout keeps colour
   previews beside them). A scores file ``<name>.npy`` / ``<name>.png`` pairs with the label
   whose key is ``<name>`` or, failing that, ``<name>`` with trailing ``.<part>`` suffixes removed
-  (``frame7.pgn_uni_p0.5.npy`` -> ``frame7``), the longest key that exists winning. Every
-  scores file needs a label, every label needs exactly one scores file: anything else is an
-  error that names the file.
+  (``frame7.pgn_uni_p0.5.npy`` -> ``frame7``), the longest key that exists winning. With a map
+  name M (for a ``pgn-run --save-npy`` folder holding several maps and images), only files
+  ``<stem>.M.npy`` / ``<stem>.M.png`` are scores and ``<stem>`` is their key. Every scores file
+  needs a label, every label needs exactly one scores file: anything else is an error that
+  names the file.
 """
 from __future__ import annotations
 
@@ -182,31 +184,36 @@ def _labels_by_key(folder: Path) -> dict[str, Path]:
     return labels
 
 
-def pair_directories(scores_dir: str | Path, labels_dir: str | Path) -> list[FilePair]:
-    """Pair every scores file in ``scores_dir`` with its label in ``labels_dir`` (module doc).
+def pair_directories(scores_dir: str | Path, labels_dir: str | Path, map_name: str | None = None) -> list[FilePair]:
+    """Pair every scores file in ``scores_dir`` (only ``<stem>.<map_name>.npy|png`` with a
+    ``map_name``) with its label in ``labels_dir`` (module doc).
 
     Returns the pairs sorted by stem; raises :class:`BadInputError` naming the first file
     without a partner, or two scores files claiming one label.
     """
     scores_dir, labels_dir = Path(scores_dir), Path(labels_dir)
-    score_files = [p for p in _visible_files(scores_dir, "scores") if p.suffix in SCORE_SUFFIXES]
-    if not score_files:
-        raise BadInputError(f"{scores_dir}: no score files (*.npy or 16-bit *.png)")
+    files = [p for p in _visible_files(scores_dir, "scores") if p.suffix in SCORE_SUFFIXES]
+    if map_name is not None:
+        files = [p for p in files if p.name[: -len(p.suffix)].endswith(f".{map_name}")]
+    if not files:
+        wanted = f"<stem>.{map_name}.npy or .png" if map_name else "*.npy or 16-bit *.png"
+        raise BadInputError(f"{scores_dir}: no score files ({wanted})")
     labels = _labels_by_key(labels_dir)
     claimed: dict[str, Path] = {}
-    for path in score_files:
-        key = next((k for k in score_key_candidates(path.name) if k in labels), None)
+    for path in files:
+        candidates = ([path.name[: -len(f".{map_name}{path.suffix}")]] if map_name
+                      else score_key_candidates(path.name))
+        key = next((k for k in candidates if k in labels), None)
         if key is None:
-            stems = " or ".join(score_key_candidates(path.name))
             raise BadInputError(f"{path} has no label in {labels_dir} (looked for <stem>.png or "
-                                f"<stem>_labels_semantic.png with stem {stems})")
+                                f"<stem>_labels_semantic.png with stem {' or '.join(candidates)})")
         if key in claimed:
             raise BadInputError(f"{claimed[key]} and {path} both pair with label {labels[key].name}; "
-                                f"put one score map per folder")
+                                f"choose one map with --map (the part between the stem and the extension) "
+                                f"or put one map per folder")
         claimed[key] = path
     unpaired = sorted(set(labels) - set(claimed))
     if unpaired:
         more = f" (and {len(unpaired) - 1} more)" if len(unpaired) > 1 else ""
         raise BadInputError(f"{labels[unpaired[0]]} has no scores file in {scores_dir}{more}")
     return [FilePair(key, claimed[key], labels[key]) for key in sorted(claimed)]
-
