@@ -40,5 +40,30 @@ test: $(STAMP) $(SERVE_STAMP)
 	PYTHON=$(BIN)/python cpp_bindings/scripts/build.sh --if-available --test
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
+# The whole pipeline on the shipped demo model: export (uni and oh, p = 0.5, pred, baselines),
+# parity check against PyTorch, generated OoD scenes, overlays, and the OoD table of both tracks
+# for PGN uni/oh, max softmax, entropy, MC dropout (8 samples) and a 3-member deep ensemble.
+DEMO := engines/demo
+DEMO_CKPT := export/models/demo_synthroad.pth
+DEMO_MODEL := $(DEMO)/demo_synthroad.pgn.onnx
+DEMO_MEMBERS := $(foreach s,1 2 3,export/models/demo_synthroad_seed$(s).pth)
+DEMO_FRAMES ?= 20
+demo: $(STAMP)
+	rm -rf $(DEMO) && mkdir -p $(DEMO)
+	@echo "== 1/5 pgn-export: graft PGN onto the shipped checkpoint"
+	$(BIN)/pgn-export $(DEMO_CKPT) --p 0.5 --label both --pred --baselines -o $(DEMO_MODEL)
+	@echo "== 2/5 pgn-check: the grafted model against PyTorch"
+	$(BIN)/pgn-check $(DEMO_MODEL) --reference $(DEMO_CKPT)
+	@echo "== 3/5 pgn-synthroad: $(DEMO_FRAMES) out-of-distribution scenes per track (seed 7, unseen in training)"
+	$(BIN)/pgn-synthroad --out $(DEMO)/synthroad --frames $(DEMO_FRAMES) --seed 7 --layout roadobstacle21 roadanomaly21
+	@echo "== 4/5 pgn-run: segmentation, PGN heatmap, OoD mask and overlay per image"
+	$(BIN)/pgn-run $(DEMO_MODEL) $(DEMO)/synthroad/dataset_AnomalyTrack/images --out $(DEMO)/overlays
+	@echo "== 5/5 pgn-eval: the paper's OoD table on both tracks"
+	for track in road_obstacle21 road_anomaly21; do \
+	  $(BIN)/pgn-eval $(DEMO_MODEL) --dataset $$track:$(DEMO)/synthroad --out $(DEMO)/eval \
+	    --checkpoint $(DEMO_CKPT) --mc-dropout 8 --ensemble $(DEMO_MEMBERS) || exit 1; \
+	done
+	@echo "Overlays: $(DEMO)/overlays   Reports: $(DEMO)/eval"
+
 clean:
 	rm -rf $(VENV) .venv-serve build *.egg-info cpp_bindings/build pgn_deploy/_native*.so

@@ -82,6 +82,27 @@ def test_two_methods_one_table_one_plot_and_16_bit_png(dataset, tmp_path, capsys
     assert run(argv + ["--force"], capsys)[0] == 0
 
 
+def test_a_pgn_run_folder_with_several_maps_and_images(tmp_path, capsys):
+    run_out, labels = tmp_path / "run", tmp_path / "labels"
+    run_out.mkdir()
+    labels.mkdir()
+    for i in range(3):
+        s, l = make_frame(i)
+        np.save(run_out / f"img{i}.pgn_uni_p0.5.npy", s)
+        np.save(run_out / f"img{i}.entropy.npy", 1 - s)
+        cv2.imwrite(str(run_out / f"img{i}.seg.png"), np.dstack([l * 100] * 3))
+        cv2.imwrite(str(labels / f"img{i}.png"), l)
+    code, _, err = run(["--scores", str(run_out), "--labels", str(labels)], capsys)
+    assert code == 2 and "choose one map with --map" in err
+    code, out, _ = run(["--scores", str(run_out), "--map", "pgn_uni_p0.5", "--scores", str(run_out),
+                        "--map", "entropy", "--labels", str(labels), "--json"], capsys)
+    rows = json.loads(out)
+    assert code == 0 and [r["method"] for r in rows] == ["pgn_uni_p0.5", "entropy"]
+    assert rows[0]["AuPRC"] > 0.9 > rows[1]["AuPRC"]
+    code, _, err = run(["--scores", str(run_out), "--map", "msp", "--labels", str(labels)], capsys)
+    assert code == 2 and "no score files (<stem>.msp.npy or .png)" in err
+
+
 def test_png_score_means_value_over_65535(tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), np.array([[0, 65535, 13107]], np.uint16))
     assert read_scores(tmp_path / "a.png").tolist() == [[0.0, 1.0, pytest.approx(0.2)]]

@@ -68,9 +68,9 @@ def format_table(results: dict[str, OODResult]) -> str:
 
 
 def command(args: argparse.Namespace) -> int:
-    results = evaluate_score_folders(args.scores, args.labels, names=args.name, maps=args.map, track=args.track,
-                                     binning=args.binning, plots=args.plots, force=args.force,
-                                     workers=args.workers, progress=True)
+    results = evaluate_score_folders(args.scores, args.labels, names=args.name, maps=args.map,
+                                     track=args.track, binning=args.binning, plots=args.plots,
+                                     force=args.force, workers=args.workers, progress=True)
     if args.json:
         rows = [{"method": name} | result.to_json() for name, result in results.items()]
         print_json(rows[0] if len(rows) == 1 else rows)
