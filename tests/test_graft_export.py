@@ -94,3 +94,15 @@ def test_a_static_export_keeps_the_example_shape():
     model = export_onnx(TinySegNet(), torch.randn(2, 3, 16, 24), exporter="torchscript", dynamic=False)
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     assert dims == [2, 3, 16, 24]
+
+
+def test_a_torchscript_module_is_exported_as_it_is(tmp_path):
+    torch.manual_seed(0)
+    net = TinySegNet().eval()
+    torch.jit.save(torch.jit.trace(net, torch.randn(1, 3, 16, 16)), tmp_path / "tiny.pt")
+    model = export_onnx(torch.jit.load(tmp_path / "tiny.pt"), torch.randn(1, 3, 16, 16), exporter="dynamo")
+    assert _outputs(model) == ["out"]
+    x = np.random.default_rng(0).standard_normal((2, 3, 20, 28)).astype(np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(run(model, {"input": x})["out"], expected, rtol=1e-4, atol=1e-5)

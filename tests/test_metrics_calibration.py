@@ -42,7 +42,7 @@ def test_ece_min_max_and_max_normalisation_of_uncertainty_scores():
     for normalize, confidence in (("minmax", 1 - (s - s.min()) / (s.max() - s.min())), ("max", 1 - s / s.max())):
         bins = np.minimum((confidence * 10).astype(int), 9)
         correct = pred == gt
-        expected = sum(np.count_nonzero(bins == b) / 5000 * abs(correct[bins == b].mean() - confidence[bins == b].mean())
+        expected = sum(np.mean(bins == b) * abs(correct[bins == b].mean() - confidence[bins == b].mean())
                        for b in range(10) if np.any(bins == b))
         acc = CalibrationAccumulator(normalize=normalize)
         for part in np.array_split(np.arange(5000), 7):

@@ -1,8 +1,8 @@
 """In-distribution pixel uncertainty: expected calibration error (ECE) and AuSE, streamed.
 
-Scores and uncertainties are taken as float32. Both accumulate exact per-value sums (:class:`~pgn_deploy.eval.metrics_counts.Float32Counts`)
-frame by frame, so a split of 10^9 pixels needs no sort of all pixels. Void pixels (ground
-truth 255) are left out.
+Scores and uncertainties are taken as float32. Both accumulate exact per-value sums
+(:class:`~pgn_deploy.eval.metrics_counts.Float32Counts`) frame by frame, so a split of 10^9
+pixels needs no sort of all pixels. Void pixels (ground truth 255) are left out.
 
 **ECE** (:class:`CalibrationAccumulator`): a score becomes a confidence in [0, 1] by
 ``normalize``: ``"minmax"`` (default, as the published code) 1 - (s - min) / (max - min),
@@ -99,7 +99,8 @@ class CalibrationAccumulator:
             return values
         if self.normalize == "max":
             if low < 0 or high <= 0:
-                raise BadInputError(f"normalize='max' needs scores >= 0 with a positive maximum, got [{low:g}, {high:g}]")
+                raise BadInputError(f"normalize='max' needs scores >= 0 with a positive maximum, "
+                                    f"got [{low:g}, {high:g}]")
             return 1.0 - values / high
         if high == low:
             raise BadInputError(f"all scores equal {low:g}: min-max normalization is undefined")

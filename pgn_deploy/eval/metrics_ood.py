@@ -134,7 +134,8 @@ def evaluate_score_folders(scores_dirs: Sequence[str | Path], labels_dir: str | 
                             f"for all or one per --scores")
     names = list(names) if names else [m or Path(d).resolve().name for d, m in zip(scores_dirs, maps)]
     if len(names) != len(scores_dirs):
-        raise BadInputError(f"{len(names)} name(s) for {len(scores_dirs)} scores folder(s); give one --name per --scores")
+        raise BadInputError(f"{len(names)} name(s) for {len(scores_dirs)} scores folder(s); "
+                            f"give one --name per --scores")
     if len(set(names)) != len(names):
         raise BadInputError(f"method names must differ, got {', '.join(names)}; use --name")
     get_track(track)

@@ -42,8 +42,9 @@ class PixelResult:
 
     ``threshold`` is t*, the score maximising pixel F1 (``best_f1``); ``positives`` /
     ``negatives`` count ROI pixels labelled 1 / 0; ``thresholds`` is the number of distinct
-    thresholds; ``counts_bytes`` the memory the accumulated counts held; ``curve`` holds at most a few thousand
-    points of the PR and ROC curves (``recall``, ``precision``, ``fpr``, ``tpr``) for plots.
+    thresholds; ``counts_bytes`` the memory the accumulated counts held; ``curve`` holds a few
+    thousand points of the PR and ROC curves (``recall``, ``precision``, ``fpr``, ``tpr``) for
+    plots.
     """
 
     auprc: float
@@ -182,6 +183,7 @@ class PixelAccumulator:
         return sum(a.nbytes for bins in self._bins for a in bins)
 
     def result(self) -> PixelResult:
+        """The metrics of everything added so far (t* included)."""
         if self.frames == 0:
             raise BadInputError("no frames were added: pixel metrics are undefined")
         if self._counts is not None:

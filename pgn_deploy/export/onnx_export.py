@@ -66,7 +66,8 @@ def export_onnx(
 ) -> onnx.ModelProto:
     """Export ``module`` (put in eval mode) traced on ``example_input`` (N x 3 x H x W float).
 
-    ``exporter``: ``"dynamo"`` (``torch.onnx.export(dynamo=True)``) or ``"torchscript"``;
+    ``exporter``: ``"dynamo"`` (``torch.onnx.export(dynamo=True)``) or ``"torchscript"`` (always
+    used for a ``torch.jit.ScriptModule``, which only that exporter reads);
     ``opset``: ONNX opset (``None``: the exporter's default, 17 for torchscript);
     ``dynamic``: batch, height and width symbolic. The model is returned and, when ``path`` is
     given, also saved there atomically (never over an existing file unless ``force``).
@@ -81,8 +82,18 @@ def export_onnx(
         check_output_path(path, force)  # fail before the (slow) export
     module.eval()
     with torch.no_grad():
-        names = list(segmentation_outputs(module(example_input)))
-    wrapped = _tuple_outputs_module(module, names)
+        result = module(example_input)
+    names = list(segmentation_outputs(result))
+    if isinstance(module, torch.jit.ScriptModule):
+        # Only the TorchScript exporter reads TorchScript, and a traced wrapper cannot call a
+        # loaded ScriptModule: export it as it is (its outputs are already tensors).
+        if isinstance(result, Mapping) and list(result) != names:
+            raise UnsupportedModelError(
+                f"a TorchScript model must return only {' and '.join(names)}, got keys {', '.join(map(str, result))}"
+            )
+        exporter, wrapped = "torchscript", module
+    else:
+        wrapped = _tuple_outputs_module(module, names)
     try:
         if exporter == "dynamo":
             model = _export_dynamo(torch, wrapped, example_input, names, opset, dynamic)
