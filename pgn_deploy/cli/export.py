@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from pgn_deploy.cli.common import make_parser, print_json, run_cli
 from pgn_deploy.contract import FORMS, LABELS, RESOLUTIONS
+from pgn_deploy.engines.precision import PRECISIONS
 from pgn_deploy.export.api import DEFAULT_EXPORTER
 from pgn_deploy.export.onnx_export import EXPORTERS
 
@@ -47,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
     parser.add_argument("--exporter", choices=EXPORTERS, help=f"PyTorch ONNX exporter (default {DEFAULT_EXPORTER})")
     parser.add_argument("-o", "--output", metavar="OUT.onnx", help="output file (default <stem>.pgn.onnx beside CKPT)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="precision of the network; the PGN subgraph and the outputs stay float32")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
     return parser
 
@@ -72,6 +75,7 @@ def _export(args: argparse.Namespace) -> int:
         arch=args.arch,
         arch_kwargs=args.arch_kwargs,
         trust_pickle=args.trust_pickle,
+        precision=args.precision,
         force=args.force,
     )
     if args.json:

@@ -117,6 +117,7 @@ def export_model(
     arch: str | None = None,
     arch_kwargs: Mapping[str, Any] | str | None = None,
     trust_pickle: bool = False,
+    precision: str = "fp32",
     force: bool = False,
 ) -> ExportResult:
     """Export ``checkpoint`` with the PGN maps grafted in; returns the path and the metadata.
@@ -130,7 +131,12 @@ def export_model(
     example (default: the checkpoint's ``input.size``, else 512 x 512; the exported model keeps
     batch and size dynamic). ``opset``/``exporter``: passed to the PyTorch exporter
     (``"torchscript"`` by default, or ``"dynamo"``). ``arch_kwargs``: a dict or JSON text.
+    ``precision``: ``fp32``, or ``fp16``/``bf16`` for a network in half precision with the PGN
+    subgraph and the outputs kept float32 (:func:`pgn_deploy.engines.precision.convert_model`).
     """
+    from pgn_deploy.engines.precision import check_precision
+
+    check_precision(precision)
     spec = make_spec(p, labels, form, bias, resolution, keep_feature_size, pred, baselines)
     shape = parse_input_shape(input_shape)
     kwargs = parse_arch_kwargs(arch_kwargs)
@@ -162,6 +168,10 @@ def export_model(
             loaded.module, example, None, exporter=exporter or DEFAULT_EXPORTER, opset=opset, dynamic=True
         )
     grafted = graft(onnx_model, spec, head=head, input_info=info, class_names=loaded.class_names)
+    if precision != "fp32":
+        from pgn_deploy.engines.precision import convert_model
+
+        grafted = convert_model(grafted, precision)
     path = save_onnx(grafted, output, force=force)
     return ExportResult(path=path, metadata=read_metadata(grafted))
 
