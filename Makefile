@@ -38,7 +38,7 @@ cpp: $(STAMP)
 # then runs the whole pytest suite (C++ parity tests skip with the reason when unbuilt).
 test: $(STAMP) $(SERVE_STAMP)
 	PYTHON=$(BIN)/python cpp_bindings/scripts/build.sh --if-available --test
-	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadscope $(PYTEST_ARGS)
 
 # The whole pipeline on the shipped demo model: export (uni and oh, p = 0.5, pred, baselines),
 # parity check against PyTorch, generated OoD scenes, overlays, and the OoD table of both tracks
