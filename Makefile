@@ -32,12 +32,12 @@ install-gpu: $(STAMP)
 # The C++ library and its Python bindings (pgn_deploy._native): fetches the ONNX Runtime
 # headers into cpp_bindings/build/, builds, installs the module into the package.
 cpp: $(STAMP)
-	PYTHON=$(BIN)/python cpp_bindings/scripts/build.sh
+	PYTHON=$(CURDIR)/$(BIN)/python cpp_bindings/scripts/build.sh
 
 # Builds and tests the C++ library when its inputs can be had (else prints SKIP and why),
 # then runs the whole pytest suite (C++ parity tests skip with the reason when unbuilt).
 test: $(STAMP) $(SERVE_STAMP)
-	PYTHON=$(BIN)/python cpp_bindings/scripts/build.sh --if-available --test
+	PYTHON=$(CURDIR)/$(BIN)/python cpp_bindings/scripts/build.sh --if-available --test
 	$(BIN)/python -m pytest -n 2 --dist loadscope $(PYTEST_ARGS)
 
 # The whole pipeline on the shipped demo model: export (uni and oh, p = 0.5, pred, baselines),

@@ -10,6 +10,7 @@ from typing import Any
 
 from pgn_deploy.benchmark import latency_stats, make_feeds, median_ratio, time_interleaved
 from pgn_deploy.benchmark.machine import load_average
+from pgn_deploy.benchmark.timing import get_clock
 from pgn_deploy.contract import MissingMetadataError
 from pgn_deploy.runtime.backends import BackendOptions, open_backend
 from pgn_deploy.runtime.model_file import load_model_metadata
@@ -18,7 +19,8 @@ from pgn_deploy.runtime.model_file import load_model_metadata
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Study-wide settings: ONNX backend and CPU threads, torch device, seconds of timing per
-    comparison, and the bounds on interleaved rounds."""
+    comparison, the bounds on interleaved rounds, and the clock (``wall`` or ``cpu``, see
+    :mod:`pgn_deploy.benchmark.timing`)."""
 
     backend: str = "ort-cpu"
     threads: int = 2
@@ -26,6 +28,7 @@ class Settings:
     budget_s: float = 30.0
     min_rounds: int = 5
     max_rounds: int = 60
+    clock: str = "wall"
 
 
 def ort_call(path: Path, settings: Settings, shape: tuple[int, int], batch: int = 1) -> Callable[[], object]:
@@ -52,7 +55,7 @@ def interleave(calls: Mapping[str, Callable[[], object]], settings: Settings,
         call()
     per_round = max(time.perf_counter() - start, 1e-6)
     rounds = int(min(settings.max_rounds, max(settings.min_rounds, (budget_s or settings.budget_s) / per_round)))
-    samples = time_interleaved(calls, warmup=0, rounds=rounds)
+    samples = time_interleaved(calls, warmup=0, rounds=rounds, clock=get_clock(settings.clock))
     return {"samples": samples, "rounds": rounds, "load_before": load_before, "load_after": load_average()}
 
 

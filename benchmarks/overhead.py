@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import Settings, interleave, log, ort_call, summarize
-from benchmarks.models import VARIANTS, ModelFiles
+from benchmarks.models import ModelFiles
 
 HEADLINE = ("deeplabv3_mobilenet_v3_large", (512, 1024))
 HEADLINE_BUDGET_FACTOR = 3.0
@@ -23,11 +23,11 @@ OUTPUT_RESOLUTION_MAX_PIXELS = 512 * 1024
 SLOW_MODEL = "deeplabv3_resnet50"
 
 
-def plan_variants(model: str, size: tuple[int, int]) -> tuple[list[str], list[str]]:
-    """The variants to time at ``size`` and the reasons for those left out."""
+def plan_variants(model: str, size: tuple[int, int], wanted: list[str]) -> tuple[list[str], list[str]]:
+    """The variants of ``wanted`` to time at ``size`` and the reasons for those left out."""
     pixels = size[0] * size[1]
     variants, skipped = [], []
-    for name in VARIANTS:
+    for name in wanted:
         if name.endswith("_output") and pixels > OUTPUT_RESOLUTION_MAX_PIXELS:
             skipped.append(f"{name}: the classifier input resized to the output size is an E x H x W float "
                            f"tensor (2 GiB for 256 channels at 1024x2048)")
@@ -45,7 +45,7 @@ def skip_size(model: str, size: tuple[int, int]) -> str | None:
     return None
 
 
-def run(models: list[str], sizes: list[tuple[int, int]], settings: Settings, work: Path) -> dict[str, Any]:
+def run(models: list[str], sizes: list[tuple[int, int]], wanted: list[str], settings: Settings, work: Path) -> dict[str, Any]:
     """Time every model, size and variant; returns ``{"records": [...], "skipped": [...],
     "scaling": [...]}``."""
     records, skipped = [], []
@@ -56,7 +56,7 @@ def run(models: list[str], sizes: list[tuple[int, int]], settings: Settings, wor
             if reason:
                 skipped.append(reason)
                 continue
-            variants, left_out = plan_variants(model, size)
+            variants, left_out = plan_variants(model, size, wanted)
             skipped += [f"{model} {size[0]}x{size[1]} {why}" for why in left_out]
             budget = settings.budget_s * (HEADLINE_BUDGET_FACTOR if (model, size) == HEADLINE else 1.0)
             groups = [[v for v in variants if not v.endswith("_output")], [v for v in variants if v.endswith("_output")]]

@@ -71,7 +71,7 @@ def scaling(doc: dict[str, Any], path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("pixels per image")
     ax.set_ylabel("median latency (ms)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower right")
     ax.set_title("Latency against pixel count")
     _footer(fig, doc)
     _save(fig, path)

@@ -30,7 +30,8 @@ def _machine(doc: dict[str, Any]) -> list[str]:
     return [
         f"Run {m['date_utc']} on {m['cpu']}, {m['usable_cores']} usable cores, {m['memory_gib']} GiB; {m['os']}; "
         f"Python {m['python']}; {packages}.",
-        f"Backend `{s['backend']}`, {s['threads']} intra-op threads, PyTorch on `{s['torch_device']}`. "
+        f"Backend `{s['backend']}`, {s['threads']} intra-op threads, PyTorch on `{s['torch_device']}`, "
+        f"{s.get('clock', 'wall')} clock. "
         f"Load average (1/5/15 min) at the start {m['load_average']}, at the end "
         f"{doc['machine_after']['load_average']}; the study took {doc['duration_s'] / 60:.1f} min.",
         "",

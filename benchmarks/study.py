@@ -9,7 +9,7 @@ from typing import Any
 from benchmarks import backprop, fp16, memory, methods, overhead, profile_ops
 from benchmarks.common import Settings, log
 from benchmarks.mc_dropout import mc_file
-from benchmarks.models import ModelFiles
+from benchmarks.models import VARIANTS, ModelFiles
 from benchmarks.targets import evaluate
 from pgn_deploy.benchmark import machine_info
 
@@ -21,14 +21,15 @@ BACKPROP_PIXELS = 64
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """What to measure: models and sizes of the overhead sweep, the size of the per-method
-    comparisons (``focus``), the crops for per-pixel back-propagation, the sections."""
+    """What to measure: models, sizes and grafted variants of the overhead sweep, the size of the
+    per-method comparisons (``focus``), the crops for per-pixel back-propagation, the sections."""
 
     models: tuple[str, ...]
     sizes: tuple[tuple[int, int], ...]
     focus: tuple[int, int]
     crops: tuple[tuple[int, int], ...]
     sections: tuple[str, ...] = SECTIONS
+    variants: tuple[str, ...] = tuple(VARIANTS)
 
 
 def _memory(plan: Plan, settings: Settings, work: Path) -> list[dict[str, Any]]:
@@ -58,9 +59,9 @@ def run_study(plan: Plan, settings: Settings, work: Path) -> dict[str, Any]:
     doc: dict[str, Any] = {"machine": machine_info(), "settings": dataclasses.asdict(settings),
                            "plan": {"models": list(plan.models), "sizes": [list(s) for s in plan.sizes],
                                     "focus": list(plan.focus), "crops": [list(c) for c in plan.crops],
-                                    "sections": list(plan.sections)}}
+                                    "sections": list(plan.sections), "variants": list(plan.variants)}}
     if "overhead" in plan.sections:
-        doc["overhead"] = overhead.run(list(plan.models), list(plan.sizes), settings, work)
+        doc["overhead"] = overhead.run(list(plan.models), list(plan.sizes), list(plan.variants), settings, work)
     if "methods" in plan.sections:
         doc["methods"] = [methods.run(m, plan.focus, settings, work) for m in plan.models if m in MC_MODELS]
     if "backprop" in plan.sections:

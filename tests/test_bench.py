@@ -248,3 +248,29 @@ def test_cli_missing_and_plain_models(tmp_path, capsys):
     plain = save_onnx(tiny_plain_model(), tmp_path / "plain.onnx")
     assert main([str(plain), "--iterations", "1"]) == 2
     assert "no pgn_deploy metadata" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the study's arithmetic
+def test_study_scaling_slope_is_the_log_log_fit():
+    from benchmarks.overhead import scaling
+
+    records = [{"model": "m", "pixels": n, "latency_ms": {"plain": {"median_ms": 2.0 * n}, "ten": {"median_ms": 3.0 * n ** 0.5}}}
+               for n in (1000, 4000, 16000)]
+    fits = {f["variant"]: f["slope"] for f in scaling(records)}
+    assert fits == {"plain": pytest.approx(1.0), "ten": pytest.approx(0.5)}
+
+
+def test_study_targets_read_the_headline_ratios():
+    from benchmarks.targets import evaluate
+
+    ratio = {"value": 1.008, "low": 1.002, "high": 1.03, "confidence": 0.95, "overhead_percent": 0.8}
+    doc = {"overhead": {"records": [{"model": "deeplabv3_mobilenet_v3_large", "size": [512, 1024],
+                                     "ratio_to_plain": {"one": ratio}}]}}
+    [target] = evaluate(doc)
+    assert target["met"] and not target["certain"] and target["threshold"] == 1.01
+
+
+def test_mc_dropout_split_computes_the_network():
+    from benchmarks.methods import check_split
+
+    assert check_split("demo") == 0.0

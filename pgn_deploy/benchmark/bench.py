@@ -25,7 +25,7 @@ from pgn_deploy.benchmark.machine import machine_info
 from pgn_deploy.benchmark.memory import PeakMemory
 from pgn_deploy.benchmark.prune import keep_outputs, plain_model
 from pgn_deploy.benchmark.stats import CONFIDENCE, LatencyStats, Ratio, latency_stats, median_ratio, throughput
-from pgn_deploy.benchmark.timing import check_budget, time_interleaved
+from pgn_deploy.benchmark.timing import check_budget, get_clock, time_interleaved
 from pgn_deploy.contract import (
     BadInputError,
     Metadata,
@@ -48,7 +48,8 @@ class BenchConfig:
 
     ``shape``: input H x W (default: the size in the model's metadata, else 512 x 1024);
     ``iterations`` or ``duration_s`` (default: 10 s); ``threads``: CPU intra-op threads
-    (0: the library's default); ``maps``: added outputs to keep (``None``: all).
+    (0: the library's default); ``maps``: added outputs to keep (``None``: all); ``clock``:
+    ``wall`` or ``cpu`` (see :mod:`pgn_deploy.benchmark.timing`; the duration counts on it too).
     """
 
     backend: str = "auto"
@@ -61,11 +62,13 @@ class BenchConfig:
     compare_plain: bool = False
     maps: tuple[str, ...] | None = None
     confidence: float = CONFIDENCE
+    clock: str = "wall"
 
     def __post_init__(self) -> None:
         if self.iterations is None and self.duration_s is None:
             object.__setattr__(self, "duration_s", DEFAULT_DURATION_S)
         check_budget(self.iterations, self.duration_s)
+        get_clock(self.clock)
         if not isinstance(self.batch, int) or self.batch < 1:
             raise BadInputError(f"the batch must be an integer >= 1, got {self.batch!r}")
         if self.warmup < 0:
@@ -213,7 +216,8 @@ def benchmark_model(model_path: str | Path, config: BenchConfig | None = None) -
         _check_batch(first, config.batch)
         feeds = make_feeds(first, meta, config.batch, tuple(shape))
         calls = {name: _call(backend, feeds) for name, backend in backends.items()}
-        samples = time_interleaved(calls, warmup=config.warmup, rounds=config.iterations, duration_s=config.duration_s)
+        samples = time_interleaved(calls, warmup=config.warmup, rounds=config.iterations,
+                                   duration_s=config.duration_s, clock=get_clock(config.clock))
         peak = memory.peak_mb()
     ratio = (median_ratio(samples[GRAFTED], samples[PLAIN], confidence=config.confidence)
              if PLAIN in samples else None)
@@ -237,7 +241,7 @@ def format_report(report: BenchReport) -> str:
     """A human-readable table of a :class:`BenchReport`."""
     config = report.config
     budget = f"{config.iterations} iterations" if config.iterations else f"{config.duration_s:g} s"
-    threads = f", {config.threads} threads" if config.threads else ""
+    threads = (f", {config.threads} threads" if config.threads else "") + f", {config.clock} clock"
     lines = [
         f"{report.model} on {report.backend}{threads}: batch {config.batch}, "
         f"{report.shape[0]}x{report.shape[1]}, warm-up {config.warmup}, {budget}",

@@ -1,6 +1,11 @@
 """Timing loops: warm-up, then a fixed number of calls or a duration; interleaved variants.
 
 ``clock`` is injectable (seconds, monotonic) so the loops can be tested with a fake timer.
+:data:`CLOCKS` names the two real ones: ``wall`` (``time.perf_counter``, what a user waits) and
+``cpu`` (``time.process_time``: CPU time of this process, all its threads). On a machine shared
+with other jobs, the CPU time of a single-threaded run hardly moves when the process has to
+wait for a core, so small differences can be resolved; with several threads it also counts
+the threads' spin-waiting.
 """
 from __future__ import annotations
 
@@ -10,6 +15,14 @@ from collections.abc import Callable, Mapping
 from pgn_deploy.contract import BadInputError
 
 Clock = Callable[[], float]
+CLOCKS: dict[str, Clock] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def get_clock(name: str) -> Clock:
+    """The clock called ``name`` in :data:`CLOCKS`."""
+    if name not in CLOCKS:
+        raise BadInputError(f"unknown clock {name!r}; choose from {', '.join(CLOCKS)}")
+    return CLOCKS[name]
 
 
 def check_budget(iterations: int | None, duration_s: float | None) -> None:

@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--iterations", type=int, help="timed calls (rounds with --compare-plain)")
     budget.add_argument("--duration", type=float, help="seconds of timed calls (default 10)")
     parser.add_argument("--threads", type=int, default=0, help="CPU intra-op threads (0: the library's default)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="wall: elapsed time (default); cpu: CPU time of this process, steadier on a "
+                             "shared machine with --threads 1")
     parser.add_argument("--compare-plain", action="store_true",
                         help="also time the model without the PGN outputs, interleaved, and report the ratio")
     parser.add_argument("--maps", default="all",
@@ -41,6 +44,7 @@ def _command(args: argparse.Namespace) -> int:
         threads=args.threads,
         compare_plain=args.compare_plain,
         maps=parse_maps(args.maps),
+        clock=args.clock,
     )
     report = benchmark_model(args.model, config)
     if args.json:

@@ -3,12 +3,14 @@
 Shape of DeepLabV3+ (Chen et al., 2018) at a size a CPU trains in minutes:
 
 * backbone: a ResNet-like CNN of basic residual blocks (3x3 conv-BN-ReLU), output stride 16;
-  the stride-4 features are kept as the low-level skip;
+  the stride-2 and stride-4 features are kept as low-level skips;
 * ASPP: 1x1 conv, three dilated 3x3 convs and image pooling, concatenated and projected;
-* decoder: the ASPP output upsampled to stride 4, concatenated with the projected low-level
-  features, two 3x3 conv-BN-ReLU with dropout after each (``nn.Dropout``, so MC dropout
-  applies), then the 1x1 classifier conv with bias, whose logits are bilinearly upsampled to
-  the input size.
+* decoder: the ASPP output upsampled to stride 4 and concatenated with the projected stride-4
+  features, 3x3 conv-BN-ReLU, dropout, 3x3 conv-BN-ReLU; then upsampled to stride 2 and
+  concatenated with the projected stride-2 features, 3x3 conv-BN-ReLU and dropout (both
+  ``nn.Dropout``, so MC dropout applies); the 1x1 classifier conv with bias gives the logits
+  at stride 2, bilinearly upsampled to the input size. The stride-2 step keeps poles and
+  pedestrians, a few pixels wide, apart from their background.
 
 ``forward`` takes N x 3 x H x W float32 (normalised RGB, H and W multiples of 16 are best)
 and returns the logits, N x ``num_classes`` x H x W float32.
@@ -47,7 +49,8 @@ class BasicBlock(nn.Module):
 
 
 class Backbone(nn.Module):
-    """Stem (stride 2) and three stages (strides 4, 8, 16); returns (stride-4, stride-16) maps."""
+    """Stem (stride 2) and three stages (strides 4, 8, 16); returns the stride-2, stride-4 and
+    stride-16 maps."""
 
     def __init__(self, widths: tuple[int, int, int, int]):
         super().__init__()
@@ -57,9 +60,10 @@ class Backbone(nn.Module):
         self.stage2 = nn.Sequential(BasicBlock(w1, w2, 2), BasicBlock(w2, w2))
         self.stage3 = nn.Sequential(BasicBlock(w2, w3, 2), BasicBlock(w3, w3))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        low = self.stage1(self.stem(x))
-        return low, self.stage3(self.stage2(low))
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        stem = self.stem(x)
+        low = self.stage1(stem)
+        return stem, low, self.stage3(self.stage2(low))
 
 
 class ASPP(nn.Module):
@@ -74,7 +78,7 @@ class ASPP(nn.Module):
         self.project = conv_bn_relu(cout * (len(rates) + 2), cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = F.interpolate(self.pool(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        pooled = _resize(self.pool(x), x)
         return self.project(torch.cat([b(x) for b in self.branches] + [pooled], dim=1))
 
 
@@ -82,27 +86,35 @@ class DemoDeepLabV3Plus(nn.Module):
     """Small DeepLabV3+ for 19 Cityscapes classes (see the module docstring).
 
     ``widths``: channels of the stem and the three backbone stages; ``aspp``: ASPP channels;
-    ``low``: channels of the projected low-level skip; ``decoder``: decoder channels;
+    ``low`` / ``fine``: channels of the projected stride-4 / stride-2 skips; ``decoder``:
+    channels of the stride-4 decoder; ``head``: channels of the features the classifier reads;
     ``rates``: ASPP dilation rates; ``dropout``: probability of both decoder dropouts.
     """
 
     def __init__(self, num_classes: int = 19, widths: tuple[int, int, int, int] = (16, 24, 48, 96),
-                 aspp: int = 64, low: int = 16, decoder: int = 48, rates: tuple[int, ...] = (2, 4, 6),
-                 dropout: float = 0.1):
+                 aspp: int = 64, low: int = 16, fine: int = 8, decoder: int = 48, head: int = 24,
+                 rates: tuple[int, ...] = (2, 4, 6), dropout: float = 0.1):
         super().__init__()
         self.backbone = Backbone(tuple(widths))
         self.aspp = ASPP(widths[3], aspp, tuple(rates))
         self.low = conv_bn_relu(widths[1], low, 1)
+        self.fine = conv_bn_relu(widths[0], fine, 1)
         self.decoder = nn.Sequential(
             conv_bn_relu(aspp + low, decoder),
             nn.Dropout(dropout),
-            conv_bn_relu(decoder, decoder),
-            nn.Dropout(dropout),
+            conv_bn_relu(decoder, head),
         )
-        self.classifier = nn.Conv2d(decoder, num_classes, 1, bias=True)
+        self.refine = nn.Sequential(conv_bn_relu(head + fine, head), nn.Dropout(dropout))
+        self.classifier = nn.Conv2d(head, num_classes, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        low, high = self.backbone(x)
-        high = F.interpolate(self.aspp(high), size=low.shape[-2:], mode="bilinear", align_corners=False)
-        logits = self.classifier(self.decoder(torch.cat([high, self.low(low)], dim=1)))
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        stem, low, high = self.backbone(x)
+        high = _resize(self.aspp(high), low)
+        mid = _resize(self.decoder(torch.cat([high, self.low(low)], dim=1)), stem)
+        logits = self.classifier(self.refine(torch.cat([mid, self.fine(stem)], dim=1)))
+        return _resize(logits, x)
+
+
+def _resize(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Bilinear resize of ``x`` to the spatial size of ``like``."""
+    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
