@@ -19,19 +19,26 @@ from pgn_deploy.eval.baselines import replace_dropout
 from pgn_deploy.export.onnx_export import export_onnx
 
 SAMPLES = 8
-Prefix = Callable[[torch.Tensor], torch.Tensor]
-Suffix = Callable[[torch.Tensor, torch.Size], torch.Tensor]
+Parts = tuple[torch.Tensor, ...]
+Prefix = Callable[[torch.Tensor], Parts]
+Suffix = Callable[[Parts, torch.Size], torch.Tensor]
+
+
+def _resize(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def _split_demo(net: torch.nn.Module) -> tuple[Prefix, Suffix]:
-    def prefix(x: torch.Tensor) -> torch.Tensor:
-        low, high = net.backbone(x)
-        high = F.interpolate(net.aspp(high), size=low.shape[-2:], mode="bilinear", align_corners=False)
-        return net.decoder[0](torch.cat([high, net.low(low)], dim=1))  # decoder[1] is the first dropout
+    def prefix(x: torch.Tensor) -> Parts:
+        stem, low, high = net.backbone(x)
+        high = _resize(net.aspp(high), low.shape[-2:])
+        h = net.decoder[0](torch.cat([high, net.low(low)], dim=1))  # decoder[1] is the first dropout
+        return h, net.fine(stem)
 
-    def suffix(h: torch.Tensor, size: torch.Size) -> torch.Tensor:
-        logits = net.classifier(net.decoder[1:](h))
-        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    def suffix(parts: Parts, size: torch.Size) -> torch.Tensor:
+        h, fine = parts
+        mid = _resize(net.decoder[1:](h), fine.shape[-2:])
+        return _resize(net.classifier(net.refine(torch.cat([mid, fine], dim=1))), size)
 
     return prefix, suffix
 
@@ -40,13 +47,12 @@ def _split_torchvision_deeplabv3(net: torch.nn.Module) -> tuple[Prefix, Suffix]:
     aspp = net.classifier[0]  # DeepLabHead = ASPP, 3x3 conv, BN, ReLU, 1x1 classifier
     head = torch.nn.Sequential(*list(net.classifier)[1:])
 
-    def prefix(x: torch.Tensor) -> torch.Tensor:
+    def prefix(x: torch.Tensor) -> Parts:
         features = net.backbone(x)["out"]
-        return aspp.project[:3](torch.cat([branch(features) for branch in aspp.convs], dim=1))
+        return (aspp.project[:3](torch.cat([branch(features) for branch in aspp.convs], dim=1)),)
 
-    def suffix(h: torch.Tensor, size: torch.Size) -> torch.Tensor:
-        logits = head(aspp.project[3:](h))  # project[3] is the first dropout
-        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    def suffix(parts: Parts, size: torch.Size) -> torch.Tensor:
+        return _resize(head(aspp.project[3:](parts[0])), size)  # project[3] is the first dropout
 
     return prefix, suffix
 
@@ -60,7 +66,7 @@ SPLITS = {
 
 def split_at_first_dropout(model: str, net: torch.nn.Module) -> tuple[Prefix, Suffix]:
     """(prefix, suffix) with ``suffix(prefix(x), x.shape[-2:])`` = the network's logits; the
-    suffix starts with the first dropout layer."""
+    suffix starts with the first dropout layer, the prefix returns every tensor it needs."""
     return SPLITS[model](net)
 
 
@@ -82,8 +88,8 @@ class MCEntropy(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.optimized:
-            h = self.prefix(x).repeat(SAMPLES, 1, 1, 1)
-            return _entropy_of_mean(self.suffix(h, x.shape[-2:]))
+            parts = tuple(part.repeat(SAMPLES, 1, 1, 1) for part in self.prefix(x))
+            return _entropy_of_mean(self.suffix(parts, x.shape[-2:]))
         outputs = self.net(x.repeat(SAMPLES, 1, 1, 1))
         return _entropy_of_mean(outputs["out"] if isinstance(outputs, dict) else outputs)
 

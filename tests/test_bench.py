@@ -191,6 +191,8 @@ def test_parsers():
             parse_shape(bad)
     with pytest.raises(BadInputError):
         BenchConfig(iterations=2, duration_s=1.0)
+    with pytest.raises(BadInputError, match="unknown clock"):
+        BenchConfig(clock="sundial")
     assert BenchConfig().duration_s == 10.0
 
 
@@ -206,7 +208,8 @@ def test_cli_compare_plain_text(model_file, capsys):
 
 def test_cli_json_keys(model_file, capsys):
     code = main([str(model_file), "--backend", "ort-cpu", "--shape", "24x40", "--batch", "2",
-                 "--warmup", "0", "--iterations", "2", "--compare-plain", "--maps", "pgn_uni_p0.5", "--json"])
+                 "--warmup", "0", "--iterations", "2", "--compare-plain", "--maps", "pgn_uni_p0.5", "--clock", "cpu",
+                 "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0
     assert set(report) >= {"model", "backend", "config", "outputs", "latency_ms", "throughput_ips",
@@ -218,6 +221,7 @@ def test_cli_json_keys(model_file, capsys):
     assert report["latency_ms"]["grafted"]["n"] == 2
     assert set(report["ratio"]) == {"value", "low", "high", "confidence", "overhead_percent"}
     assert report["config"]["shape"] == [24, 40] and report["config"]["batch"] == 2
+    assert report["config"]["clock"] == "cpu"
     assert {"peak_rss_mb", "source"} <= set(report["memory"])
     assert {"cpu", "date_utc", "packages"} <= set(report["machine"])
 

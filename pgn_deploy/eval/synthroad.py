@@ -32,9 +32,9 @@ from pgn_deploy.eval.synthroad_ood import paint_ood_objects
 from pgn_deploy.eval.synthroad_scene import paint_street
 
 __all__ = [
-    "CLASS_COLORS", "CLASS_NAMES", "DEFAULT_SIZE", "OOD_SPLITS", "SPLITS", "TRACKS",
-    "TRAIN_ID_TO_LABEL_ID", "USED_CLASSES", "SynthFrame", "colorize", "frame_rng",
-    "generate_frame", "iter_frames", "label_ids", "ood_labels",
+    "CLASS_COLORS", "CLASS_NAMES", "DEFAULT_SIZE", "IGNORE", "OOD_SPLITS", "ROAD", "SPLITS",
+    "TRACKS", "TRAIN_ID_TO_LABEL_ID", "USED_CLASSES", "SynthFrame", "check_size", "colorize",
+    "frame_rng", "generate_frame", "iter_frames", "label_ids", "ood_labels",
 ]
 
 DEFAULT_SIZE = (256, 512)

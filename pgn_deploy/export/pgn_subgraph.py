@@ -18,6 +18,7 @@ same resize ops (E channels at H x W: costly, exact per output pixel).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import onnx_ir as ir
@@ -239,9 +240,26 @@ class _PGNGraph:
             if p == 1.0:
                 return self.b.reduce("ReduceSum" if nonneg else "ReduceL1", x)
             magnitude = x if nonneg else self.b.memo(("abs", x), lambda: self.b.op("Abs", [x]))
-            return self.b.reduce("ReduceSum", self._power(magnitude, p))
+            return self.b.reduce("ReduceSum", self._shared_power(magnitude, p))
 
         return self.b.memo(("p_sum", x, p), make)
+
+    def _shared_power(self, x: ir.Value, p: float) -> ir.Value:
+        """``x^p`` (``x >= 0``) of a ``|x|^p`` term, once per ``(x, p)``. When the spec has a
+        smaller ``q`` with ``p = 2q`` or ``3q`` that needs a Pow of its own (``q`` not 0.5, 1
+        or 2), ``x^p`` is ``x^q`` squared or cubed: one or two Muls instead of another Pow
+        (benchmarks/NOTES.md: ``|psi|^0.3`` from ``|psi|^0.1``)."""
+
+        def make() -> ir.Value:
+            for q in sorted(self.spec.p):
+                k = round(p / q)
+                if q < p and q not in (0.5, 1.0, 2.0) and k in (2, 3) and math.isclose(p, k * q, rel_tol=1e-9):
+                    base = self._shared_power(x, q)
+                    square = self.b.op("Mul", [base, base])
+                    return square if k == 2 else self.b.op("Mul", [square, base])
+            return self._power(x, p)
+
+        return self.b.memo(("power", x, p), make)
 
     # ------------------------------------------------------------------ inputs of the maps
     def _probabilities(self, logits: ir.Value) -> ir.Value:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import math
 import pickle
 import time
@@ -178,6 +179,16 @@ def build_model(arch_kwargs: dict[str, Any]) -> nn.Module:
     return DemoDeepLabV3Plus(**arch_kwargs)
 
 
+def full_arch_kwargs(arch_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Every constructor argument of the demo network (defaults filled in), JSON-able, so a
+    checkpoint does not depend on the defaults of a later version."""
+    from pgn_deploy.models.demo import DemoDeepLabV3Plus
+
+    params = inspect.signature(DemoDeepLabV3Plus).parameters
+    merged = {name: p.default for name, p in params.items()} | {"num_classes": NUM_CLASSES, **arch_kwargs}
+    return _jsonable(merged)
+
+
 def train(config: TrainConfig, log: Callable[[str], None] = print) -> tuple[nn.Module, Validation, float]:
     """Train the demo network; returns (model in eval mode, final validation, wall seconds).
 
@@ -247,7 +258,7 @@ def make_checkpoint(model: nn.Module, config: TrainConfig, result: Validation, w
     """The SDK checkpoint dict of a trained demo network (plain types and tensors only)."""
     return {
         "arch": ARCH,
-        "arch_kwargs": {"num_classes": NUM_CLASSES, **config.arch_kwargs},
+        "arch_kwargs": full_arch_kwargs(config.arch_kwargs),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "class_names": list(CLASS_NAMES),
         "input": {"mean": list(MEAN), "std": list(STD), "channel_order": "RGB", "scale": 255.0,
