@@ -26,7 +26,7 @@ class Settings:
     threads: int = 2
     torch_device: str = "cpu"
     budget_s: float = 30.0
-    min_rounds: int = 5
+    min_rounds: int = 10
     max_rounds: int = 60
     clock: str = "wall"
 

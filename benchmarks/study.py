@@ -75,7 +75,8 @@ def run_study(plan: Plan, settings: Settings, work: Path) -> dict[str, Any]:
         for model in [m for m in plan.models if m in MC_MODELS]:
             for variant in ("one", "ten", "ten_keep"):
                 log(f"profile: {model} {variant}")
-                doc["profile"].append(profile_ops.run(ModelFiles(model, work).variant(variant), plan.focus, settings))
+                files = ModelFiles(model, work)
+                doc["profile"].append(profile_ops.run(files.variant(variant), files.plain(), plan.focus, settings))
     if "memory" in plan.sections:
         doc["memory"] = _memory(plan, settings, work)
     if "fp16" in plan.sections and "deeplabv3_mobilenet_v3_large" in plan.models:

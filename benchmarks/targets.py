@@ -25,6 +25,8 @@ def _overhead(doc: dict[str, Any]) -> list[dict[str, Any]]:
     record = _find(doc.get("overhead", {}).get("records", []), HEADLINE_MODEL, HEADLINE_SIZE)
     if record is None:
         return []
+    kernel = {p["model"].split("/")[1].removesuffix(".pgn.onnx"): p["kernel_ratio"]
+              for p in doc.get("profile", []) if p["model"].startswith(HEADLINE_MODEL + "/") and p["shape"] == HEADLINE_SIZE}
     found = []
     for variant, limit, text in OVERHEAD_TARGETS:
         ratio = record["ratio_to_plain"].get(variant)
@@ -32,7 +34,8 @@ def _overhead(doc: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         found.append({"target": f"{HEADLINE_MODEL} {HEADLINE_SIZE[0]}x{HEADLINE_SIZE[1]}: {text}",
                       "value": ratio["value"], "low": ratio["low"], "high": ratio["high"], "threshold": limit,
-                      "met": ratio["value"] <= limit, "certain": ratio["high"] <= limit or ratio["low"] > limit})
+                      "met": ratio["value"] <= limit, "certain": ratio["high"] <= limit or ratio["low"] > limit,
+                      "kernel_ratio": kernel.get(variant)})
     return found
 
 
