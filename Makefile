@@ -40,6 +40,12 @@ test: $(STAMP) $(SERVE_STAMP)
 	PYTHON=$(CURDIR)/$(BIN)/python cpp_bindings/scripts/build.sh --if-available --test
 	$(BIN)/python -m pytest -n 2 --dist loadscope $(PYTEST_ARGS)
 
+# The project's latency study (about 25 minutes on 2 CPU cores); results in benchmarks/results/.
+# BENCH_ARGS="--backend ort-cuda --torch-device cuda" measures a GPU.
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks --threads 1 --clock cpu --out benchmarks/results --force $(BENCH_ARGS)
+
 # The whole pipeline on the shipped demo model: export (uni and oh, p = 0.5, pred, baselines),
 # parity check against PyTorch, generated OoD scenes, overlays, and the OoD table of both tracks
 # for PGN uni/oh, max softmax, entropy, MC dropout (8 samples) and a 3-member deep ensemble.
