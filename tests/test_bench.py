@@ -93,7 +93,7 @@ def test_keep_outputs_prunes_the_other_maps_and_updates_the_metadata(grafted):
         assert np.array_equal(full[name], pruned[name])
 
 
-def test_keeping_one_map_of_a_stack_gives_the_one_map_graft(grafted):
+def test_keeping_one_map_of_several_gives_the_one_map_graft(grafted):
     def ops(model: onnx.ModelProto) -> list[str]:
         return sorted(n.op_type for n in model.graph.node)
 

@@ -8,7 +8,7 @@ import torch
 
 from pgn_deploy.cli.export import main as export_main
 from pgn_deploy.contract import read_metadata
-from tests.models_for_tests import TinySegNet
+from models_for_tests import TinySegNet
 
 
 @pytest.fixture(scope="module")

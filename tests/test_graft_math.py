@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from onnx import numpy_helper
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
@@ -121,6 +122,30 @@ def test_zero_features_give_zero_not_nan(bias):
         assert (outputs[name] > 0).all() if bias else not outputs[name].any()
 
 
+@pytest.mark.parametrize("form", ["paper", "exact"])
+def test_huge_logits_give_finite_maps_equal_to_the_reference(form):
+    """Logits near +1e4 for classes 1 and 2 (close to each other: the softmax is not one-hot)
+    and 2e4 below them for class 0: exp(1e4) overflows even float64, so the graph's softmax
+    and log-softmax must subtract the max first. The maps use the head logits' softmax, the
+    baselines the output logits' (entropy: S and log S). Not at resolution ``output``: there
+    the reference resizes the logits in float64, and the model's own float32 resize of values
+    near 1e4 is off by ~1e-3, an error of the model's logits, not of the softmax."""
+    model = onnx_head_model(num_classes=3, channels=[4], strides=[2], relu=[True])
+    bias = next(i for i in model.graph.initializer if i.name == "b0")
+    bias.CopyFrom(numpy_helper.from_array(np.array([-1e4, 1e4, 1e4], np.float32), "b0"))
+    labels = ("uni", "oh", "gt") if form == "exact" else ("uni", "oh")
+    spec = PGNSpec(p=P_VALUES, labels=labels, form=form, baselines=True)
+    outputs = _check_against_reference(model, spec, _input(2, 32, 48))
+    logits = outputs["out"].astype(np.float64)
+    assert np.abs(logits).max() > 9e3 and 0 < np.abs(logits[:, 1] - logits[:, 2]).max() < 30
+    import torch
+
+    expected = reference.baseline_maps(torch.from_numpy(logits))
+    for name in ("msp", "entropy"):
+        assert np.isfinite(outputs[name]).all(), name
+        np.testing.assert_allclose(outputs[name][:, 0], expected[name].numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_pred_and_baselines_come_from_the_output_logits(two_branch_head):
     spec = PGNSpec(p=(0.5,), pred=True, baselines=True)
     grafted = graft(two_branch_head, spec)
@@ -157,18 +182,42 @@ def _added_nodes(model: onnx.ModelProto, grafted: onnx.ModelProto) -> list[onnx.
 
 def test_the_subgraph_shares_work_and_avoids_needless_pow(two_branch_head):
     spec = PGNSpec(p=(0.5, 1.0, 2.0), labels=("uni", "oh"), bias=True)
-    ops = [n.op_type for n in _added_nodes(two_branch_head, graft(two_branch_head, spec))]
-    assert ops.count("Softmax") == 1
-    assert ops.count("Resize") == 1 + 1, "one for the stacked maps, one for the resized branch"
-    assert ops.count("Split") == 1
+    grafted = graft(two_branch_head, spec)
+    added = _added_nodes(two_branch_head, grafted)
+    ops = [n.op_type for n in added]
+    assert not {"Softmax", "LogSoftmax", "Split"} & set(ops)
+    assert ops.count("Exp") == 1 and ops.count("Div") == 1, "one softmax, exp(z - max z) / sum"
+    assert ops.count("Resize") == len(spec.map_names) + 1, "one per map, one for the resized branch"
     assert "Pow" not in ops, "p in {0.5, 1, 2} needs no Pow"
     assert ops.count("Abs") == 1, "|psi| of the signed branch only; |g| is not needed for paper forms"
+
+
+def test_each_map_is_resized_on_its_own(two_branch_head):
+    """No channel stack: each map output is a Resize of that map's own value, which only the
+    Resize and the Shape giving its sizes read (so dropping an output frees its whole chain)."""
+    spec = PGNSpec(p=(0.5, 2.0), labels=("uni", "oh"))
+    added = _added_nodes(two_branch_head, graft(two_branch_head, spec))
+    made_by = {out: n for n in added for out in n.output}
+    assert all(made_by[name].op_type == "Resize" for name in spec.map_names)
+    resized = [made_by[name].input[0] for name in spec.map_names]
+    assert len(set(resized)) == len(resized)
+    readers = {n.op_type for n in added if set(n.input) & set(resized)}
+    assert readers == {"Resize", "Shape"}, readers
+
+
+def test_softmax_and_log_softmax_share_the_max_and_the_exp(two_branch_head):
+    spec = PGNSpec(p=(0.5,), resolution="output", baselines=True)
+    ops = [n.op_type for n in _added_nodes(two_branch_head, graft(two_branch_head, spec))]
+    assert not {"Softmax", "LogSoftmax"} & set(ops)
+    assert ops.count("Log") == 1
+    assert ops.count("Exp") == 2, "exp(z - max z) once for S and log S, plus msp's exp of the max log S"
+    assert ops.count("ReduceMax") == 2, "max z once, plus msp's max of log S"
 
 
 def test_several_p_share_one_softmax_and_one_abs_per_tensor(two_branch_head):
     spec = PGNSpec(p=(0.1, 0.3, 0.7), labels=("uni", "oh"), form="exact")
     ops = [n.op_type for n in _added_nodes(two_branch_head, graft(two_branch_head, spec))]
-    assert ops.count("Softmax") == 1
+    assert "Softmax" not in ops and ops.count("Exp") == 1 and ops.count("Div") == 1
     assert ops.count("ArgMax") == 1
     assert ops.count("Abs") == 2, "signed psi and g_uni, once for the three p (g_oh needs none)"
 

@@ -7,10 +7,8 @@
 * :func:`keep_outputs` -- the grafted model with only some of its added outputs (``--maps``).
 
 Pruning uses ``onnx_ir``'s ``RemoveUnusedNodesPass`` (unused nodes and initializers). The
-graft resizes its maps once as a channel stack (``Concat`` on axis 1, the model's ``Resize``/
-``Slice`` ops, ``Split`` into one-channel outputs); when only some of those outputs are kept,
-the stack is first narrowed to their channels (:func:`_narrow_stacks`), so that the dropped
-maps' own nodes become unused too.
+graft resizes each map on its own (no channel stack), so a dropped map's nodes, its resize
+included, become unused and go; work shared with a kept output stays.
 """
 from __future__ import annotations
 
@@ -37,61 +35,11 @@ def _prune(model: onnx.ModelProto, keep: Sequence[str], droppable_inputs: Sequen
     kept = [value for value in graph.outputs if value.name in wanted]
     graph.outputs.clear()
     graph.outputs.extend(kept)
-    _narrow_stacks(graph)
     RemoveUnusedNodesPass()(graph_model)
     unused = [value for value in graph.inputs if value.name in droppable_inputs and not value.uses()]
     for value in unused:
         graph.inputs.remove(value)
     return ir.to_proto(graph_model)
-
-
-_PER_CHANNEL_OPS = ("Resize", "Slice")  # spatial ops: each channel of their input is independent
-
-
-def _stack_concat(split: ir.Node) -> ir.Node | None:
-    """The ``Concat`` (axis 1) whose channels reach ``split`` through per-channel ops only,
-    one per output of ``split`` (a ``Split`` on axis 1 into one-channel parts); else ``None``."""
-    if split.attributes.get_int("axis", 0) != 1:
-        return None
-    sizes = split.inputs[1] if len(split.inputs) > 1 else None
-    if sizes is not None and (sizes.const_value is None or set(sizes.const_value.numpy().tolist()) != {1}):
-        return None
-    node = split.inputs[0].producer()
-    while node is not None and node.op_type in _PER_CHANNEL_OPS:
-        if len([use for use in node.outputs[0].uses() if use.node.op_type != "Shape"]) != 1:
-            return None
-        node = node.inputs[0].producer()
-    if node is None or node.op_type != "Concat" or node.attributes.get_int("axis", 0) != 1:
-        return None
-    return node if len(node.inputs) == len(split.outputs) else None
-
-
-def _narrow_stacks(graph: ir.Graph) -> None:
-    """Keep in each channel stack (see the module docstring) only the channels whose ``Split``
-    output is still used; the stack's ``Resize`` sizes follow the ``Concat`` by shape."""
-    for split in [node for node in graph if node.op_type == "Split"]:
-        used = [i for i, value in enumerate(split.outputs) if value.uses() or value.is_graph_output()]
-        concat = _stack_concat(split)
-        if concat is None or not used or len(used) == len(split.outputs):
-            continue
-        stacked = split.inputs[0]
-        kept_inputs = [concat.inputs[i] for i in used]
-        kept_outputs = [split.outputs[i] for i in used]
-        if len(used) == 1:  # no stack: resize the one map itself
-            concat.outputs[0].replace_all_uses_with(kept_inputs[0])
-            replacements = [stacked]
-        else:
-            for position, value in enumerate(kept_inputs):
-                concat.replace_input_with(position, value)
-            concat.resize_inputs(len(used))
-            attributes = {"axis": 1} | ({"num_outputs": len(used)} if graph.opset_imports.get("", 0) >= 18 else {})
-            narrowed = ir.node("Split", [stacked], attributes, num_outputs=len(used), name=f"{split.name}/kept")
-            graph.insert_after(split, narrowed)
-            replacements = list(narrowed.outputs)
-        for old, new in zip(kept_outputs, replacements):
-            name, old.name = old.name, None
-            old.replace_all_uses_with(new, replace_graph_outputs=True)
-            new.name, new.dtype, new.shape = name, old.dtype, old.shape
 
 
 def plain_model(grafted: onnx.ModelProto) -> onnx.ModelProto:

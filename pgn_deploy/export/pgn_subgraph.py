@@ -9,11 +9,17 @@ all (label, p) pairs. ``p = 1`` and ``p = 2`` use ReduceL1/ReduceSumSquare, ``p 
 ``paper``/``uni`` needs no class tensor at all: ``||g||_p = (C - 1)/C * ||S||_p`` (and
 ``||S||_1 = 1``).
 
-Resolution ``feature``: the maps are computed at the classifier's resolution, stacked into one
-N x M x h x w tensor, resized once by the model's own resize ops (same attributes; output size
-taken from the logits' runtime shape) and split into the named N x 1 x H x W outputs.
-Resolution ``output``: the softmax of the model's resized logits and ``psi`` pushed through the
-same resize ops (E channels at H x W: costly, exact per output pixel).
+Resolution ``feature``: the maps are computed at the classifier's resolution and each one is
+resized on its own by a copy of the model's resize ops (same attributes; output size taken from
+the logits' runtime shape) into its named N x 1 x H x W output; no channel stack (a Concat and a
+Split would copy every full-size map once more; ``benchmarks/NOTES.md``, attempt 3). Resolution
+``output``: the softmax of the model's resized logits and ``psi`` pushed through the same resize
+ops (E channels at H x W: costly, exact per output pixel).
+
+The softmax and log-softmax over the classes are built from ReduceMax, Sub, Exp, ReduceSum and
+Div/Log rather than ``Softmax``/``LogSoftmax(axis=1)``: ONNX Runtime computes those over a
+non-last axis by transposing to the last axis and back, about 4x the cost
+(``benchmarks/NOTES.md``, attempt 5).
 """
 from __future__ import annotations
 
@@ -27,7 +33,8 @@ from pgn_deploy.contract import BASELINES, GT_INPUT, PRED, PGNSpec
 from pgn_deploy.export.graph_builder import FLOAT, GraphBuilder
 from pgn_deploy.export.head import Branch, Head, attribute, constant_array
 
-# Ops whose output is never negative (then |x| = x and the Abs is skipped).
+# Ops whose output is never negative: when one of them makes psi, |psi| = psi and the Abs is
+# skipped. (The probabilities are non-negative by construction and passed as such.)
 _NONNEGATIVE_OPS = ("Relu", "Sigmoid", "HardSigmoid", "Softmax", "Abs", "Exp", "Softplus")
 # Resize modes that keep a non-negative tensor non-negative (convex weights).
 _CONVEX_MODES = ("linear", "nearest")
@@ -82,12 +89,7 @@ class _PGNGraph:
             for p in self.spec.p
         ]
         names = self.spec.map_names
-        if self.at_output or self.spec.keep_feature_size or not self.head.chain:
-            like = self.head.head_logits if self._feature_sized else self.head.logits
-            for value, name in zip(maps, names):
-                self._emit(value, name, like)
-        else:
-            self._resize_and_split(maps, names)
+        self._emit_maps(maps, names)
         pred = self._pred() if self.spec.pred else None
         baselines = self._baselines() if self.spec.baselines else []
         return PGNOutputs(names, pred, baselines, GT_INPUT if gt is not None else None)
@@ -96,25 +98,19 @@ class _PGNGraph:
     def _feature_sized(self) -> bool:
         return not self.at_output and self.spec.keep_feature_size
 
-    def _resize_and_split(self, maps: list[ir.Value], names: list[str]) -> None:
-        """One resize for all maps: Concat -> the model's resize ops -> Split."""
-        stacked = maps[0] if len(maps) == 1 else self.b.op("Concat", maps, {"axis": 1})
-        resized = self._mirror(self.head.chain, stacked)
-        if len(maps) == 1:
-            self._emit(resized, names[0], self.head.logits)
-            return
-        split = self.b.const([1] * len(maps), np.int64)
-        outputs = self.b.op("Split", [resized, split], {"axis": 1}, num_outputs=len(maps), names=[self.b.claim(n) for n in names])
-        for value in outputs:
-            self._declare_output(value, FLOAT, self.head.logits, channels=1)
+    def _emit_maps(self, maps: list[ir.Value], names: list[str]) -> None:
+        """Emit each map as the output of its name; at resolution ``feature`` (not kept at the
+        feature size) each one first goes through its own copy of the model's resize ops, so
+        that an output dropped later (``pgn-bench --maps``) leaves nodes of its own unused."""
+        chain = [] if self.at_output or self.spec.keep_feature_size else self.head.chain
+        like = self.head.head_logits if self._feature_sized else self.head.logits
+        for value, name in zip(maps, names):
+            self._emit(self._mirror(chain, value), name, like)
 
     def _emit(self, value: ir.Value, name: str, like: ir.Value, dtype: ir.DataType = FLOAT, channels: int | None = 1) -> None:
-        """Make ``value`` the graph output ``name`` (renamed: it is one of ours)."""
+        """Make ``value`` the graph output ``name`` (renamed: it is one of ours), typed ``dtype``
+        N x ``channels`` x H x W (``None``: N x H x W) with ``like``'s dims."""
         value.name = self.b.claim(name)
-        self._declare_output(value, dtype, like, channels)
-
-    def _declare_output(self, value: ir.Value, dtype: ir.DataType, like: ir.Value, channels: int | None) -> None:
-        """Type ``value`` as N x ``channels`` x H x W (``None``: N x H x W) with ``like``'s dims."""
         dims = list(like.shape) if like.shape is not None and like.shape.rank() == 4 else [None] * 4
         value.dtype = dtype
         value.shape = ir.Shape([dims[0], dims[2], dims[3]] if channels is None else [dims[0], channels, dims[2], dims[3]])
@@ -263,18 +259,31 @@ class _PGNGraph:
 
     # ------------------------------------------------------------------ inputs of the maps
     def _probabilities(self, logits: ir.Value) -> ir.Value:
-        """Softmax over the classes; for the output logits with baselines, the exp of the
-        log-softmax the entropy needs anyway."""
-
-        def make() -> ir.Value:
-            if self.spec.baselines and logits is self.b.to_float(self.head.logits):
-                return self.b.op("Exp", [self._log_probabilities(logits)])
-            return self.b.op("Softmax", [logits], {"axis": 1})
-
-        return self.b.memo(("softmax", logits), make)
+        """Softmax over the classes (axis 1), ``e / sum_c e`` with ``e = exp(z - max_c z)``:
+        in [0, 1], finite for any finite logits (the largest ``e`` is 1, the sum >= 1). Shares
+        ``e`` and its sum with :meth:`_log_probabilities` of the same logits. Not ONNX's
+        ``Softmax(axis=1)``: see the module docstring."""
+        return self.b.memo(("softmax", logits), lambda: self.b.op("Div", [self._shifted_exp(logits), self._exp_sum(logits)]))
 
     def _log_probabilities(self, logits: ir.Value) -> ir.Value:
-        return self.b.memo(("log_softmax", logits), lambda: self.b.op("LogSoftmax", [logits], {"axis": 1}))
+        """Log-softmax over the classes, ``z - max_c z - log sum_c exp(z - max_c z)``: finite
+        for any finite logits (no log of an underflowed probability)."""
+        return self.b.memo(
+            ("log_softmax", logits),
+            lambda: self.b.op("Sub", [self._shifted(logits), self.b.op("Log", [self._exp_sum(logits)])]),
+        )
+
+    def _shifted(self, logits: ir.Value) -> ir.Value:
+        """``z - max_c z`` (<= 0, 0 at a maximal class), once per logits."""
+        return self.b.memo(("shifted", logits), lambda: self.b.op("Sub", [logits, self.b.reduce("ReduceMax", logits)]))
+
+    def _shifted_exp(self, logits: ir.Value) -> ir.Value:
+        """``exp(z - max_c z)`` (in [0, 1]), once per logits."""
+        return self.b.memo(("shifted_exp", logits), lambda: self.b.op("Exp", [self._shifted(logits)]))
+
+    def _exp_sum(self, logits: ir.Value) -> ir.Value:
+        """``sum_c exp(z - max_c z)`` (N x 1 x h x w, >= 1), once per logits."""
+        return self.b.memo(("exp_sum", logits), lambda: self.b.reduce("ReduceSum", self._shifted_exp(logits)))
 
     def _branch_features(self, branch: Branch) -> _Features:
         """psi of one branch as float32, resized like the branch (and like the logits when the
