@@ -10,6 +10,8 @@ atomically; existing ones are kept unless ``--force``.
 from __future__ import annotations
 
 import argparse
+import inspect
+import json
 import os
 import shlex
 import sys
@@ -23,6 +25,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 from pgn_deploy.contract import PGNError, atomic_write_text, check_output_path  # noqa: E402
+from pgn_deploy.models.demo import DemoDeepLabV3Plus  # noqa: E402
 from pgn_deploy.models.demo_training import (  # noqa: E402
     TrainConfig, make_checkpoint, save_checkpoint, train,
 )
@@ -36,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--batch", type=int, default=d.batch)
     p.add_argument("--crop", type=int, nargs=2, default=d.crop, metavar=("H", "W"))
+    p.add_argument("--scale", type=float, nargs=2, default=d.scale, metavar=("MIN", "MAX"),
+                   help="random rescale of the frames before cropping")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (cosine decay)")
     p.add_argument("--pool", type=int, default=d.pool, help="frames kept in the training pool")
     p.add_argument("--refresh", type=int, default=d.refresh, help="new frames per step")
@@ -43,7 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-every", type=int, default=d.val_every, help="steps between validations (0: end only)")
     p.add_argument("--class-weight-power", type=float, default=d.class_weight_power,
                    help="loss weights (median freq / freq) ** POWER; 0: plain cross-entropy")
-    p.add_argument("--dropout", type=float, default=0.1, help="decoder dropout probability")
+    p.add_argument("--arch-kwargs", type=json.loads, default={}, metavar="JSON",
+                   help='DemoDeepLabV3Plus arguments, e.g. \'{"dropout": 0.1, "head": 32}\'')
+    p.add_argument("--fp32", action="store_true", help="train in float32 (default: bfloat16 autocast)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     return p.parse_args(argv)
@@ -58,12 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     except PGNError as exc:
         print(f"train_demo: error: {exc}", file=sys.stderr)
         return 2
+    try:
+        inspect.signature(DemoDeepLabV3Plus).bind(**args.arch_kwargs)
+    except TypeError as exc:
+        print(f"train_demo: error: --arch-kwargs: {exc}", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     config = TrainConfig(
-        seed=args.seed, steps=args.steps, batch=args.batch, crop=tuple(args.crop), lr=args.lr,
+        seed=args.seed, steps=args.steps, batch=args.batch, crop=tuple(args.crop), scale=tuple(args.scale), lr=args.lr,
         pool=args.pool, refresh=args.refresh,
         class_weight_power=args.class_weight_power, val_frames=args.val_frames, val_every=args.val_every,
-        arch_kwargs={"dropout": args.dropout},
+        bf16=not args.fp32, arch_kwargs=args.arch_kwargs,
     )
     command = shlex.join([".venv/bin/python", "export/train_demo.py", *(sys.argv[1:] if argv is None else argv)])
     lines: list[str] = []

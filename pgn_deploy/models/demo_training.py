@@ -42,10 +42,15 @@ NUM_CLASSES = len(CLASS_NAMES)
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything a training run depends on (``size`` and ``crop`` are (H, W) pixels)."""
+    """Everything a training run depends on (``size`` and ``crop`` are (H, W) pixels).
+
+    ``bf16``: forward and backward under ``torch.autocast("cpu", bfloat16)`` (weights, Adam
+    state and the loss stay float32); about 1.5x faster per step than float32 on a CPU with
+    AMX and AVX512-BF16 (measured), possibly slower on one without bfloat16 units.
+    """
 
     seed: int = 0
-    steps: int = 2500
+    steps: int = 3200
     batch: int = 8
     crop: tuple[int, int] = (128, 256)
     scale: tuple[float, float] = (0.8, 1.25)
@@ -57,7 +62,8 @@ class TrainConfig:
     size: tuple[int, int] = (256, 512)
     val_seed: int = 0
     val_frames: int = 100
-    val_every: int = 500
+    val_every: int = 800
+    bf16: bool = True
     arch_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -199,9 +205,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> tuple[nn.M
     start, cpu_start = time.perf_counter(), time.process_time()
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    model = build_model(config.arch_kwargs)
+    model = build_model(config.arch_kwargs).to(memory_format=torch.channels_last)
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = make_optimizer(model, config.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, config))
     pool = FramePool(config.seed, config.pool, config.size)
     val = validation_frames(config.val_seed, config.val_frames, config.size)
@@ -213,13 +219,10 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> tuple[nn.M
     running = None
     for step in range(1, config.steps + 1):
         x, y = pool.batch(rng, config.batch, config.crop, config.scale)
-        loss = F.cross_entropy(model(x), y, weight=weights, ignore_index=IGNORE)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss = train_step(model, optimizer, x, y, weights, config.bf16)
         schedule.step()
         pool.refresh(config.refresh)
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        running = loss if running is None else 0.95 * running + 0.05 * loss
         if step % 50 == 0 or step == 1:
             log(f"step {step}/{config.steps} loss={running:.4f} lr={schedule.get_last_lr()[0]:.2e} "
                 f"elapsed={time.perf_counter() - start:.0f}s cpu={time.process_time() - cpu_start:.0f}s")
@@ -227,10 +230,29 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> tuple[nn.M
             log(f"step {step}: " + validate(model, val).lines()[0])
     adjust_logits(model.classifier, weights)
     log("logit adjustment: classifier bias -= log(class weight)")
-    model.eval()
+    model = model.to(memory_format=torch.contiguous_format).eval()
     result = validate(model, val)
     log(f"process CPU time: {time.process_time() - cpu_start:.0f} s")
     return model, result, time.perf_counter() - start
+
+
+def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Adam with the fused CPU kernel (one pass over all parameters per step)."""
+    return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               weights: torch.Tensor | None = None, bf16: bool = True) -> float:
+    """One optimizer step on a batch (x: N x 3 x h x w float32, y: N x h x w int64 train ids,
+    255 ignored); returns the (class-weighted) cross-entropy before the step. The forward and
+    backward run channels-last, under bfloat16 autocast when ``bf16``; the loss is float32."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(x.contiguous(memory_format=torch.channels_last))
+    loss = F.cross_entropy(logits.float(), y, weight=weights, ignore_index=IGNORE)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
 
 
 @torch.no_grad()
