@@ -210,8 +210,9 @@ def test_softmax_and_log_softmax_share_the_max_and_the_exp(two_branch_head):
     ops = [n.op_type for n in _added_nodes(two_branch_head, graft(two_branch_head, spec))]
     assert not {"Softmax", "LogSoftmax"} & set(ops)
     assert ops.count("Log") == 1
-    assert ops.count("Exp") == 2, "exp(z - max z) once for S and log S, plus msp's exp of the max log S"
-    assert ops.count("ReduceMax") == 2, "max z once, plus msp's max of log S"
+    assert ops.count("Exp") == 1, "exp(z - max z) once for S, log S and msp"
+    assert ops.count("ReduceMax") == 1, "max z once; msp is 1 - 1 / sum exp(z - max z)"
+    assert ops.count("Reciprocal") == 1
 
 
 def test_several_p_share_one_softmax_and_one_abs_per_tensor(two_branch_head):

@@ -123,10 +123,13 @@ class _PGNGraph:
         return PRED
 
     def _baselines(self) -> list[str]:
-        """``msp = 1 - max softmax``, ``entropy = -sum S log S`` (nats) from the output logits."""
-        log_probs = self._log_probabilities(self.b.to_float(self.head.logits))
-        probs = self._probabilities(self.b.to_float(self.head.logits))
-        max_prob = self.b.op("Exp", [self.b.reduce("ReduceMax", log_probs)])
+        """``msp = 1 - max softmax``, ``entropy = -sum S log S`` (nats) from the output logits.
+        The largest probability is ``1 / sum_c exp(z - max_c z)`` (its own term is exp(0) = 1),
+        so msp needs no pass over the classes of its own."""
+        logits = self.b.to_float(self.head.logits)
+        log_probs = self._log_probabilities(logits)
+        probs = self._probabilities(logits)
+        max_prob = self.b.op("Reciprocal", [self._exp_sum(logits)])
         msp = self.b.op("Sub", [self.b.const(1.0), max_prob])
         entropy = self.b.op("Neg", [self.b.reduce("ReduceSum", self.b.op("Mul", [probs, log_probs]))])
         for value, name in zip((msp, entropy), BASELINES):
