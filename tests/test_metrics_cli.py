@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -10,7 +11,7 @@ import pytest
 
 from pgn_deploy.cli.metrics import main
 from pgn_deploy.contract import BadInputError
-from pgn_deploy.eval.score_io import pair_directories, read_scores
+from pgn_deploy.eval.score_io import load_npy, pair_directories, read_scores
 
 SHAPE = (48, 64)
 
@@ -180,3 +181,16 @@ def test_a_split_without_anomalies_is_reported(tmp_path, capsys):
     assert code == 2 and "no anomaly pixels" in err
     with pytest.raises(BadInputError):
         main(["--scores", str(s), "--labels", str(l), "--debug"])
+
+
+def test_npy_files_load_from_many_threads_as_plain_arrays(tmp_path):
+    """The readers' threads load .npy files at once (their headers are parsed one at a time:
+    CPython 3.11's AST parser is not safe from threads); each result is an in-memory copy."""
+    arrays = [np.random.default_rng(k).random((3 + k % 5, 7), dtype=np.float32) for k in range(64)]
+    for k, array in enumerate(arrays):
+        np.save(tmp_path / f"{k}.npy", array)
+    with ThreadPoolExecutor(8) as pool:
+        loaded = list(pool.map(lambda k: load_npy(tmp_path / f"{k}.npy"), range(len(arrays))))
+    for got, want in zip(loaded, arrays):
+        assert type(got) is np.ndarray and got.flags.writeable
+        np.testing.assert_array_equal(got, want)

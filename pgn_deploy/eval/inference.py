@@ -30,6 +30,7 @@ import numpy as np
 from pgn_deploy.contract import BadInputError, atomic_write_text
 from pgn_deploy.eval.baselines import softmax
 from pgn_deploy.eval.datasets import Frame
+from pgn_deploy.eval.score_io import load_npy
 from pgn_deploy.runtime import Runtime
 from pgn_deploy.runtime.result import resize_score
 
@@ -136,7 +137,7 @@ class MapCache:
         """Every named array of the frame, or ``None`` if any is missing (or no cache)."""
         if not self.has(names, frame_id):
             return None
-        return {name: np.load(self.path(name, frame_id), allow_pickle=False) for name in names}
+        return {name: load_npy(self.path(name, frame_id)) for name in names}
 
     def save(self, arrays: Mapping[str, np.ndarray], frame_id: str) -> None:
         if self.root is None:

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +29,10 @@ import numpy as np
 from pgn_deploy.contract import BadInputError
 
 LABEL_VALUES = (0, 1, 255)
+# np.load parses a .npy header with ast.literal_eval; on CPython 3.11 two threads parsing at
+# once can raise "SystemError: AST constructor recursion depth mismatch" (CPython gh-106905,
+# seen here in pgn-metrics' reader threads), so headers are parsed one at a time.
+_NPY_HEADER_LOCK = threading.Lock()
 VOID = 255
 SCORE_SUFFIXES = (".npy", ".png")
 SMIYC_LABEL_SUFFIX = "_labels_semantic"
@@ -87,12 +92,21 @@ def _squeeze(scores: np.ndarray, where: str) -> np.ndarray:
     return scores
 
 
+def load_npy(path: str | Path) -> np.ndarray:
+    """``np.load(path, allow_pickle=False)`` of a ``.npy`` file, safe to call from several
+    threads: the header is parsed under a lock (memory-mapped), the data copied outside it.
+    Raises ``OSError``/``ValueError`` like ``np.load``."""
+    with _NPY_HEADER_LOCK:
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+    return np.array(mapped)
+
+
 def read_scores(path: str | Path) -> np.ndarray:
     """Scores of one frame as float32 H x W from ``.npy`` (float) or a 16-bit PNG (v / 65535)."""
     path = Path(path)
     if path.suffix == ".npy":
         try:
-            array = np.load(path, allow_pickle=False)
+            array = load_npy(path)
         except (OSError, ValueError) as exc:
             raise BadInputError(f"{path}: not a readable .npy file ({exc})") from None
         if not np.issubdtype(array.dtype, np.floating):
