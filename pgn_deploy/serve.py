@@ -250,7 +250,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                            instances=args.instances, max_queue_delay_us=args.max_queue_delay_us,
                            host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
                            metrics_port=args.metrics_port)
-        signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop: shut down cleanly
+        # SIGINT (Ctrl-C) and SIGTERM (a service manager's stop) shut down cleanly, whatever the
+        # parent left: a background job of a non-interactive shell starts with SIGINT ignored,
+        # and an ignored or blocked signal is inherited through exec.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        signal.signal(signal.SIGINT, _interrupt)
+        signal.signal(signal.SIGTERM, _interrupt)
         with server:
             print(json.dumps({"serving": args.name, "grpc": f"{args.host}:{args.grpc_port}",
                               "http": f"{args.host}:{args.http_port}"}), flush=True)

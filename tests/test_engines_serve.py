@@ -62,13 +62,20 @@ def _start_server(python: Path, log: Path) -> tuple[str, subprocess.Popen | None
     """Start a server on fresh loopback ports; (gRPC url, process), or (url, None) with the
     process stopped if it exited before both models were ready."""
     grpc_port, http_port = _free_port(), _free_port()
-    with open(log, "wb") as sink:
-        process = subprocess.Popen(
-            [str(python), "-m", "pgn_deploy.serve", str(grafted("tiny")), "--host", "127.0.0.1",
-             "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--instances", "2",
-             "--max-batch", "8"],
-            stdout=sink, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
-        )
+    # Started with SIGINT ignored, as a shell starts a background job: the disposition is
+    # inherited through exec, and the server must still stop on SIGINT. (Before pgn-serve set
+    # its own handler, full-suite runs hung here three times, SIGINT ignored the same way.)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with open(log, "wb") as sink:
+            process = subprocess.Popen(
+                [str(python), "-m", "pgn_deploy.serve", str(grafted("tiny")), "--host", "127.0.0.1",
+                 "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--instances", "2",
+                 "--max-batch", "8"],
+                stdout=sink, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
+            )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     url = f"127.0.0.1:{grpc_port}"
     import tritonclient.grpc as grpc
 
@@ -142,12 +149,7 @@ def test_live_server_matches_the_local_runtime_then_stops(server):
             np.testing.assert_allclose(got.scores[name], value, rtol=1e-5, atol=1e-6 * float(np.abs(value).max()))
     assert process.poll() is None
     _stop(process)
-    if process.returncode == -signal.SIGKILL:
-        # Seen in 2 of about 10 full-suite runs on a loaded 2-core machine, never alone: after
-        # serving, the server wrote nothing more on SIGINT (no shutdown log) and was killed
-        # after the timeout. Not yet diagnosed; README "Troubleshooting" tells users.
-        pytest.xfail(f"the server did not react to SIGINT within {STOP_TIMEOUT_S} s and was killed")
-    assert process.returncode == 0
+    assert process.returncode == 0, "SIGINT must stop the server cleanly even when its parent ignored SIGINT"
     with pytest.raises(PGNError, match="metadata"):
         PGNClient(url, "pgn", timeout_s=5)
 
