@@ -15,6 +15,7 @@ QUICK = {"models": "demo,deeplabv3_mobilenet_v3_large", "sizes": "128x256", "bud
 
 def build_parser() -> argparse.ArgumentParser:
     from benchmarks.study import SECTIONS
+    from pgn_deploy.benchmark.timing import CLOCKS
     from pgn_deploy.runtime.backends import backend_names
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=(
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(one, ten, one_keep, ten_keep, one_output, ten_output)")
     parser.add_argument("--backend", default="ort-cpu", choices=backend_names())
     parser.add_argument("--threads", type=int, default=2, help="CPU intra-op threads, ONNX Runtime and PyTorch")
-    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+    parser.add_argument("--clock", choices=list(CLOCKS), default="wall",
                         help="wall: elapsed time; cpu: CPU time of the process (steadier on a shared machine, use with --threads 1)")
     parser.add_argument("--torch-device", default="cpu", help="device of the PyTorch methods (cpu, cuda)")
     parser.add_argument("--budget", type=float, default=20.0, help="seconds of timing per comparison (the headline gets 3x)")

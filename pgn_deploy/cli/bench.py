@@ -6,6 +6,7 @@ import sys
 from collections.abc import Sequence
 
 from pgn_deploy.benchmark.bench import BenchConfig, benchmark_model, format_report, parse_maps, parse_shape
+from pgn_deploy.benchmark.timing import CLOCKS
 from pgn_deploy.cli.common import make_parser, print_json, run_cli
 from pgn_deploy.runtime.backends import backend_names
 
@@ -23,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--iterations", type=int, help="timed calls (rounds with --compare-plain)")
     budget.add_argument("--duration", type=float, help="seconds of timed calls (default 10)")
     parser.add_argument("--threads", type=int, default=0, help="CPU intra-op threads (0: the library's default)")
-    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+    parser.add_argument("--clock", choices=list(CLOCKS), default="wall",
                         help="wall: elapsed time (default); cpu: CPU time of this process, steadier on a "
                              "shared machine with --threads 1")
     parser.add_argument("--compare-plain", action="store_true",
