@@ -52,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help='DemoDeepLabV3Plus arguments, e.g. \'{"dropout": 0.1, "head": 32}\'')
     p.add_argument("--fp32", action="store_true", help="train in float32 (default: bfloat16 autocast)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--workers", type=int, default=d.workers,
+                   help="processes generating training frames ahead (0: in the training loop)")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     return p.parse_args(argv)
 
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed, steps=args.steps, batch=args.batch, crop=tuple(args.crop), scale=tuple(args.scale), lr=args.lr,
         pool=args.pool, refresh=args.refresh,
         class_weight_power=args.class_weight_power, val_frames=args.val_frames, val_every=args.val_every,
-        bf16=not args.fp32, arch_kwargs=args.arch_kwargs,
+        bf16=not args.fp32, workers=args.workers, arch_kwargs=args.arch_kwargs,
     )
     command = shlex.join([".venv/bin/python", "export/train_demo.py", *(sys.argv[1:] if argv is None else argv)])
     lines: list[str] = []

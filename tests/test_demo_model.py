@@ -41,6 +41,22 @@ def test_training_steps_reduce_the_loss(bf16):
     assert losses[-1] < 0.6 * losses[0], losses
 
 
+def test_frame_pool_with_generator_processes_holds_the_same_frames():
+    """Frames generated ahead in a worker process arrive in order: the pool's contents after
+    refreshes do not depend on ``workers``."""
+    pools = [FramePool(seed=3, size=3, frame_size=(64, 128), workers=w) for w in (0, 1)]
+    try:
+        for pool in pools:
+            pool.refresh(4)
+        for (image0, label0), (image1, label1) in zip(pools[0].frames, pools[1].frames):
+            np.testing.assert_array_equal(image0, image1)
+            np.testing.assert_array_equal(label0, label1)
+        assert pools[0].next_index == pools[1].next_index == 7
+    finally:
+        for pool in pools:
+            pool.close()
+
+
 def test_forward_gives_full_size_logits_and_dropout_only_in_training():
     torch.manual_seed(0)
     model = DemoDeepLabV3Plus()

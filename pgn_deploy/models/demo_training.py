@@ -15,13 +15,17 @@ size), plus ``training`` (what produced it); it loads with ``torch.load(weights_
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import importlib
 import inspect
 import math
+import multiprocessing
 import pickle
+import resource
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +54,7 @@ class TrainConfig:
     """
 
     seed: int = 0
-    steps: int = 3200
+    steps: int = 5200
     batch: int = 8
     crop: tuple[int, int] = (128, 256)
     scale: tuple[float, float] = (0.8, 1.25)
@@ -62,8 +66,9 @@ class TrainConfig:
     size: tuple[int, int] = (256, 512)
     val_seed: int = 0
     val_frames: int = 100
-    val_every: int = 800
+    val_every: int = 1300
     bf16: bool = True
+    workers: int = 1
     arch_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -92,17 +97,46 @@ def normalize(images: np.ndarray) -> torch.Tensor:
 
 
 class FramePool:
-    """A pool of SynthRoad training frames; :meth:`refresh` swaps the oldest for new ones."""
+    """A pool of SynthRoad training frames; :meth:`refresh` swaps the oldest for new ones.
 
-    def __init__(self, seed: int, size: int, frame_size: tuple[int, int]):
+    Frame ``k`` of the ``train`` split is generated once, in order, so the pool's contents
+    after any number of refreshes depend only on ``seed``. With ``workers > 0`` the frames
+    are generated ahead in that many spawned processes (up to ``4 * workers`` in flight), so
+    generation overlaps the training step instead of adding to it; use the pool as a context
+    manager (or call :meth:`close`) to stop them.
+    """
+
+    def __init__(self, seed: int, size: int, frame_size: tuple[int, int], workers: int = 0):
         self.seed, self.frame_size, self.next_index = seed, frame_size, 0
+        self._executor = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+                          if workers > 0 else None)
+        self._ahead: collections.deque[Future] = collections.deque()
+        self._depth = 4 * workers
         self.frames = [self._next() for _ in range(size)]
         self.oldest = 0
 
+    def __enter__(self) -> FramePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the generator processes (no-op without workers)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
     def _next(self) -> tuple[np.ndarray, np.ndarray]:
-        frame = generate_frame(self.seed, self.next_index, "train", self.frame_size)
+        if self._executor is None:
+            frame = _train_frame(self.seed, self.next_index, self.frame_size)
+        else:
+            while len(self._ahead) < self._depth:
+                index = self.next_index + len(self._ahead)
+                self._ahead.append(self._executor.submit(_train_frame, self.seed, index, self.frame_size))
+            frame = self._ahead.popleft().result()
         self.next_index += 1
-        return frame.image, frame.train_ids
+        return frame
 
     def class_weights(self, power: float) -> torch.Tensor:
         """Loss weight per class, (median frequency / frequency) ** power over the pool's
@@ -139,6 +173,12 @@ class FramePool:
             images.append(image)
             labels.append(label)
         return normalize(np.stack(images)), torch.from_numpy(np.stack(labels).astype(np.int64))
+
+
+def _train_frame(seed: int, index: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(image, train ids) of frame ``index`` of the SynthRoad ``train`` split."""
+    frame = generate_frame(seed, index, "train", size)
+    return frame.image, frame.train_ids
 
 
 def confusion(pred: np.ndarray, gt: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
@@ -209,30 +249,32 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> tuple[nn.M
     model.train()
     optimizer = make_optimizer(model, config.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, config))
-    pool = FramePool(config.seed, config.pool, config.size)
-    val = validation_frames(config.val_seed, config.val_frames, config.size)
-    weights = pool.class_weights(config.class_weight_power)
-    log(f"model parameters={sum(p.numel() for p in model.parameters())} "
-        f"setup={time.perf_counter() - start:.1f}s")
-    log("class weights: " + " ".join(f"{CLASS_NAMES[c]}={w:.2f}" for c, w in enumerate(weights.tolist())
-                                     if w != 1.0))
-    running = None
-    for step in range(1, config.steps + 1):
-        x, y = pool.batch(rng, config.batch, config.crop, config.scale)
-        loss = train_step(model, optimizer, x, y, weights, config.bf16)
-        schedule.step()
-        pool.refresh(config.refresh)
-        running = loss if running is None else 0.95 * running + 0.05 * loss
-        if step % 50 == 0 or step == 1:
-            log(f"step {step}/{config.steps} loss={running:.4f} lr={schedule.get_last_lr()[0]:.2e} "
-                f"elapsed={time.perf_counter() - start:.0f}s cpu={time.process_time() - cpu_start:.0f}s")
-        if config.val_every and step % config.val_every == 0 and step < config.steps:
-            log(f"step {step}: " + validate(model, val).lines()[0])
+    with FramePool(config.seed, config.pool, config.size, config.workers) as pool:
+        val = validation_frames(config.val_seed, config.val_frames, config.size)
+        weights = pool.class_weights(config.class_weight_power)
+        log(f"model parameters={sum(p.numel() for p in model.parameters())} "
+            f"setup={time.perf_counter() - start:.1f}s")
+        log("class weights: " + " ".join(f"{CLASS_NAMES[c]}={w:.2f}" for c, w in enumerate(weights.tolist())
+                                         if w != 1.0))
+        running = None
+        for step in range(1, config.steps + 1):
+            x, y = pool.batch(rng, config.batch, config.crop, config.scale)
+            loss = train_step(model, optimizer, x, y, weights, config.bf16)
+            schedule.step()
+            pool.refresh(config.refresh)
+            running = loss if running is None else 0.95 * running + 0.05 * loss
+            if step % 50 == 0 or step == 1:
+                log(f"step {step}/{config.steps} loss={running:.4f} lr={schedule.get_last_lr()[0]:.2e} "
+                    f"elapsed={time.perf_counter() - start:.0f}s cpu={time.process_time() - cpu_start:.0f}s")
+            if config.val_every and step % config.val_every == 0 and step < config.steps:
+                log(f"step {step}: " + validate(model, val).lines()[0])
     adjust_logits(model.classifier, weights)
     log("logit adjustment: classifier bias -= log(class weight)")
     model = model.to(memory_format=torch.contiguous_format).eval()
     result = validate(model, val)
-    log(f"process CPU time: {time.process_time() - cpu_start:.0f} s")
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    log(f"process CPU time: {time.process_time() - cpu_start:.0f} s "
+        f"(+ {children.ru_utime + children.ru_stime:.0f} s in frame generator processes)")
     return model, result, time.perf_counter() - start
 
 
