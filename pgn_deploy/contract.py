@@ -29,6 +29,7 @@ FORMAT_VERSION = 1
 FORMS = ("paper", "exact")
 LABELS = ("uni", "oh", "gt")
 RESOLUTIONS = ("feature", "output")
+UPSAMPLES = ("matmul", "resize")
 PRED = "pred"
 BASELINES = ("msp", "entropy")
 GT_INPUT = "pgn_gt"
@@ -112,6 +113,9 @@ class PGNSpec:
     * ``resolution="feature"``: gradient at the classifier's resolution, map resized like the
       logits; ``"output"``: exact gradient per output pixel (softmax and features resized first).
     * ``keep_feature_size``: do not resize the maps to the logits' output size.
+    * ``upsample``: how resolution ``feature`` maps reach the output size: ``"matmul"``, two
+      MatMuls with bilinear interpolation matrices when the model resizes its logits with one
+      linear ``Resize`` (else as ``"resize"``); ``"resize"``, a copy of the model's own ops.
     """
 
     p: tuple[float, ...] = (0.5,)
@@ -122,6 +126,7 @@ class PGNSpec:
     keep_feature_size: bool = False
     pred: bool = False
     baselines: bool = False
+    upsample: str = "matmul"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "p", tuple(float(p) for p in self.p))
@@ -144,6 +149,8 @@ class PGNSpec:
             raise BadInputError(
                 f"unknown resolution {self.resolution!r}; choose from {', '.join(RESOLUTIONS)}"
             )
+        if self.upsample not in UPSAMPLES:
+            raise BadInputError(f"unknown upsample {self.upsample!r}; choose from {', '.join(UPSAMPLES)}")
         if self.resolution == "output" and self.keep_feature_size:
             raise BadInputError("--keep-feature-size contradicts --resolution output")
         if len(set(self.p)) != len(self.p) or len(set(self.labels)) != len(self.labels):
@@ -160,7 +167,8 @@ class PGNSpec:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PGNSpec:
         fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in fields})
+        # metadata written before ``upsample`` existed: the maps went through the model's ops
+        return cls(**({"upsample": "resize"} | {k: v for k, v in data.items() if k in fields}))
 
 
 # --------------------------------------------------------------------------- metadata

@@ -30,6 +30,7 @@ def test_output_names_follow_python_g_format():
         ({"labels": ("gt",)}, "needs --form exact"),
         ({"form": "true"}, "unknown form"),
         ({"resolution": "input"}, "unknown resolution"),
+        ({"upsample": "nearest"}, "unknown upsample"),
         ({"resolution": "output", "keep_feature_size": True}, "contradicts"),
         ({"p": (0.5, 0.5)}, "must not repeat"),
     ],
@@ -76,6 +77,13 @@ def test_metadata_round_trip_through_an_onnx_file(tmp_path):
     assert back.to_json() == meta.to_json()
     assert back.score_outputs == [*meta.pgn_outputs, "msp", "entropy"]
     assert back.input.size == (64, 128)
+
+
+def test_spec_written_before_upsample_existed_reads_as_resize():
+    data = C.PGNSpec().to_json()
+    assert data["upsample"] == "matmul"
+    del data["upsample"]
+    assert C.PGNSpec.from_json(data).upsample == "resize"
 
 
 def test_metadata_of_another_format_version_is_refused():

@@ -180,29 +180,47 @@ def _added_nodes(model: onnx.ModelProto, grafted: onnx.ModelProto) -> list[onnx.
     return list(grafted.graph.node)[len(model.graph.node):]
 
 
+def _softmax_exps(added: list[onnx.NodeProto]) -> int:
+    """Exp nodes of a softmax (reading ``z - max z``), not of a power ``exp(max(p ln x, -87))``."""
+    made_by = {out: n for n in added for out in n.output}
+    return sum(1 for n in added if n.op_type == "Exp" and made_by[n.input[0]].op_type == "Sub")
+
+
 def test_the_subgraph_shares_work_and_avoids_needless_pow(two_branch_head):
-    spec = PGNSpec(p=(0.5, 1.0, 2.0), labels=("uni", "oh"), bias=True)
+    spec = PGNSpec(p=(0.5, 1.0, 2.0), labels=("uni", "oh"), bias=True, upsample="resize")
     grafted = graft(two_branch_head, spec)
     added = _added_nodes(two_branch_head, grafted)
     ops = [n.op_type for n in added]
-    assert not {"Softmax", "LogSoftmax", "Split"} & set(ops)
+    assert not {"Softmax", "LogSoftmax", "Split", "ReduceSum", "ReduceSumSquare", "ReduceL1"} & set(ops)
     assert ops.count("Exp") == 1 and ops.count("Div") == 1, "one softmax, exp(z - max z) / sum"
     assert ops.count("Resize") == len(spec.map_names) + 1, "one per map, one for the resized branch"
     assert "Pow" not in ops, "p in {0.5, 1, 2} needs no Pow"
     assert ops.count("Abs") == 1, "|psi| of the signed branch only; |g| is not needed for paper forms"
+    # channel sums as MatMuls: exp(z - max z) once, two psi x three p, S for uni at p 0.5 and 2
+    # (||S||_1 = 1), the off-target S for oh at three p
+    assert ops.count("MatMul") == 1 + 2 * 3 + 2 + 3
 
 
-def test_each_map_is_resized_on_its_own(two_branch_head):
-    """No channel stack: each map output is a Resize of that map's own value, which only the
-    Resize and the Shape giving its sizes read (so dropping an output frees its whole chain)."""
-    spec = PGNSpec(p=(0.5, 2.0), labels=("uni", "oh"))
+@pytest.mark.parametrize("upsample", ["resize", "matmul"])
+def test_each_map_is_resized_on_its_own(two_branch_head, upsample):
+    """No channel stack: each map output is resized from that map's own value, which only its
+    resize reads (so dropping an output frees its whole chain); the interpolation matrices of
+    ``matmul`` are shared by all maps."""
+    spec = PGNSpec(p=(0.5, 2.0), labels=("uni", "oh"), upsample=upsample)
     added = _added_nodes(two_branch_head, graft(two_branch_head, spec))
     made_by = {out: n for n in added for out in n.output}
-    assert all(made_by[name].op_type == "Resize" for name in spec.map_names)
-    resized = [made_by[name].input[0] for name in spec.map_names]
+    final = {name: made_by[name] for name in spec.map_names}
+    if upsample == "resize":
+        assert all(n.op_type == "Resize" for n in final.values())
+        resized = [n.input[0] for n in final.values()]
+    else:  # rows @ (map @ columns)
+        assert all(n.op_type == "MatMul" and made_by[n.input[1]].op_type == "MatMul" for n in final.values())
+        assert len({n.input[0] for n in final.values()}) == 1, "one row matrix for all maps"
+        assert len({made_by[n.input[1]].input[1] for n in final.values()}) == 1, "one column matrix"
+        resized = [made_by[n.input[1]].input[0] for n in final.values()]
     assert len(set(resized)) == len(resized)
     readers = {n.op_type for n in added if set(n.input) & set(resized)}
-    assert readers == {"Resize", "Shape"}, readers
+    assert readers == ({"Resize", "Shape"} if upsample == "resize" else {"MatMul"}), readers
 
 
 def test_softmax_and_log_softmax_share_the_max_and_the_exp(two_branch_head):
@@ -216,11 +234,16 @@ def test_softmax_and_log_softmax_share_the_max_and_the_exp(two_branch_head):
 
 
 def test_several_p_share_one_softmax_and_one_abs_per_tensor(two_branch_head):
-    spec = PGNSpec(p=(0.1, 0.3, 0.7), labels=("uni", "oh"), form="exact")
-    ops = [n.op_type for n in _added_nodes(two_branch_head, graft(two_branch_head, spec))]
-    assert "Softmax" not in ops and ops.count("Exp") == 1 and ops.count("Div") == 1
+    spec = PGNSpec(p=(0.1, 0.3, 0.7), labels=("uni", "oh"), form="exact", upsample="resize")
+    added = _added_nodes(two_branch_head, graft(two_branch_head, spec))
+    ops = [n.op_type for n in added]
+    assert "Softmax" not in ops and _softmax_exps(added) == 1 and ops.count("Div") == 1
     assert ops.count("ArgMax") == 1
     assert ops.count("Abs") == 2, "signed psi and g_uni, once for the three p (g_oh needs none)"
+    # |x|^0.1 and |x|^0.7 as exp(max(p ln x, -87)) of the two psi, |g_uni| and g_oh; 0.3 cubes 0.1
+    assert ops.count("Log") == 4 and ops.count("Exp") == 1 + 2 * 4
+    # Pow only on one-channel maps: the root of each map and (g_oh's target term) rest^p
+    assert ops.count("Pow") == len(spec.map_names) + len(spec.p)
 
 
 # ----------------------------------------------------------------------------- hypothesis

@@ -65,7 +65,7 @@ py::dict metadata_dict(const pgn::Metadata& meta) {
       "format_version"_a = meta.format_version, "producer"_a = meta.producer,
       "spec"_a = py::dict("p"_a = spec.p, "labels"_a = spec.labels, "form"_a = spec.form, "bias"_a = spec.bias,
                           "resolution"_a = spec.resolution, "keep_feature_size"_a = spec.keep_feature_size,
-                          "pred"_a = spec.pred, "baselines"_a = spec.baselines),
+                          "pred"_a = spec.pred, "baselines"_a = spec.baselines, "upsample"_a = spec.upsample),
       "head"_a = py::dict("conv_nodes"_a = meta.head.conv_nodes, "features"_a = meta.head.features,
                           "logits"_a = meta.head.logits, "head_logits"_a = meta.head.head_logits,
                           "logits_output"_a = meta.head.logits_output, "resize"_a = meta.head.resize,

@@ -20,6 +20,7 @@ using nlohmann::json;
 const std::vector<std::string> kLabels{"uni", "oh", "gt"};
 const std::vector<std::string> kForms{"paper", "exact"};
 const std::vector<std::string> kResolutions{"feature", "output"};
+const std::vector<std::string> kUpsamples{"matmul", "resize"};
 
 const json& at(const json& object, const std::string& key) {
   if (!object.is_object() || !object.contains(key)) throw MalformedMetadata{"KeyError", py_repr(key)};
@@ -59,6 +60,8 @@ void validate(const PGNSpec& spec) {
     throw BadInputError("label 'gt' needs --form exact (the paper form has no gt label)");
   if (!contains(kResolutions, spec.resolution))
     throw BadInputError("unknown resolution " + py_repr(spec.resolution) + "; choose from " + join(kResolutions));
+  if (!contains(kUpsamples, spec.upsample))
+    throw BadInputError("unknown upsample " + py_repr(spec.upsample) + "; choose from " + join(kUpsamples));
   if (spec.resolution == "output" && spec.keep_feature_size)
     throw BadInputError("--keep-feature-size contradicts --resolution output");
   const std::set<double> ps(spec.p.begin(), spec.p.end());
@@ -77,6 +80,7 @@ PGNSpec parse_spec(const json& data) {
   spec.keep_feature_size = value_or(data, "keep_feature_size", spec.keep_feature_size);
   spec.pred = value_or(data, "pred", spec.pred);
   spec.baselines = value_or(data, "baselines", spec.baselines);
+  spec.upsample = value_or(data, "upsample", std::string("resize"));  // older files: the model's ops
   validate(spec);
   return spec;
 }

@@ -80,6 +80,7 @@ TEST_SUITE("unit") {
     const pgn::Metadata meta = pgn::Metadata::parse(data.dump());
     CHECK(meta.spec.p == std::vector<double>{0.5});
     CHECK(meta.spec.form == "paper");
+    CHECK(meta.spec.upsample == "resize");  // written before the field existed
     CHECK(meta.input.name == "input");
     CHECK(meta.input.channel_order == "RGB");
     CHECK(meta.input.scale == 255.0);

@@ -5,7 +5,7 @@ import argparse
 from collections.abc import Sequence
 
 from pgn_deploy.cli.common import make_parser, print_json, run_cli
-from pgn_deploy.contract import FORMS, LABELS, RESOLUTIONS
+from pgn_deploy.contract import FORMS, LABELS, RESOLUTIONS, UPSAMPLES
 from pgn_deploy.engines.precision import PRECISIONS
 from pgn_deploy.export.api import DEFAULT_EXPORTER
 from pgn_deploy.export.onnx_export import EXPORTERS
@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="feature: gradient at the classifier's resolution, map resized like the logits; "
                              "output: gradient per output pixel")
     parser.add_argument("--keep-feature-size", action="store_true", help="do not resize the maps to the logits' size")
+    parser.add_argument("--upsample", choices=UPSAMPLES, default="matmul",
+                        help="how the maps are resized to the logits' size: matmul (bilinear interpolation "
+                             "matrices, when the model resizes with one linear Resize; fastest on ONNX Runtime CPU) "
+                             "or resize (a copy of the model's own resize ops)")
     parser.add_argument("--pred", action="store_true", help="add the argmax class map output 'pred'")
     parser.add_argument("--baselines", action="store_true", help="add the baseline maps 'msp' and 'entropy'")
     parser.add_argument("--head", metavar="NODE", help="a node of the classifier head (default: found automatically)")
@@ -68,6 +72,7 @@ def _export(args: argparse.Namespace) -> int:
         keep_feature_size=args.keep_feature_size,
         pred=args.pred,
         baselines=args.baselines,
+        upsample=args.upsample,
         head=args.head,
         input_shape=args.input_shape,
         opset=args.opset,

@@ -59,6 +59,7 @@ def make_spec(
     keep_feature_size: bool = False,
     pred: bool = False,
     baselines: bool = False,
+    upsample: str = "matmul",
 ) -> PGNSpec:
     """A validated :class:`PGNSpec`; ``p`` and ``labels`` may be single values, ``"both"`` is
     ``uni`` and ``oh``."""
@@ -74,6 +75,7 @@ def make_spec(
         keep_feature_size=keep_feature_size,
         pred=pred,
         baselines=baselines,
+        upsample=upsample,
     )
 
 
@@ -110,6 +112,7 @@ def export_model(
     keep_feature_size: bool = False,
     pred: bool = False,
     baselines: bool = False,
+    upsample: str = "matmul",
     head: str | None = None,
     input_shape: str | Sequence[int] | None = None,
     opset: int | None = None,
@@ -126,7 +129,7 @@ def export_model(
     ONNX file or (with ``trust_pickle``) a pickled module; see :mod:`pgn_deploy.export.load`.
     ``output``: default ``<stem>.pgn.onnx`` beside the checkpoint; never overwritten without
     ``force``. ``p``/``labels``/``form``/``bias``/``resolution``/``keep_feature_size``/``pred``/
-    ``baselines``: the :class:`PGNSpec` (``labels="both"``: uni and oh). ``head``: a node of the
+    ``baselines``/``upsample``: the :class:`PGNSpec` (``labels="both"``: uni and oh). ``head``: a node of the
     classifier head (default: found). ``input_shape``: ``N x C x H x W`` of the traced
     example (default: the checkpoint's ``input.size``, else 512 x 512; the exported model keeps
     batch and size dynamic). ``opset``/``exporter``: passed to the PyTorch exporter
@@ -137,7 +140,7 @@ def export_model(
     from pgn_deploy.engines.precision import check_precision
 
     check_precision(precision)
-    spec = make_spec(p, labels, form, bias, resolution, keep_feature_size, pred, baselines)
+    spec = make_spec(p, labels, form, bias, resolution, keep_feature_size, pred, baselines, upsample)
     shape = parse_input_shape(input_shape)
     kwargs = parse_arch_kwargs(arch_kwargs)
     if opset is not None and opset < 1:

@@ -5,9 +5,10 @@ with ``g`` the class factor of the form/label and ``psi_i`` the inputs of the 1x
 conv(s). The graph computes it as ``root_p(G_p * F_p)`` with ``G_p = sum_h |g_h|^p`` and
 ``F_p = sum_i sum_e |psi_ie|^p [+ 1]``: one root per map, no E x C tensor. Work is shared: the
 softmax, ``|psi|``, ``|g|``, the argmax/one-hot masks and every ``F_p`` are computed once for
-all (label, p) pairs. ``p = 1`` and ``p = 2`` use ReduceL1/ReduceSumSquare, ``p = 0.5`` Sqrt;
-``paper``/``uni`` needs no class tensor at all: ``||g||_p = (C - 1)/C * ||S||_p`` (and
-``||S||_1 = 1``).
+all (label, p) pairs. ``|x|^p`` is ``x`` for ``p = 1``, ``x * x`` for 2, Sqrt for 0.5, a square
+or cube of a smaller shared power where one exists, ``exp(max(p ln x, -87))`` for other
+``p < 1`` and Pow otherwise; every channel sum is a MatMul with a row of ones. ``paper``/``uni``
+needs no class tensor at all: ``||g||_p = (C - 1)/C * ||S||_p`` (and ``||S||_1 = 1``).
 
 Resolution ``feature``: the maps are computed at the classifier's resolution and each one is
 resized on its own by a copy of the model's resize ops (same attributes; output size taken from
@@ -32,10 +33,13 @@ import onnx_ir as ir
 from pgn_deploy.contract import BASELINES, GT_INPUT, PRED, PGNSpec
 from pgn_deploy.export.graph_builder import FLOAT, GraphBuilder
 from pgn_deploy.export.head import Branch, Head, attribute, constant_array
+from pgn_deploy.export.interpolation import matmul_resizer
 
 # Ops whose output is never negative: when one of them makes psi, |psi| = psi and the Abs is
 # skipped. (The probabilities are non-negative by construction and passed as such.)
 _NONNEGATIVE_OPS = ("Relu", "Sigmoid", "HardSigmoid", "Softmax", "Abs", "Exp", "Softplus")
+# The smallest argument of Exp whose result is a normal float32 (exp(-87) = 1.6e-38).
+EXP_FLOOR = -87.0
 # Resize modes that keep a non-negative tensor non-negative (convex weights).
 _CONVEX_MODES = ("linear", "nearest")
 
@@ -67,6 +71,7 @@ class _Features:
 
     value: ir.Value
     nonneg: bool
+    channels: int | None
 
 
 class _PGNGraph:
@@ -76,6 +81,7 @@ class _PGNGraph:
         self.spec = spec
         self.num_classes = head.num_classes
         self.at_output = spec.resolution == "output"
+        self.working = head.logits if self.at_output else head.head_logits  # N x C x h x w of the maps
 
     # ------------------------------------------------------------------ outputs
     def build(self) -> PGNOutputs:
@@ -100,12 +106,16 @@ class _PGNGraph:
 
     def _emit_maps(self, maps: list[ir.Value], names: list[str]) -> None:
         """Emit each map as the output of its name; at resolution ``feature`` (not kept at the
-        feature size) each one first goes through its own copy of the model's resize ops, so
-        that an output dropped later (``pgn-bench --maps``) leaves nodes of its own unused."""
+        feature size) each one is first resized on its own (two MatMuls with interpolation
+        matrices shared by all maps, or a copy of the model's resize ops), so that an output
+        dropped later (``pgn-bench --maps``) leaves nodes of its own unused."""
         chain = [] if self.at_output or self.spec.keep_feature_size else self.head.chain
         like = self.head.head_logits if self._feature_sized else self.head.logits
+        resize = None
+        if chain and self.spec.upsample == "matmul":
+            resize = matmul_resizer(self.b, chain, self.head.head_logits, self.head.logits)
         for value, name in zip(maps, names):
-            self._emit(self._mirror(chain, value), name, like)
+            self._emit(resize(value) if resize else self._mirror(chain, value), name, like)
 
     def _emit(self, value: ir.Value, name: str, like: ir.Value, dtype: ir.DataType = FLOAT, channels: int | None = 1) -> None:
         """Make ``value`` the graph output ``name`` (renamed: it is one of ours), typed ``dtype``
@@ -131,7 +141,8 @@ class _PGNGraph:
         probs = self._probabilities(logits)
         max_prob = self.b.op("Reciprocal", [self._exp_sum(logits)])
         msp = self.b.op("Sub", [self.b.const(1.0), max_prob])
-        entropy = self.b.op("Neg", [self.b.reduce("ReduceSum", self.b.op("Mul", [probs, log_probs]))])
+        plogp = self.b.op("Mul", [probs, log_probs])
+        entropy = self.b.op("Neg", [self._channel_sum(plogp, self.num_classes, self.head.logits)])
         for value, name in zip((msp, entropy), BASELINES):
             self._emit(value, name, self.head.logits)
         return list(BASELINES)
@@ -171,7 +182,7 @@ class _PGNGraph:
         def make() -> ir.Value:
             total = None
             for psi in features:
-                part = self._p_sum(psi.value, p, psi.nonneg)
+                part = self._p_sum(psi.value, p, psi.nonneg, psi.channels)
                 total = part if total is None else self.b.op("Add", [total, part])
             if self.spec.bias:
                 total = self.b.op("Add", [total, self.b.const(1.0)])
@@ -191,7 +202,7 @@ class _PGNGraph:
         # exact oh/gt: g = S off the target and S_t - 1 = -(sum of the others) at the target,
         # summed from the others rather than 1 - S_t (no cancellation when S_t is near 1).
         off_target = self._off_target(probs, label, gt)
-        rest = self.b.memo(("rest", label), lambda: self.b.reduce("ReduceSum", off_target))
+        rest = self.b.memo(("rest", label), lambda: self._channel_sum(off_target, self.num_classes))
         target_term = self._power(rest, p)
         if label == "gt":  # a class id outside [0, C) (an ignore label) has no target: g = S
             has_target = self.b.memo(("has_target",), lambda: self.b.reduce("ReduceMax", self._target_mask(label, probs, gt, as_float=True)))
@@ -230,18 +241,44 @@ class _PGNGraph:
             return self.b.op("Sqrt", [x])
         return self.b.op("Pow", [x, self.b.const(p)])
 
-    def _p_sum(self, x: ir.Value, p: float, nonneg: bool) -> ir.Value:
-        """``sum_c |x_c|^p`` over the channels, keepdims (0 at x = 0 for every p > 0)."""
+    def _exp_log_power(self, x: ir.Value, p: float) -> ir.Value:
+        """``x^p`` for ``x >= 0`` and ``0 < p < 1`` as ``exp(max(p ln x, EXP_FLOOR))``.
+
+        On ONNX Runtime's CPU provider ``Pow`` calls ``std::pow`` per element (2.4-3.1 ms over
+        256 x 32 x 64) and ``Exp`` of an argument below ``EXP_FLOOR`` (where exp underflows)
+        takes a slow path; clamped, Log + Mul + Max + Exp take 1.3 ms. At ``x = 0`` the term is
+        ``exp(-87) = 1.6e-38`` instead of 0: never NaN, and below float32 resolution of any sum
+        it enters (a pixel whose terms are all zero gets ``(E * 1.6e-38)^(1/p)``, which
+        underflows to 0 for ``p <= 0.5``). Relative error about 1e-7 elsewhere (measured).
+        """
+        log = self.b.memo(("log", x), lambda: self.b.op("Log", [x]))
+        scaled = self.b.op("Mul", [log, self.b.const(p)])
+        return self.b.op("Exp", [self.b.op("Max", [scaled, self.b.const(EXP_FLOOR)])])
+
+    def _p_sum(self, x: ir.Value, p: float, nonneg: bool, channels: int | None = None) -> ir.Value:
+        """``sum_c |x_c|^p`` over the ``channels`` of ``x`` (default: the classes), keepdims,
+        N x 1 x h x w at the working resolution."""
 
         def make() -> ir.Value:
-            if p == 2.0:
-                return self.b.reduce("ReduceSumSquare", x)
-            if p == 1.0:
-                return self.b.reduce("ReduceSum" if nonneg else "ReduceL1", x)
-            magnitude = x if nonneg else self.b.memo(("abs", x), lambda: self.b.op("Abs", [x]))
-            return self.b.reduce("ReduceSum", self._shared_power(magnitude, p))
+            magnitude = x if nonneg or p == 2.0 else self.b.memo(("abs", x), lambda: self.b.op("Abs", [x]))
+            powered = self.b.op("Mul", [x, x]) if p == 2.0 else self._shared_power(magnitude, p)
+            return self._channel_sum(powered, self.num_classes if channels is None else channels)
 
         return self.b.memo(("p_sum", x, p), make)
+
+    def _channel_sum(self, x: ir.Value, channels: int | None, like: ir.Value | None = None) -> ir.Value:
+        """``sum_c x_c`` over axis 1, keepdims: N x 1 x h x w with N, h, w of ``like`` (default:
+        the working logits). With a known channel count it is a MatMul of a row of ones with
+        ``x`` seen as N x channels x (h w): on ONNX Runtime's CPU provider 0.05 ms against
+        0.43 ms for ``ReduceSum(axis=1)`` over 256 x 32 x 64 (``benchmarks/NOTES.md``, attempt 7)."""
+        like = self.working if like is None else like
+        if not isinstance(channels, int):
+            return self.b.reduce("ReduceSum", x)
+        flat = self.b.op("Reshape", [x, self.b.const([0, 0, -1], np.int64)])
+        total = self.b.op("MatMul", [self.b.const(np.ones((1, channels))), flat])
+        shape = self.b.memo(("map_shape", like), lambda: self.b.op(
+            "Concat", [self.b.dims(like, 0, 1), self.b.const([1], np.int64), self.b.dims(like, 2, 4)], {"axis": 0}))
+        return self.b.op("Reshape", [total, shape])
 
     def _shared_power(self, x: ir.Value, p: float) -> ir.Value:
         """``x^p`` (``x >= 0``) of a ``|x|^p`` term, once per ``(x, p)``. When the spec has a
@@ -256,7 +293,7 @@ class _PGNGraph:
                     base = self._shared_power(x, q)
                     square = self.b.op("Mul", [base, base])
                     return square if k == 2 else self.b.op("Mul", [square, base])
-            return self._power(x, p)
+            return self._exp_log_power(x, p) if p < 1.0 and p != 0.5 else self._power(x, p)
 
         return self.b.memo(("power", x, p), make)
 
@@ -286,7 +323,7 @@ class _PGNGraph:
 
     def _exp_sum(self, logits: ir.Value) -> ir.Value:
         """``sum_c exp(z - max_c z)`` (N x 1 x h x w, >= 1), once per logits."""
-        return self.b.memo(("exp_sum", logits), lambda: self.b.reduce("ReduceSum", self._shifted_exp(logits)))
+        return self.b.memo(("exp_sum", logits), lambda: self._channel_sum(self._shifted_exp(logits), self.num_classes, logits))
 
     def _branch_features(self, branch: Branch) -> _Features:
         """psi of one branch as float32, resized like the branch (and like the logits when the
@@ -299,7 +336,8 @@ class _PGNGraph:
             and producer.op_type in _NONNEGATIVE_OPS
             and all(n.op_type != "Resize" or attribute(n, "mode", "nearest") in _CONVEX_MODES for n in nodes)
         )
-        return _Features(self._mirror(nodes, self.b.to_float(psi)), nonneg)
+        channels = psi.shape[1] if psi.shape is not None and psi.shape.rank() == 4 else None
+        return _Features(self._mirror(nodes, self.b.to_float(psi)), nonneg, channels if isinstance(channels, int) else None)
 
     def _mirror(self, nodes: list[ir.Node], x: ir.Value) -> ir.Value:
         """Apply the model's spatial ops ``nodes`` (Resize/Slice, forward order) to ``x``."""
