@@ -280,6 +280,23 @@ def test_study_targets_read_the_headline_ratios():
     assert target["met"] and not target["certain"] and target["threshold"] == 1.01
 
 
+def test_profile_counts_inserted_nodes_by_op_type_not_by_name():
+    """ONNX Runtime renumbers its layout nodes per graph: renamed twins cancel, one extra
+    ReorderOutput and a fused PGN node count."""
+    from benchmarks.profile_ops import inserted_by_op
+
+    plain = {"conv": 5.0, "ReorderOutput_token_7": 0.3, "ReorderOutput_token_8": 0.2}
+    plain_ops = {"conv": "Conv", "ReorderOutput_token_7": "ReorderOutput", "ReorderOutput_token_8": "ReorderOutput"}
+    grafted = {"conv": 5.1, "ReorderOutput_token_9": 0.31, "ReorderOutput_token_10": 0.2,
+               "ReorderOutput_token_11": 0.25, "pgn/MatMul_3/MatMulScaleFusion/": 0.07}
+    ops = {"conv": "Conv", "pgn/MatMul_3/MatMulScaleFusion/": "FusedMatMul"} | {
+        name: "ReorderOutput" for name in grafted if name.startswith("Reorder")}
+    inserted = inserted_by_op(grafted, ops, plain, plain_ops)
+    assert inserted.keys() == {"ReorderOutput", "FusedMatMul"}
+    assert inserted["ReorderOutput"] == (1, pytest.approx(0.26))
+    assert inserted["FusedMatMul"] == (1, pytest.approx(0.07))
+
+
 def test_mc_dropout_split_computes_the_network():
     from benchmarks.methods import check_split
 
