@@ -4,8 +4,9 @@ Per model and size, the plain model and the grafted variants run interleaved in 
 in two groups: the feature-resolution variants (cheap: the headline targets) and the
 ``resolution output`` ones (costly: in the same rounds they would crowd out the others); each
 variant's ratio to the plain model of its group is the ratio of medians with a paired
-bootstrap 95 % interval. The log-log slope of median latency against pixel count is fitted per model and
-variant over the sizes measured.
+bootstrap 95 % interval. The headline's group also times a second session of the plain model (:data:`CONTROL`),
+whose ratio shows how far apart two sessions of one model measure. The log-log slope of
+median latency against pixel count is fitted per model and variant over the sizes measured.
 """
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ from benchmarks.common import Settings, interleave, log, ort_call, summarize
 from benchmarks.models import ModelFiles
 
 HEADLINE = ("deeplabv3_mobilenet_v3_large", (512, 1024))
+CONTROL = "plain_again"
+"""A second session of the plain model, timed with the headline's feature-resolution group: an
+A/A control whose ratio to the plain model is what two sessions of one model differ by in
+this harness (memory placement, caches), the floor under any end-to-end ratio."""
 HEADLINE_BUDGET_FACTOR = 3.0
 OUTPUT_RESOLUTION_MAX_PIXELS = 512 * 1024
 SLOW_MODEL = "deeplabv3_resnet50"
@@ -65,6 +70,8 @@ def run(models: list[str], sizes: list[tuple[int, int]], wanted: list[str], sett
                 if members:
                     log(f"overhead: {model} {size[0]}x{size[1]}: plain + {', '.join(members)}")
                     calls = {name: ort_call(files.file(name), settings, size) for name in ["plain", *members]}
+                    if group == "feature" and (model, size) == HEADLINE:
+                        calls[CONTROL] = ort_call(files.plain(), settings, size)
                     summaries[group] = summarize(interleave(calls, settings, budget))
                     del calls
             records.append({"model": model, "size": list(size), "pixels": size[0] * size[1], **_merge(summaries)})

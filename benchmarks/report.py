@@ -5,13 +5,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.targets import backprop_speedups
+from benchmarks.targets import backprop_speedups, control_ratio
 from pgn_deploy.contract import atomic_write, atomic_write_text
 
 PREFIX = "latency_"
 VARIANT_TEXT = {
     "one": "1 map", "ten": "10 maps", "one_keep": "1 map, classifier size", "ten_keep": "10 maps, classifier size",
     "one_output": "1 map, resolution output", "ten_output": "10 maps, resolution output",
+    "plain_again": "plain again (A/A control)",
 }
 
 
@@ -49,6 +50,11 @@ def _targets(doc: dict[str, Any]) -> list[str]:
         met = ("yes" if t["met"] else "no") + ("" if t.get("certain", True) else " (within noise)")
         kernel = f"{t['kernel_ratio']:.3f}" if t.get("kernel_ratio") else "-"
         lines.append(f"| {t['target']} | {value} | {t['threshold']:g} | {met} | {kernel} |")
+    control = control_ratio(doc)
+    if control is not None:
+        lines += ["", f"A/A control: a second session of the same plain model, timed in the same rounds, measured "
+                      f"{_ratio(control)} against the first. End-to-end ratios closer to 1 than this are within what "
+                      f"two sessions of one model differ by here; the kernel-time ratio does not have this bias."]
     return lines
 
 

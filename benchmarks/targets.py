@@ -39,6 +39,12 @@ def _overhead(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
+def control_ratio(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The headline's A/A control (``plain_again`` / ``plain``), if it was timed."""
+    record = _find(doc.get("overhead", {}).get("records", []), HEADLINE_MODEL, HEADLINE_SIZE)
+    return None if record is None else record["ratio_to_plain"].get("plain_again")
+
+
 def _mc(doc: dict[str, Any]) -> list[dict[str, Any]]:
     found = []
     for record in doc.get("methods", []):

@@ -280,6 +280,19 @@ def test_study_targets_read_the_headline_ratios():
     assert target["met"] and not target["certain"] and target["threshold"] == 1.01
 
 
+def test_study_reports_the_a_a_control_beside_the_targets():
+    from benchmarks.report import _targets
+    from benchmarks.targets import control_ratio
+
+    control = {"value": 1.031, "low": 0.99, "high": 1.07, "confidence": 0.95}
+    doc = {"overhead": {"records": [{"model": "deeplabv3_mobilenet_v3_large", "size": [512, 1024],
+                                     "ratio_to_plain": {"plain_again": control}}]}, "targets": []}
+    assert control_ratio(doc) == control
+    assert any("A/A control" in line and "1.031 [0.990, 1.070]" in line for line in _targets(doc))
+    doc["overhead"]["records"][0]["ratio_to_plain"] = {}
+    assert control_ratio(doc) is None and not any("A/A" in line for line in _targets(doc))
+
+
 def test_profile_counts_inserted_nodes_by_op_type_not_by_name():
     """ONNX Runtime renumbers its layout nodes per graph: renamed twins cancel, one extra
     ReorderOutput and a fused PGN node count."""

@@ -11,13 +11,16 @@ or cube of a smaller shared power where one exists, ``exp(max(p ln x, -87))`` fo
 needs no class tensor at all: ``||g||_p = (C - 1)/C * ||S||_p`` (and ``||S||_1 = 1``).
 
 Resolution ``feature``: the maps are computed at the classifier's resolution and each one is
-resized on its own by a copy of the model's resize ops (same attributes; output size taken from
-the logits' runtime shape) into its named N x 1 x H x W output; no channel stack (a Concat and a
-Split would copy every full-size map once more; ``benchmarks/NOTES.md``, attempt 3). Resolution
+resized on its own into its named N x 1 x H x W output: with ``upsample="matmul"`` (default)
+and a model that resizes its logits with one linear Resize, by two MatMuls with interpolation
+matrices shared by all maps (:mod:`pgn_deploy.export.interpolation`), else by a copy of the
+model's resize ops (same attributes; output size taken from the logits' runtime shape); no
+channel stack (a Concat and a Split would copy every full-size map once more;
+``benchmarks/NOTES.md``, attempt 3). Resolution
 ``output``: the softmax of the model's resized logits and ``psi`` pushed through the same resize
 ops (E channels at H x W: costly, exact per output pixel).
 
-The softmax and log-softmax over the classes are built from ReduceMax, Sub, Exp, ReduceSum and
+The softmax and log-softmax over the classes are built from ReduceMax, Sub, Exp, a channel sum and
 Div/Log rather than ``Softmax``/``LogSoftmax(axis=1)``: ONNX Runtime computes those over a
 non-last axis by transposing to the last axis and back, about 4x the cost
 (``benchmarks/NOTES.md``, attempt 5).
@@ -249,7 +252,8 @@ class _PGNGraph:
         takes a slow path; clamped, Log + Mul + Max + Exp take 1.3 ms. At ``x = 0`` the term is
         ``exp(-87) = 1.6e-38`` instead of 0: never NaN, and below float32 resolution of any sum
         it enters (a pixel whose terms are all zero gets ``(E * 1.6e-38)^(1/p)``, which
-        underflows to 0 for ``p <= 0.5``). Relative error about 1e-7 elsewhere (measured).
+        underflows to 0 for ``p <= 0.5``). Relative error about 1e-7 elsewhere (measured;
+        ``benchmarks/NOTES.md``, attempt 6).
         """
         log = self.b.memo(("log", x), lambda: self.b.op("Log", [x]))
         scaled = self.b.op("Mul", [log, self.b.const(p)])
