@@ -29,7 +29,7 @@ FORMAT_VERSION = 1
 FORMS = ("paper", "exact")
 LABELS = ("uni", "oh", "gt")
 RESOLUTIONS = ("feature", "output")
-UPSAMPLES = ("matmul", "resize")
+UPSAMPLES = ("auto", "matmul", "resize")
 PRED = "pred"
 BASELINES = ("msp", "entropy")
 GT_INPUT = "pgn_gt"
@@ -115,7 +115,10 @@ class PGNSpec:
     * ``keep_feature_size``: do not resize the maps to the logits' output size.
     * ``upsample``: how resolution ``feature`` maps reach the output size: ``"matmul"``, two
       MatMuls with bilinear interpolation matrices when the model resizes its logits with one
-      linear ``Resize`` (else as ``"resize"``); ``"resize"``, a copy of the model's own ops.
+      linear ``Resize`` (else as ``"resize"``); ``"resize"``, a copy of the model's own ops;
+      ``"auto"`` (default), matmul when the classifier map has at most 64 rows at the model's
+      nominal input size (the MatMul's cost grows with
+      them, the Resize's does not). The grafted model's metadata records what was used.
     """
 
     p: tuple[float, ...] = (0.5,)
@@ -126,7 +129,7 @@ class PGNSpec:
     keep_feature_size: bool = False
     pred: bool = False
     baselines: bool = False
-    upsample: str = "matmul"
+    upsample: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "p", tuple(float(p) for p in self.p))

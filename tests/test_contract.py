@@ -81,7 +81,7 @@ def test_metadata_round_trip_through_an_onnx_file(tmp_path):
 
 def test_spec_written_before_upsample_existed_reads_as_resize():
     data = C.PGNSpec().to_json()
-    assert data["upsample"] == "matmul"
+    assert data["upsample"] == "auto"
     del data["upsample"]
     assert C.PGNSpec.from_json(data).upsample == "resize"
 

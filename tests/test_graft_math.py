@@ -180,6 +180,19 @@ def _added_nodes(model: onnx.ModelProto, grafted: onnx.ModelProto) -> list[onnx.
     return list(grafted.graph.node)[len(model.graph.node):]
 
 
+def test_auto_upsample_uses_matmuls_for_small_classifier_maps_only():
+    """``auto`` measures the classifier map at the nominal size (512 x 512 when the model has
+    none): MatMuls up to 64 rows, the model's Resize above; the metadata says which."""
+    shallow = onnx_head_model(num_classes=4, channels=[6], strides=[1], relu=[True])  # 512 rows
+    deep = onnx_head_model(num_classes=4, channels=[6], strides=[16], relu=[True])  # 32 rows
+    for model, expected in ((shallow, "resize"), (deep, "matmul")):
+        grafted = graft(model, PGNSpec())
+        assert read_metadata(grafted).spec.upsample == expected
+        made_by = {out: n.op_type for n in grafted.graph.node for out in n.output}
+        assert made_by["pgn_uni_p0.5"] == ("MatMul" if expected == "matmul" else "Resize")
+    assert read_metadata(graft(shallow, PGNSpec(upsample="matmul"))).spec.upsample == "matmul"
+
+
 def _softmax_exps(added: list[onnx.NodeProto]) -> int:
     """Exp nodes of a softmax (reading ``z - max z``), not of a power ``exp(max(p ln x, -87))``."""
     made_by = {out: n for n in added for out in n.output}

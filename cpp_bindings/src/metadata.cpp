@@ -20,7 +20,7 @@ using nlohmann::json;
 const std::vector<std::string> kLabels{"uni", "oh", "gt"};
 const std::vector<std::string> kForms{"paper", "exact"};
 const std::vector<std::string> kResolutions{"feature", "output"};
-const std::vector<std::string> kUpsamples{"matmul", "resize"};
+const std::vector<std::string> kUpsamples{"auto", "matmul", "resize"};
 
 const json& at(const json& object, const std::string& key) {
   if (!object.is_object() || !object.contains(key)) throw MalformedMetadata{"KeyError", py_repr(key)};

@@ -41,10 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="feature: gradient at the classifier's resolution, map resized like the logits; "
                              "output: gradient per output pixel")
     parser.add_argument("--keep-feature-size", action="store_true", help="do not resize the maps to the logits' size")
-    parser.add_argument("--upsample", choices=UPSAMPLES, default="matmul",
+    parser.add_argument("--upsample", choices=UPSAMPLES, default="auto",
                         help="how the maps are resized to the logits' size: matmul (bilinear interpolation "
-                             "matrices, when the model resizes with one linear Resize; fastest on ONNX Runtime CPU) "
-                             "or resize (a copy of the model's own resize ops)")
+                             "matrices, when the model resizes with one linear Resize; fastest on ONNX Runtime CPU "
+                             "for small classifier maps), resize (a copy of the model's own resize ops) or auto "
+                             "(matmul when the classifier map has at most 64 rows at the nominal input size)")
     parser.add_argument("--pred", action="store_true", help="add the argmax class map output 'pred'")
     parser.add_argument("--baselines", action="store_true", help="add the baseline maps 'msp' and 'entropy'")
     parser.add_argument("--head", metavar="NODE", help="a node of the classifier head (default: found automatically)")

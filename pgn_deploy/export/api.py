@@ -59,7 +59,7 @@ def make_spec(
     keep_feature_size: bool = False,
     pred: bool = False,
     baselines: bool = False,
-    upsample: str = "matmul",
+    upsample: str = "auto",
 ) -> PGNSpec:
     """A validated :class:`PGNSpec`; ``p`` and ``labels`` may be single values, ``"both"`` is
     ``uni`` and ``oh``."""
@@ -112,7 +112,7 @@ def export_model(
     keep_feature_size: bool = False,
     pred: bool = False,
     baselines: bool = False,
-    upsample: str = "matmul",
+    upsample: str = "auto",
     head: str | None = None,
     input_shape: str | Sequence[int] | None = None,
     opset: int | None = None,

@@ -7,6 +7,7 @@ bit-identical; the result passes ``onnx.checker.check_model(full_check=True)``.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import onnx
@@ -30,6 +31,9 @@ from pgn_deploy.export.pgn_subgraph import add_pgn_outputs
 __all__ = ["find_head", "graft"]
 
 _PRECISIONS = {ir.DataType.FLOAT16: "fp16", ir.DataType.BFLOAT16: "bf16"}
+PROBE_SIZE = (512, 512)
+"""Input size at which ``upsample="auto"`` measures the classifier map when the model's own
+size is unknown (pgn-export's default example size)."""
 
 
 def graft(
@@ -58,16 +62,17 @@ def graft(
     _check_free_names(graph, spec)
     _name_classifier_convs(graph, found)
     _annotate_types(model, found)
-    outputs = add_pgn_outputs(graph, found, spec)
+    input_info = input_info or _default_input_info(model)
+    outputs = add_pgn_outputs(graph, found, spec, _classifier_rows(model, found, input_info.size))
     grafted = ir.to_proto(graph_model)
     original_outputs = [o.name for o in model.graph.output]
     write_metadata(
         grafted,
         Metadata(
-            spec=spec,
+            spec=dataclasses.replace(spec, upsample=outputs.upsample),
             head=found.info(),
             num_classes=found.num_classes,
-            input=input_info or _default_input_info(model),
+            input=input_info,
             original_outputs=original_outputs,
             pgn_outputs=outputs.maps,
             pred=outputs.pred,
@@ -146,6 +151,28 @@ def _annotate_types(model: onnx.ModelProto, head: Head) -> None:
             value.type = ir.serde.deserialize_type_proto_for_type(info.type)
         if value.shape is None:
             value.shape = ir.serde.deserialize_type_proto_for_shape(info.type)
+
+
+def _classifier_rows(model: onnx.ModelProto, head: Head, size: tuple[int, int] | None) -> int | None:
+    """Height of the classifier's output for an input of ``size`` (H, W; default
+    :data:`PROBE_SIZE`), by ONNX shape inference with the image input fixed to 1 x C x H x W;
+    ``None`` when inference cannot tell."""
+    light = without_weights(model)
+    image = next(i for i in light.graph.input if i.name not in {init.name for init in model.graph.initializer})
+    dims = image.type.tensor_type.shape.dim
+    if len(dims) != 4:
+        return None
+    for dim, value in zip(dims, (1, None, *(size or PROBE_SIZE))):
+        if value is not None:
+            dim.Clear()
+            dim.dim_value = value
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light, data_prop=True)
+    except onnx.shape_inference.InferenceError:
+        return None
+    info = next((v for v in inferred.graph.value_info if v.name == head.head_logits.name), None)
+    shape = info.type.tensor_type.shape.dim if info is not None else []
+    return shape[2].dim_value if len(shape) == 4 and shape[2].HasField("dim_value") else None
 
 
 def _default_input_info(model: onnx.ModelProto) -> InputInfo:

@@ -8,7 +8,8 @@ with ``mode="linear"`` as ONNX Runtime computes it (source coordinate from the f
 ``out / in`` or the node's constant scale, clamped to ``[0, in - 1]``). On ONNX Runtime's CPU
 provider a one-channel 32 x 64 -> 512 x 1024 map takes 0.24 ms as two MatMuls against 0.76 ms
 as a ``Resize`` (``benchmarks/NOTES.md``, attempt 8); the model's own ops are still used for
-anything this does not cover (:func:`matmul_resizer` returns ``None``).
+anything this does not cover (:func:`matmul_resizer` returns ``None``), and for classifier
+maps with many rows (:data:`MATMUL_MAX_ROWS`).
 """
 from __future__ import annotations
 
@@ -21,6 +22,11 @@ from pgn_deploy.export.graph_builder import FLOAT, GraphBuilder
 from pgn_deploy.export.head import attribute, constant_array
 
 COORDINATE_MODES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric")
+MATMUL_MAX_ROWS = 64
+"""Largest classifier map height for which ``upsample="auto"`` picks the MatMuls. Their cost
+per output pixel grows with the map's rows (``A_h`` is dense: about 0.02 ns per row on this
+CPU), a Resize's does not (about 1.5 ns): 0.24 against 0.76 ms at 32 rows, 2.1 against
+about 0.8 ms at 256 rows (measured, 1 thread, one map at 512 x 1024)."""
 
 
 def matmul_resizer(b: GraphBuilder, chain: list[ir.Node], source: ir.Value,

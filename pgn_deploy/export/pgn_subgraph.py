@@ -36,7 +36,7 @@ import onnx_ir as ir
 from pgn_deploy.contract import BASELINES, GT_INPUT, PRED, PGNSpec
 from pgn_deploy.export.graph_builder import FLOAT, GraphBuilder
 from pgn_deploy.export.head import Branch, Head, attribute, constant_array
-from pgn_deploy.export.interpolation import matmul_resizer
+from pgn_deploy.export.interpolation import MATMUL_MAX_ROWS, matmul_resizer
 
 # Ops whose output is never negative: when one of them makes psi, |psi| = psi and the Abs is
 # skipped. (The probabilities are non-negative by construction and passed as such.)
@@ -55,17 +55,20 @@ class PGNOutputs:
     pred: str | None
     baselines: list[str]
     gt_input: str | None
+    upsample: str
 
 
-def add_pgn_outputs(graph: ir.Graph, head: Head, spec: PGNSpec) -> PGNOutputs:
+def add_pgn_outputs(graph: ir.Graph, head: Head, spec: PGNSpec, classifier_rows: int | None = None) -> PGNOutputs:
     """Append the PGN subgraph of ``spec`` for ``head`` to ``graph`` and its outputs.
 
     ``head``'s values must carry dtype and shape where known (see ``graft``). Outputs: the maps
     ``pgn_<label>_p<p>`` (float32 N x 1 x H x W, or N x 1 x h x w with ``keep_feature_size``),
     ``pred`` (int32 N x H x W) and ``msp``/``entropy`` (float32 N x 1 x H x W) when asked; with
     label ``gt`` an int64 N x H x W graph input ``pgn_gt`` at the logits' output size.
+    ``classifier_rows``: the head's height at the model's nominal input size, for
+    ``upsample="auto"`` (``None``: unknown, the model's resize ops are used).
     """
-    return _PGNGraph(GraphBuilder(graph), head, spec).build()
+    return _PGNGraph(GraphBuilder(graph), head, spec, classifier_rows).build()
 
 
 @dataclasses.dataclass
@@ -78,8 +81,9 @@ class _Features:
 
 
 class _PGNGraph:
-    def __init__(self, builder: GraphBuilder, head: Head, spec: PGNSpec) -> None:
+    def __init__(self, builder: GraphBuilder, head: Head, spec: PGNSpec, classifier_rows: int | None) -> None:
         self.b = builder
+        self.classifier_rows = classifier_rows
         self.head = head
         self.spec = spec
         self.num_classes = head.num_classes
@@ -98,27 +102,29 @@ class _PGNGraph:
             for p in self.spec.p
         ]
         names = self.spec.map_names
-        self._emit_maps(maps, names)
+        upsample = self._emit_maps(maps, names)
         pred = self._pred() if self.spec.pred else None
         baselines = self._baselines() if self.spec.baselines else []
-        return PGNOutputs(names, pred, baselines, GT_INPUT if gt is not None else None)
+        return PGNOutputs(names, pred, baselines, GT_INPUT if gt is not None else None, upsample)
 
     @property
     def _feature_sized(self) -> bool:
         return not self.at_output and self.spec.keep_feature_size
 
-    def _emit_maps(self, maps: list[ir.Value], names: list[str]) -> None:
+    def _emit_maps(self, maps: list[ir.Value], names: list[str]) -> str:
         """Emit each map as the output of its name; at resolution ``feature`` (not kept at the
         feature size) each one is first resized on its own (two MatMuls with interpolation
         matrices shared by all maps, or a copy of the model's resize ops), so that an output
-        dropped later (``pgn-bench --maps``) leaves nodes of its own unused."""
+        dropped later (``pgn-bench --maps``) leaves nodes of its own unused. Returns the
+        upsampling used, ``"matmul"`` or ``"resize"``."""
         chain = [] if self.at_output or self.spec.keep_feature_size else self.head.chain
         like = self.head.head_logits if self._feature_sized else self.head.logits
-        resize = None
-        if chain and self.spec.upsample == "matmul":
-            resize = matmul_resizer(self.b, chain, self.head.head_logits, self.head.logits)
+        wanted = self.spec.upsample == "matmul" or (
+            self.spec.upsample == "auto" and self.classifier_rows is not None and self.classifier_rows <= MATMUL_MAX_ROWS)
+        resize = matmul_resizer(self.b, chain, self.head.head_logits, self.head.logits) if chain and wanted else None
         for value, name in zip(maps, names):
             self._emit(resize(value) if resize else self._mirror(chain, value), name, like)
+        return "matmul" if resize else "resize"
 
     def _emit(self, value: ir.Value, name: str, like: ir.Value, dtype: ir.DataType = FLOAT, channels: int | None = 1) -> None:
         """Make ``value`` the graph output ``name`` (renamed: it is one of ours), typed ``dtype``

@@ -27,8 +27,9 @@ struct PGNSpec {
   bool keep_feature_size = false;
   bool pred = false;
   bool baselines = false;
-  /// "matmul" or "resize"; metadata written before the field existed means "resize".
-  std::string upsample = "matmul";
+  /// How the maps were upsampled: "matmul" or "resize" ("auto" is resolved by the graft);
+  /// metadata written before the field existed means "resize".
+  std::string upsample = "auto";
 };
 
 /// How the graph input is fed: NCHW float32 of ``(uint8 / scale - mean) / std`` per channel, in
