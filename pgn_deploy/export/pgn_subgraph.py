@@ -11,9 +11,10 @@ or cube of a smaller shared power where one exists, ``exp(max(p ln x, -87))`` fo
 needs no class tensor at all: ``||g||_p = (C - 1)/C * ||S||_p`` (and ``||S||_1 = 1``).
 
 Resolution ``feature``: the maps are computed at the classifier's resolution and each one is
-resized on its own into its named N x 1 x H x W output: with ``upsample="matmul"`` (default)
-and a model that resizes its logits with one linear Resize, by two MatMuls with interpolation
-matrices shared by all maps (:mod:`pgn_deploy.export.interpolation`), else by a copy of the
+resized on its own into its named N x 1 x H x W output: with ``upsample="matmul"`` (or
+``"auto"``, the default, for a classifier map of at most ``MATMUL_MAX_ROWS`` rows) and a model
+that resizes its logits with one linear Resize, by two MatMuls with interpolation matrices
+shared by all maps (:mod:`pgn_deploy.export.interpolation`), else by a copy of the
 model's resize ops (same attributes; output size taken from the logits' runtime shape); no
 channel stack (a Concat and a Split would copy every full-size map once more;
 ``benchmarks/NOTES.md``, attempt 3). Resolution
