@@ -3,7 +3,7 @@
 Bilinear resizing is separable: ``out = A_h @ map @ A_w^T``, where ``A`` (out x in) has, per
 output row, the weights ``1 - f`` and ``f`` of the two input samples around its source
 coordinate. The matrices are built from the runtime sizes (the exported graphs keep H and W
-dynamic) with a few ops on 1-D tensors, once for every map, and reproduce ONNX ``Resize``
+dynamic) with about 30 small ops on 1-D tensors, once for all maps, and reproduce ONNX ``Resize``
 with ``mode="linear"`` as ONNX Runtime computes it (source coordinate from the float32 scale
 ``out / in`` or the node's constant scale, clamped to ``[0, in - 1]``). On ONNX Runtime's CPU
 provider a one-channel 32 x 64 -> 512 x 1024 map takes 0.24 ms as two MatMuls against 0.76 ms
