@@ -158,8 +158,7 @@ def _classifier_rows(model: onnx.ModelProto, head: Head, size: tuple[int, int] |
     :data:`PROBE_SIZE`), by ONNX shape inference with the image input fixed to 1 x C x H x W;
     ``None`` when inference cannot tell."""
     light = without_weights(model)
-    image = next(i for i in light.graph.input if i.name not in {init.name for init in model.graph.initializer})
-    dims = image.type.tensor_type.shape.dim
+    dims = _image_input(light, model).type.tensor_type.shape.dim
     if len(dims) != 4:
         return None
     for dim, value in zip(dims, (1, None, *(size or PROBE_SIZE))):
@@ -175,10 +174,16 @@ def _classifier_rows(model: onnx.ModelProto, head: Head, size: tuple[int, int] |
     return shape[2].dim_value if len(shape) == 4 and shape[2].HasField("dim_value") else None
 
 
+def _image_input(model: onnx.ModelProto, original: onnx.ModelProto) -> onnx.ValueInfoProto:
+    """The first graph input of ``model`` that is not an initializer of ``original`` (the
+    image; :func:`without_weights` turns large initializers into inputs)."""
+    initializers = {init.name for init in original.graph.initializer}
+    return next(i for i in model.graph.input if i.name not in initializers)
+
+
 def _default_input_info(model: onnx.ModelProto) -> InputInfo:
     """ImageNet-normalized RGB NCHW on the first graph input; dynamic dims as declared."""
-    initializers = {init.name for init in model.graph.initializer}
-    first = next(i for i in model.graph.input if i.name not in initializers)
+    first = _image_input(model, model)
     dims = first.type.tensor_type.shape.dim
     static = [d.HasField("dim_value") for d in dims]
     size = (dims[2].dim_value, dims[3].dim_value) if len(dims) == 4 and all(static[2:]) else None
