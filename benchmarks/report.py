@@ -36,7 +36,8 @@ def _machine(doc: dict[str, Any]) -> list[str]:
         f"Load average (1/5/15 min) at the start {m['load_average']}, at the end "
         f"{doc['machine_after']['load_average']}; the study took {doc['duration_s'] / 60:.1f} min.",
         "",
-        "Every comparison runs its variants interleaved in one process (alternating order each round); "
+        "Every comparison runs its variants interleaved in one process (alternating order each round, each "
+        "timed call right after an untimed call of the same variant, so that every variant is timed in steady state); "
         "ratios are ratios of medians with a paired-bootstrap 95 % interval in brackets. The machine was "
         "shared with other jobs while this ran: read absolute times as indicative and the intervals as the "
         "noise that remained.",

@@ -134,9 +134,21 @@ class FakeClock:
 
 def test_interleaved_rounds_alternate_order_and_pair_samples():
     clock = FakeClock({"a": 1.0, "b": 10.0})
-    samples = time_interleaved({"a": clock.call("a"), "b": clock.call("b")}, warmup=1, rounds=3, clock=clock)
+    samples = time_interleaved({"a": clock.call("a"), "b": clock.call("b")}, warmup=1, rounds=3, clock=clock, settle=0)
     assert clock.log == ["a", "b", "a", "b", "b", "a", "a", "b"]
     assert samples == {"a": [2.0, 3.0, 4.0], "b": [20.0, 30.0, 40.0]}
+
+
+def test_each_timed_call_follows_an_untimed_call_of_its_own_variant():
+    clock = FakeClock({"a": 1.0, "b": 10.0})
+    samples = time_interleaved({"a": clock.call("a"), "b": clock.call("b")}, warmup=0, rounds=2, clock=clock)
+    assert clock.log == ["a", "a", "b", "b", "b", "b", "a", "a"]
+    assert samples == {"a": [2.0, 4.0], "b": [20.0, 40.0]}  # calls 2 and 4 of each: the settled ones
+
+
+def test_a_single_variant_is_not_settled():
+    clock = FakeClock({"x": 1.0})
+    assert time_interleaved({"x": clock.call("x")}, warmup=0, rounds=2, clock=clock, settle=3) == {"x": [1.0, 2.0]}
 
 
 def test_duration_stops_after_the_first_call_past_the_budget():
@@ -145,7 +157,8 @@ def test_duration_stops_after_the_first_call_past_the_budget():
     assert samples == [1.0, 2.0, 3.0]  # 1 + 2 + 3 = 6 s >= 5.5 s
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"rounds": 2, "duration_s": 1.0}, {"rounds": 0}, {"duration_s": -1.0}])
+@pytest.mark.parametrize("kwargs", [{}, {"rounds": 2, "duration_s": 1.0}, {"rounds": 0}, {"duration_s": -1.0},
+                                    {"rounds": 1, "settle": -1}])
 def test_budget_must_be_one_positive_limit(kwargs):
     with pytest.raises(BadInputError):
         time_interleaved({"x": lambda: None}, **kwargs)

@@ -6,8 +6,9 @@ decoding and pre/post-processing are not included), in the spirit of ``trtexec``
 min/median/mean/p90/p99/max, throughput and the process's peak resident memory.
 
 ``compare_plain`` derives the plain model from the grafted one (:func:`plain_model`) and times
-both in alternation in this process, so machine noise hits both alike; the grafted/plain ratio
-of medians comes with a paired bootstrap confidence interval. ``maps`` first prunes the
+both in alternation in this process, so machine noise hits both alike, each timed call right
+after an untimed one of the same model (:func:`time_interleaved`); the grafted/plain ratio of
+medians comes with a paired bootstrap confidence interval. ``maps`` first prunes the
 grafted model to the named added outputs (:func:`keep_outputs`).
 """
 from __future__ import annotations

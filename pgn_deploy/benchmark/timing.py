@@ -58,20 +58,30 @@ def time_interleaved(
     rounds: int | None = None,
     duration_s: float | None = None,
     clock: Clock = time.perf_counter,
+    settle: int = 1,
 ) -> dict[str, list[float]]:
     """Latencies (seconds) of several variants timed in alternation within one process.
 
-    Each round calls every variant once, in forward order on even rounds and reversed on odd
-    rounds, so a slow phase of the machine or a position effect hits every variant alike and
-    ``result[a][i]`` pairs with ``result[b][i]``. ``warmup`` untimed rounds come first. Stops
-    after ``rounds`` rounds, or at the first round ending after ``duration_s`` seconds.
+    Each round times every variant once, in forward order on even rounds and reversed on odd
+    rounds, so a slow phase of the machine hits every variant alike and ``result[a][i]`` pairs
+    with ``result[b][i]``. With several variants, each timed call comes right after ``settle``
+    untimed calls of the same variant: a session's first run after another session's is slower
+    (its thread pool has gone to sleep while the other's still spins, its caches hold the other's
+    data; 5-10 % with 2 threads on a 2-core machine), and without settling the variants at the
+    ends of the order, which follow themselves at the turn, would measure faster than those in
+    the middle. So every variant is timed in steady state, as a deployed engine that runs back
+    to back. ``warmup`` untimed rounds come first. Stops after ``rounds`` rounds, or at the
+    first round ending after ``duration_s`` seconds.
     """
     if warmup < 0:
         raise BadInputError(f"warmup must be >= 0, got {warmup}")
+    if settle < 0:
+        raise BadInputError(f"settle must be >= 0, got {settle}")
     check_budget(rounds, duration_s)
     if not calls:
         raise BadInputError("nothing to time")
     names = list(calls)
+    settle_calls = settle if len(names) > 1 else 0
     for _ in range(warmup):
         for name in names:
             calls[name]()
@@ -80,6 +90,8 @@ def time_interleaved(
     done = 0
     while True:
         for name in names if done % 2 == 0 else reversed(names):
+            for _ in range(settle_calls):
+                calls[name]()
             begin = clock()
             calls[name]()
             samples[name].append(clock() - begin)
