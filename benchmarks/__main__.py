@@ -14,6 +14,7 @@ QUICK = {"models": "demo,deeplabv3_mobilenet_v3_large", "sizes": "128x256", "bud
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from benchmarks.overhead import HEADLINE_BUDGET_FACTOR
     from benchmarks.study import SECTIONS
     from pgn_deploy.benchmark.timing import CLOCKS
     from pgn_deploy.runtime.backends import backend_names
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clock", choices=list(CLOCKS), default="wall",
                         help="wall: elapsed time; cpu: CPU time of the process (steadier on a shared machine, use with --threads 1)")
     parser.add_argument("--torch-device", default="cpu", help="device of the PyTorch methods (cpu, cuda)")
-    parser.add_argument("--budget", type=float, default=20.0, help="seconds of timing per comparison (the headline gets 3x)")
+    parser.add_argument("--budget", type=float, default=20.0, help=f"seconds of timing per comparison (the headline gets {HEADLINE_BUDGET_FACTOR:g}x)")
     parser.add_argument("--max-rounds", type=int, default=60, help="most interleaved rounds per comparison (default 60)")
     parser.add_argument("--work", help="folder for the exported models, reused between runs (default: a temporary one)")
     parser.add_argument("--out", default="benchmarks/results", help="results folder (default benchmarks/results)")

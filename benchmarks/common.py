@@ -10,7 +10,7 @@ from typing import Any
 
 from pgn_deploy.benchmark import latency_stats, make_feeds, median_ratio, time_interleaved
 from pgn_deploy.benchmark.machine import load_average
-from pgn_deploy.benchmark.timing import get_clock
+from pgn_deploy.benchmark.timing import SETTLE, get_clock
 from pgn_deploy.contract import MissingMetadataError
 from pgn_deploy.runtime.backends import BackendOptions, open_backend
 from pgn_deploy.runtime.model_file import load_model_metadata
@@ -46,14 +46,15 @@ def interleave(calls: Mapping[str, Callable[[], object]], settings: Settings,
                budget_s: float | None = None) -> dict[str, Any]:
     """Time ``calls`` in alternation for about ``budget_s`` seconds (within the round bounds).
 
-    One untimed round warms up and sizes the run. Returns ``{"samples": {name: [s, ...]},
+    One untimed round warms up and sizes the run (each round of the run also makes
+    :data:`~pgn_deploy.benchmark.timing.SETTLE` untimed calls per variant). Returns ``{"samples": {name: [s, ...]},
     "rounds": n, "load_before": [...], "load_after": [...]}``.
     """
     load_before = load_average()
     start = time.perf_counter()
     for call in calls.values():
         call()
-    per_round = max(time.perf_counter() - start, 1e-6)
+    per_round = max(time.perf_counter() - start, 1e-6) * (1 + SETTLE)
     rounds = int(min(settings.max_rounds, max(settings.min_rounds, (budget_s or settings.budget_s) / per_round)))
     samples = time_interleaved(calls, warmup=0, rounds=rounds, clock=get_clock(settings.clock))
     return {"samples": samples, "rounds": rounds, "load_before": load_before, "load_after": load_average()}

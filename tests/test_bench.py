@@ -306,6 +306,28 @@ def test_study_reports_the_a_a_control_beside_the_targets():
     assert control_ratio(doc) is None and not any("A/A" in line for line in _targets(doc))
 
 
+def test_backprop_targets_charge_both_methods_per_image_megapixel_and_use_the_largest_crop():
+    from benchmarks.targets import backprop_speedups, evaluate
+
+    def naive(per_mp):
+        return {"naive_s_per_image_megapixel": per_mp}
+
+    doc = {"plan": {"focus": [500, 1000]},  # 0.5 image megapixels
+           "profile": [{"model": "m/one.pgn.onnx", "shape": [500, 1000], "pgn_kernel_ms": 0.8, "inserted_kernel_ms": 0.2},
+                       {"model": "m/one_output.pgn.onnx", "shape": [500, 1000], "pgn_kernel_ms": 100.0,
+                        "inserted_kernel_ms": 0.0}],
+           "backprop": [{"model": "m", "crop": [100, 200], "feature": naive(1.0), "output": naive(1000.0)},
+                        {"model": "m", "crop": [500, 1000], "feature": naive(30.0), "output": naive(4000.0)}]}
+    rows = {(r["crop"][0], r["resolution"]): r for r in backprop_speedups(doc)}
+    assert rows[100, "feature"]["graft_s_per_image_megapixel"] == pytest.approx(0.002)  # 1 ms per 0.5 MP
+    assert rows[100, "feature"]["speedup"] == pytest.approx(500.0)
+    assert rows[500, "output"]["speedup"] == pytest.approx(4000.0 / 0.2)
+    targets = {t["target"].split(" (")[1].split(",")[0]: t for t in evaluate(doc)}
+    assert targets.keys() == {"feature resolution", "output resolution"}
+    assert targets["feature resolution"]["value"] == pytest.approx(15000.0) and targets["feature resolution"]["met"]
+    assert targets["output resolution"]["value"] == pytest.approx(20000.0)
+
+
 def test_profile_counts_inserted_nodes_by_op_type_not_by_name():
     """ONNX Runtime renumbers its layout nodes per graph: renamed twins cancel, one extra
     ReorderOutput and a fused PGN node count."""

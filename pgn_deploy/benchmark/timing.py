@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from pgn_deploy.contract import BadInputError
 
 Clock = Callable[[], float]
+SETTLE = 1
+"""Untimed calls of a variant right before each of its timed calls in an interleaved run."""
 CLOCKS: dict[str, Clock] = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
@@ -58,7 +60,7 @@ def time_interleaved(
     rounds: int | None = None,
     duration_s: float | None = None,
     clock: Clock = time.perf_counter,
-    settle: int = 1,
+    settle: int = SETTLE,
 ) -> dict[str, list[float]]:
     """Latencies (seconds) of several variants timed in alternation within one process.
 
