@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,14 @@ def interleave(calls: Mapping[str, Callable[[], object]], settings: Settings,
     rounds = int(min(settings.max_rounds, max(settings.min_rounds, (budget_s or settings.budget_s) / per_round)))
     samples = time_interleaved(calls, warmup=0, rounds=rounds, clock=get_clock(settings.clock))
     return {"samples": samples, "rounds": rounds, "load_before": load_before, "load_after": load_average()}
+
+
+def pool(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Several :func:`interleave` results of the same variants (each with sessions of its own)
+    as one: samples and rounds concatenated, so round ``i`` stays a pair."""
+    return {"samples": {name: [t for run in runs for t in run["samples"][name]] for name in runs[0]["samples"]},
+            "rounds": sum(run["rounds"] for run in runs),
+            "load_before": runs[0]["load_before"], "load_after": runs[-1]["load_after"]}
 
 
 def summarize(timed: Mapping[str, Any], reference: str | None = "plain") -> dict[str, Any]:

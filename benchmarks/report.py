@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.backprop import RESOLUTIONS
-from benchmarks.targets import backprop_speedups, control_ratio
+from benchmarks.targets import backprop_speedups, control_ratio, headline_repeats
 from pgn_deploy.contract import atomic_write, atomic_write_text
 
 PREFIX = "latency_"
@@ -57,6 +57,12 @@ def _targets(doc: dict[str, Any]) -> list[str]:
         lines += ["", f"A/A control: a second session of the same plain model, timed in the same rounds, measured "
                       f"{_ratio(control)} against the first. End-to-end ratios closer to 1 than this are within what "
                       f"two sessions of one model differ by here; the kernel-time ratio does not have this bias."]
+    repeats = headline_repeats(doc)
+    if repeats:
+        per_variant = "; ".join(f"{VARIANT_TEXT.get(name, name)} " + " / ".join(f"{run[name]['value']:.3f}" for run in repeats)
+                                for name in repeats[0])
+        lines += ["", f"The headline was timed as {len(repeats)} independent comparisons, each with fresh sessions; the "
+                      f"measured values above pool their rounds. Each comparison on its own: {per_variant}."]
     return lines
 
 

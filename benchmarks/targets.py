@@ -45,6 +45,12 @@ def control_ratio(doc: dict[str, Any]) -> dict[str, Any] | None:
     return None if record is None else record["ratio_to_plain"].get("plain_again")
 
 
+def headline_repeats(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ratios of each independent comparison the headline was timed in (empty if one)."""
+    record = _find(doc.get("overhead", {}).get("records", []), HEADLINE_MODEL, HEADLINE_SIZE)
+    return [] if record is None else record.get("repeats", [])
+
+
 def _mc(doc: dict[str, Any]) -> list[dict[str, Any]]:
     found = []
     for record in doc.get("methods", []):

@@ -328,6 +328,23 @@ def test_backprop_targets_charge_both_methods_per_image_megapixel_and_use_the_la
     assert targets["output resolution"]["value"] == pytest.approx(20000.0)
 
 
+def test_headline_repeats_pool_their_rounds_and_are_reported_one_by_one():
+    from benchmarks.common import pool, summarize
+    from benchmarks.report import _targets
+
+    first = {"samples": {"plain": [1.0, 1.0], "one": [1.02, 1.02]}, "rounds": 2, "load_before": [1], "load_after": [2]}
+    second = {"samples": {"plain": [1.0, 1.0, 1.0], "one": [0.99, 0.99, 0.99]}, "rounds": 3,
+              "load_before": [3], "load_after": [4]}
+    pooled = pool([first, second])
+    assert pooled["rounds"] == 5 and pooled["samples"]["one"] == [1.02, 1.02, 0.99, 0.99, 0.99]
+    assert (pooled["load_before"], pooled["load_after"]) == ([1], [4])
+    repeats = [summarize(run)["ratio_to_plain"] for run in (first, second)]
+    doc = {"overhead": {"records": [{"model": "deeplabv3_mobilenet_v3_large", "size": [512, 1024],
+                                     "ratio_to_plain": summarize(pooled)["ratio_to_plain"], "repeats": repeats}]},
+           "targets": []}
+    assert any("2 independent comparisons" in line and "1 map 1.020 / 0.990" in line for line in _targets(doc))
+
+
 def test_profile_counts_inserted_nodes_by_op_type_not_by_name():
     """ONNX Runtime renumbers its layout nodes per graph: renamed twins cancel, one extra
     ReorderOutput and a fused PGN node count."""
