@@ -27,9 +27,11 @@ this harness (memory placement, caches), the floor under any end-to-end ratio.""
 HEADLINE_BUDGET_FACTOR = 8.0
 HEADLINE_REPEATS = 3
 """The headline's feature-resolution group is timed as this many independent comparisons,
-each with fresh sessions of every variant (sharing the headline's budget): two sessions of one
-model differ by about 1 % (memory placement), a bias that rounds within one comparison cannot
-average out. The ratios pool all rounds; each comparison's own ratios are kept beside them."""
+each with fresh sessions of every variant created in another order (:func:`_rotated`),
+sharing the headline's budget: two sessions of one model differ by about 1 % (memory
+placement), and the one created first by up to 2.5 %, a bias that rounds within one
+comparison cannot average out. The ratios pool all rounds; each comparison's own ratios are
+kept beside them."""
 OUTPUT_RESOLUTION_MAX_PIXELS = 512 * 1024
 SLOW_MODEL = "deeplabv3_resnet50"
 
@@ -80,9 +82,11 @@ def run(models: list[str], sizes: list[tuple[int, int]], wanted: list[str], sett
                     for repeat in range(repeats):
                         log(f"overhead: {model} {size[0]}x{size[1]}: plain + {', '.join(members)}"
                             + (f" (comparison {repeat + 1} of {repeats})" if repeats > 1 else ""))
-                        calls = {name: ort_call(files.file(name), settings, size) for name in ["plain", *members]}
-                        if headline:
-                            calls[CONTROL] = ort_call(files.plain(), settings, size)
+                        names = ["plain", *members, *([CONTROL] if headline else [])]
+                        made = {name: ort_call(files.file("plain" if name == CONTROL else name), settings, size)
+                                for name in _rotated(names, repeat, repeats)}
+                        calls = {name: made[name] for name in names}
+                        del made
                         runs.append(interleave(calls, settings, budget / repeats))
                         del calls
                     summaries[group] = summarize(pool(runs))
@@ -90,6 +94,15 @@ def run(models: list[str], sizes: list[tuple[int, int]], wanted: list[str], sett
                         summaries[group]["repeats"] = [summarize(run)["ratio_to_plain"] for run in runs]
             records.append({"model": model, "size": list(size), "pixels": size[0] * size[1], **_merge(summaries)})
     return {"records": records, "skipped": skipped, "scaling": scaling(records)}
+
+
+def _rotated(names: list[str], repeat: int, repeats: int) -> list[str]:
+    """The order to create the sessions of comparison ``repeat`` of ``repeats`` in: rotated by
+    an equal share each time. The session created first in a process measured 1-2.5 % slower
+    than a later session of the same model (A/A control, 1 thread), so each comparison hands
+    that place to another variant."""
+    shift = repeat * len(names) // repeats
+    return names[shift:] + names[:shift]
 
 
 def _merge(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:

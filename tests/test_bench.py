@@ -345,6 +345,16 @@ def test_headline_repeats_pool_their_rounds_and_are_reported_one_by_one():
     assert any("2 independent comparisons" in line and "1 map 1.020 / 0.990" in line for line in _targets(doc))
 
 
+def test_each_headline_comparison_creates_its_sessions_in_another_order():
+    from benchmarks.overhead import _rotated
+
+    names = ["plain", "one", "ten", "one_keep", "ten_keep", "plain_again"]
+    orders = [_rotated(names, repeat, 3) for repeat in range(3)]
+    assert all(sorted(order) == sorted(names) for order in orders)
+    assert [order[0] for order in orders] == ["plain", "ten", "ten_keep"]
+    assert _rotated(names, 0, 1) == names
+
+
 def test_profile_counts_inserted_nodes_by_op_type_not_by_name():
     """ONNX Runtime renumbers its layout nodes per graph: renamed twins cancel, one extra
     ReorderOutput and a fused PGN node count."""
