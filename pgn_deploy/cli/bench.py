@@ -21,14 +21,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shape", help="input HxW (default: the size in the metadata, else 512x1024)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls (rounds) first (default 5)")
     budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--iterations", type=int, help="timed calls (rounds with --compare-plain)")
+    budget.add_argument("--iterations", type=int, help="timed calls (with --compare-plain: rounds, each one untimed and one timed call per model)")
     budget.add_argument("--duration", type=float, help="seconds of timed calls (default 10)")
     parser.add_argument("--threads", type=int, default=0, help="CPU intra-op threads (0: the library's default)")
     parser.add_argument("--clock", choices=list(CLOCKS), default="wall",
                         help="wall: elapsed time (default); cpu: CPU time of this process, steadier on a "
                              "shared machine with --threads 1")
     parser.add_argument("--compare-plain", action="store_true",
-                        help="also time the model without the PGN outputs, interleaved, and report the ratio")
+                        help="also time the model without the PGN outputs, interleaved (each timed call right after an "
+                             "untimed one of the same model), and report the ratio")
     parser.add_argument("--maps", default="all",
                         help="added outputs to keep: all, or NAME,... (e.g. pgn_uni_p0.5); the rest is pruned")
     return parser
