@@ -8,11 +8,15 @@ p = 0.5). Two quantities, each the naive twin of a graft:
 - ``feature``: one backward pass per pixel of the classifier's map (``h x w``), the gradient
   the default graft computes before it resizes the map;
 - ``output``: one backward pass per pixel of the model's output (``H x W``), through the
-  model's bilinear resize of the logits: the exact per-output-pixel gradient of
-  ``--resolution output``, and the "10^6 gradients" per megapixel the paper counts.
+  model's bilinear resize of the logits: the per-output-pixel gradient that
+  ``--resolution output`` computes in closed form, and the "10^6 gradients" per megapixel the paper counts.
 
 Costs are given per image megapixel (the pixels of the model's input and output), so both
-methods are charged for the same map of the same image. Each backward pass computes the weight
+methods are charged for the same map of the same image (up to the class factor: the naive
+method differentiates the true loss, the grafts it is compared with use the default ``paper``
+form, whose ``uni`` class factor saves one or two elementwise ops over the classes; in the
+``--resolution output`` graft the resize of psi to the output size takes more than half of
+the PGN nodes' time). Each backward pass computes the weight
 gradient over the whole crop, so the per-pixel cost grows with the map: extrapolating from a
 crop *underestimates* the naive method at full size.
 """
@@ -83,14 +87,14 @@ def run(model: str, crop: tuple[int, int], max_pixels: int) -> dict[str, Any]:
     head_logits = sum(_resize(F.conv2d(psi, w, b), size) for psi, w, b in zip(features, weights, biases))
     grids = {"feature": size, "output": tuple(crop)}
     image_megapixels = crop[0] * crop[1] / 1e6
-    record: dict[str, Any] = {"model": model, "crop": list(crop), "classifier_size": list(size),
-                              "pixels_timed": max_pixels}
+    record: dict[str, Any] = {"model": model, "crop": list(crop), "classifier_size": list(size)}
     for resolution, grid in grids.items():
         naive_s = _naive_seconds_per_pixel(_resize(head_logits, grid), weights, max_pixels)
         closed_s = _closed_form_seconds([_resize(psi, grid) for psi in features], _resize(head_logits.detach(), grid))
         map_pixels = grid[0] * grid[1]
         record[resolution] = {
             "map_size": list(grid),
+            "pixels_timed": min(max_pixels, map_pixels),
             "naive_s_per_pixel": naive_s,
             "naive_s_per_image_megapixel": naive_s * map_pixels / image_megapixels,
             "closed_form_torch_s_per_image_megapixel": closed_s / image_megapixels,

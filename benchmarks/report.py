@@ -110,7 +110,7 @@ def _methods(doc: dict[str, Any]) -> list[str]:
 def _backprop(doc: dict[str, Any]) -> list[str]:
     lines = ["Per resolution: `feature` is one backward pass per pixel of the classifier's map (the default "
              "graft's quantity), `output` one per pixel of the model's output through its resize of the logits "
-             "(the exact map of `--resolution output`; a megapixel needs 10^6 passes). Costs are per image "
+             "(the per-output-pixel map of `--resolution output`; a megapixel needs 10^6 passes). Costs are per image "
              "megapixel, so both methods are charged for the same map of the same image.", "",
              "| model | crop | resolution | map | naive s/pixel | naive s per image MP | closed form (torch) s per image MP | speedup (torch, same crop) |",
              "|---|---|---|---|---|---|---|---|"]

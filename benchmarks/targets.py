@@ -70,7 +70,7 @@ def _mc(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 GRAFT_OF = {"feature": "one", "output": "one_output"}
 """The grafted variant that computes each naive quantity of :mod:`benchmarks.backprop` in
-closed form: the default map, and the exact per-output-pixel map of ``--resolution output``."""
+closed form: the default map, and the per-output-pixel map of ``--resolution output``."""
 
 
 def backprop_speedups(doc: dict[str, Any]) -> list[dict[str, Any]]:
