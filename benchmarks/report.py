@@ -39,9 +39,9 @@ def _machine(doc: dict[str, Any]) -> list[str]:
         "",
         "Every comparison runs its variants interleaved in one process (alternating order each round, each "
         "timed call right after an untimed call of the same variant, so that every variant is timed in steady state); "
-        "ratios are ratios of medians with a paired-bootstrap 95 % interval in brackets. The machine was "
-        "shared with other jobs while this ran: read absolute times as indicative and the intervals as the "
-        "noise that remained.",
+        "ratios are ratios of medians with a paired-bootstrap 95 % interval in brackets. The load average "
+        "above says whether other jobs shared the machine: read absolute times as indicative and the "
+        "intervals as the noise that remained.",
     ]
 
 
