@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     from benchmarks.overhead import HEADLINE_BUDGET_FACTOR
     from benchmarks.study import SECTIONS
     from pgn_deploy.benchmark.timing import CLOCKS
-    from pgn_deploy.runtime.backends import backend_names
+    from pgn_deploy.runtime.backends.base import backend_names
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=(
         "PGN latency study: grafted vs plain ONNX (one/ten maps, output/classifier size, resolution output), "

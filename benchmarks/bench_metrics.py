@@ -2,7 +2,7 @@
 
 Frames (default 400 of 1024 x 2048, about 0.84 billion pixels) are generated on the fly from
 a seed each time they are read, so the split is never held in memory; every frame is read
-twice, as :func:`~pgn_deploy.eval.metrics_ood.evaluate_ood` does. A frame looks like a road
+twice, as :func:`~pgn_deploy.eval.metrics.ood.evaluate_ood` does. A frame looks like a road
 scene's OoD output: void sky and margins, 0-5 obstacles of 30-20000 pixels (some below the
 size limits), scores from bilinearly upsampled low-resolution noise (about 1.3 million
 distinct float32 values per frame, 6 octaves), higher on the obstacles.
@@ -32,8 +32,8 @@ import cv2
 import numpy as np
 
 from pgn_deploy.contract import atomic_write_text
-from pgn_deploy.eval.metrics_ood import default_workers, evaluate_ood
-from pgn_deploy.eval.pixel_metrics import PixelAccumulator
+from pgn_deploy.eval.metrics.ood import default_workers, evaluate_ood
+from pgn_deploy.eval.metrics.pixel import PixelAccumulator
 
 FULL_FRAMES = 400
 
@@ -141,8 +141,8 @@ def markdown(report: dict) -> str:
                      f"**{r['extrapolated_full_s']:.0f} s** for the metrics")
     lines += [
         "",
-        f"| metric | value |",
-        f"|---|---|",
+        "| metric | value |",
+        "|---|---|",
         *(f"| {k} | {v:.6f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in m.items()),
         "",
         f"## SMIYC binning vs exact (pixel level, first {r['smiyc']['frames']} frames)",

@@ -12,7 +12,7 @@ from pgn_deploy.benchmark import latency_stats, make_feeds, median_ratio, time_i
 from pgn_deploy.benchmark.machine import load_average
 from pgn_deploy.benchmark.timing import SETTLE, get_clock
 from pgn_deploy.contract import MissingMetadataError
-from pgn_deploy.runtime.backends import BackendOptions, open_backend
+from pgn_deploy.runtime.backends.base import BackendOptions, open_backend
 from pgn_deploy.runtime.model_file import load_model_metadata
 
 

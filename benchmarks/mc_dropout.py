@@ -3,7 +3,7 @@ before the first dropout layer once, only the rest sampled).
 
 Both return the MC entropy map (entropy of the mean softmax of the samples, N=1 x 1 x H x W),
 computed in the graph so that post-processing costs the same for both. Dropout layers are made
-to sample in eval mode by :func:`pgn_deploy.eval.baselines.replace_dropout`. The split point is
+to sample in eval mode by :func:`pgn_deploy.eval.paper.baselines.replace_dropout`. The split point is
 known per architecture (:func:`split_at_first_dropout`); LRASPP has no dropout layer.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.models import EXPORT_SIZE, build_module
-from pgn_deploy.eval.baselines import replace_dropout
+from pgn_deploy.eval.paper.baselines import replace_dropout
 from pgn_deploy.export.onnx_export import export_onnx
 
 SAMPLES = 8

@@ -14,8 +14,8 @@ import torch
 
 from pgn_deploy.benchmark import plain_model
 from pgn_deploy.contract import PGNSpec, save_onnx
-from pgn_deploy.export.graft import graft
 from pgn_deploy.export.onnx_export import export_onnx
+from pgn_deploy.graft.attach import graft
 
 NUM_CLASSES = 19
 TEN_P = (0.1, 0.3, 0.5, 1.0, 2.0)

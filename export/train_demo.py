@@ -27,7 +27,10 @@ import torch  # noqa: E402
 from pgn_deploy.contract import PGNError, atomic_write_text, check_output_path  # noqa: E402
 from pgn_deploy.models.demo import DemoDeepLabV3Plus  # noqa: E402
 from pgn_deploy.models.demo_training import (  # noqa: E402
-    TrainConfig, make_checkpoint, save_checkpoint, train,
+    TrainConfig,
+    make_checkpoint,
+    save_checkpoint,
+    train,
 )
 
 

@@ -332,7 +332,7 @@ class Metadata:
 
 
 def _version() -> str:
-    from pgn_deploy import __version__
+    from pgn_deploy._version import __version__
 
     return __version__
 
@@ -375,8 +375,22 @@ def load_onnx(path: str | os.PathLike[str], load_weights: bool = True) -> Any:
 
 
 # --------------------------------------------------------------------------- files
-_UMASK = os.umask(0o022)  # read the process umask once (setting it back at once)
-os.umask(_UMASK)
+def process_umask() -> int:
+    """The process umask, read without changing it (Linux's ``/proc/self/status``).
+
+    Elsewhere it is read by setting and restoring it, which is safe only while no other thread
+    creates files; that fallback runs once per call, never at import time.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
 
 def check_output_path(path: str | os.PathLike[str], force: bool = False) -> Path:
     """Validate a target file path before any work: its folder exists, it is not overwritten
@@ -403,7 +417,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None], fo
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
-        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
+        os.chmod(tmp_path, 0o666 & ~process_umask())  # mkstemp makes 0600; give the usual file mode
         if not force and path.exists():  # appeared while we worked
             raise ArtifactExistsError(f"{path} exists; pass --force to overwrite it")
         os.replace(tmp_path, path)

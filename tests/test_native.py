@@ -62,9 +62,8 @@ def _export_demo(folder: Path) -> Path:
 
 
 def _tiny(folder: Path, name: str) -> Path:
-    from _runtime_models import build_model
-
     from pgn_deploy.contract import InputInfo
+    from tests.support.runtime_models import build_model
 
     if name == "tiny":
         return build_model(folder / "tiny.pgn.onnx", pred=True)
@@ -210,7 +209,7 @@ def test_missing_model_and_model_without_metadata(tiny, tmp_path):
     missing = tmp_path / "missing.onnx"
     message = _same_error(lambda: Runtime(missing), lambda: native.Runtime(missing))
     assert message == f"{missing}: no such file"
-    from _runtime_models import build_model
+    from tests.support.runtime_models import build_model
 
     plain = build_model(tmp_path / "plain.onnx", metadata=False)
     message = _same_error(lambda: Runtime(plain, "ort-cpu"), lambda: native.Runtime(plain, "ort-cpu"))

@@ -1,4 +1,4 @@
-// The backend registry and "auto" (pgn_deploy.runtime.backends.open_backend): same order,
+// The backend registry and "auto" (pgn_deploy.runtime.backends.base.open_backend): same order,
 // same messages.
 #include "pgn/backend.hpp"
 

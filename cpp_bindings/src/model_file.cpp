@@ -11,7 +11,7 @@
 namespace pgn {
 namespace {
 
-constexpr int kSidecarFormat = 1;  // pgn_deploy.engines.plan_sidecar.SIDECAR_FORMAT
+constexpr int kSidecarFormat = 1;  // pgn_deploy.runtime.backends.plan_sidecar.SIDECAR_FORMAT
 
 }  // namespace
 

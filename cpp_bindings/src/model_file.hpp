@@ -1,7 +1,7 @@
 // Where a model keeps its pgn_deploy metadata (pgn_deploy.runtime.model_file):
 //   * ONNX file: the "pgn_deploy" entry of its metadata_props (read through ONNX Runtime);
 //   * TensorRT plan (.plan / .engine): the "metadata" of the sidecar JSON "<plan>.json" beside
-//     it (pgn_deploy.engines.plan_sidecar, format 1).
+//     it (pgn_deploy.runtime.backends.plan_sidecar, format 1).
 #pragma once
 
 #include <optional>
@@ -18,7 +18,7 @@ std::string sidecar_path(const std::string& plan);
 void require_model_file(const std::string& path);
 
 /// The metadata of a plan, from its sidecar; ModelLoadError for a missing or malformed sidecar
-/// (messages of pgn_deploy.engines.plan_sidecar.read_sidecar).
+/// (messages of pgn_deploy.runtime.backends.plan_sidecar.read_sidecar).
 Metadata load_plan_metadata(const std::string& path);
 
 /// The metadata of an ONNX model from its embedded JSON (nullopt: none); MissingMetadataError

@@ -2,7 +2,7 @@
 
     python make_test_inputs.py OUT_DIR
 
-* ``model.pgn.onnx``: the runtime tests' tiny network (tests/_runtime_models.py), grafted with
+* ``model.pgn.onnx``: the runtime tests' tiny network (tests/support/runtime_models.py), grafted with
   PGN maps p = 0.5, 2, the baselines and ``pred``; dynamic batch and size;
 * ``nopred.pgn.onnx``: the same without ``pred`` (the class map is the logits' argmax), BGR
   input resized to 24 x 32 by the runtime;
@@ -21,9 +21,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 
-from _runtime_models import build_model  # noqa: E402  (the Python runtime tests' models)
-
 from pgn_deploy.contract import InputInfo  # noqa: E402
+from tests.support.runtime_models import build_model  # noqa: E402  (the Python runtime tests' models)
 
 
 def test_image(height: int = 40, width: int = 52, seed: int = 0) -> np.ndarray:

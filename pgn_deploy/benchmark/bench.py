@@ -35,7 +35,7 @@ from pgn_deploy.contract import (
     load_onnx,
     save_onnx,
 )
-from pgn_deploy.runtime.backends import Backend, BackendOptions, is_plan, open_backend
+from pgn_deploy.runtime.backends.base import Backend, BackendOptions, is_plan, open_backend
 from pgn_deploy.runtime.model_file import load_model_metadata
 
 DEFAULT_SHAPE = (512, 1024)

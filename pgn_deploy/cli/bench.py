@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pgn_deploy.benchmark.bench import BenchConfig, benchmark_model, format_report, parse_maps, parse_shape
 from pgn_deploy.benchmark.timing import CLOCKS
 from pgn_deploy.cli.common import make_parser, print_json, run_cli
-from pgn_deploy.runtime.backends import backend_names
+from pgn_deploy.runtime.backends.base import backend_names
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 
 from pgn_deploy.cli.common import make_parser, print_json, run_cli
-from pgn_deploy.runtime.backends import backend_names
+from pgn_deploy.runtime.backends.base import backend_names
 from pgn_deploy.runtime.calibrate import calibrate
 from pgn_deploy.runtime.stats import THRESHOLD_QUANTILE
 

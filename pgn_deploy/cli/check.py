@@ -38,7 +38,7 @@ def _format(value: float | None) -> str:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from pgn_deploy.eval.parity import check_parity
+    from pgn_deploy.eval.checks.parity import check_parity
 
     report = check_parity(
         args.model,
@@ -70,7 +70,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _against(args: argparse.Namespace) -> int:
-    from pgn_deploy.eval.compare import compare_models
+    from pgn_deploy.eval.checks.compare import compare_models
 
     size = tuple(int(v) for v in args.input_shape.lower().split("x")[2:]) if args.input_shape else None
     report = compare_models(args.model, args.against, images=args.images, synthetic=args.samples, size=size,

@@ -10,9 +10,9 @@ from pgn_deploy.cli.common import make_parser, print_json, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pgn_deploy.eval.datasets import TRACKS
-    from pgn_deploy.eval.pixel_metrics import BINNINGS
-    from pgn_deploy.runtime.backends import backend_names
+    from pgn_deploy.eval.metrics.pixel import BINNINGS
+    from pgn_deploy.eval.paper.datasets import TRACKS
+    from pgn_deploy.runtime.backends.base import backend_names
 
     parser = make_parser(
         "pgn-eval",
@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _command(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from pgn_deploy.eval.inference import TTA
-    from pgn_deploy.eval.pipeline import EvalConfig, evaluate
+    from pgn_deploy.eval.paper.inference import TTA
+    from pgn_deploy.eval.paper.pipeline import EvalConfig, evaluate
 
     config = EvalConfig(
         model=args.model, dataset=args.dataset,

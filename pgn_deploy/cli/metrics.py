@@ -14,9 +14,9 @@ import argparse
 from collections.abc import Sequence
 
 from pgn_deploy.cli.common import make_parser, print_json, run_cli
-from pgn_deploy.eval.component_metrics import TRACKS
-from pgn_deploy.eval.metrics_ood import OODResult, evaluate_score_folders
-from pgn_deploy.eval.pixel_metrics import BINNINGS
+from pgn_deploy.eval.metrics.components import TRACKS
+from pgn_deploy.eval.metrics.ood import OODResult, evaluate_score_folders
+from pgn_deploy.eval.metrics.pixel import BINNINGS
 
 PROG = "pgn-metrics"
 COLUMNS = {"AuPRC": "AuPRC", "FPR95": "FPR95", "sIoU": "sIoU", "PPV": "PPV", "mean F1": "mean_F1"}

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from pgn_deploy.cli.common import EXIT_FAILED, make_parser, print_json, run_cli
 from pgn_deploy.runtime.annotate import AnnotateOptions, annotate
-from pgn_deploy.runtime.backends import backend_names
+from pgn_deploy.runtime.backends.base import backend_names
 from pgn_deploy.runtime.runner import Runtime
 from pgn_deploy.runtime.visualize import LAYOUTS
 

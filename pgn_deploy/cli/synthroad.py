@@ -16,8 +16,8 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pgn_deploy.eval.synthroad import DEFAULT_SIZE
-    from pgn_deploy.eval.synthroad_layouts import LAYOUTS
+    from pgn_deploy.synthroad.generator import DEFAULT_SIZE
+    from pgn_deploy.synthroad.layouts import LAYOUTS
 
     parser = make_parser(
         "pgn-synthroad",
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _command(args: argparse.Namespace) -> int:
-    from pgn_deploy.eval.synthroad_layouts import write_synthroad
+    from pgn_deploy.synthroad.layouts import write_synthroad
 
     if args.frames < 1:
         raise BadInputError(f"--frames must be at least 1, got {args.frames}")

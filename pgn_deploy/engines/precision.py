@@ -8,7 +8,7 @@ our graphs over onnxconverter-common's and ONNX Runtime's ``float16`` converters
 block list, both of those cast the float32 output of a blocked node to fp16 and back
 (fp32 -> fp16 -> fp32) when it also feeds a converted node or a graph output, which would
 round every PGN map to fp16 and turn sums above 65504 into inf. AutoCast keeps such tensors
-float32 and casts only on the edges into converted nodes (``tests/test_engines_precision.py``
+float32 and casts only on the edges into converted nodes (``tests/engines/test_precision.py``
 checks this on all three converters).
 
 The PGN subgraph is found structurally (:mod:`pgn_deploy.engines.subgraph`: every node the

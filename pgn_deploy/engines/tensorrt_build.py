@@ -31,11 +31,10 @@ from pgn_deploy.contract import (
     read_metadata,
     require,
 )
-from pgn_deploy.engines.plan_sidecar import PlanSidecar, file_sha256, release, sidecar_path
+from pgn_deploy.runtime.backends.plan_sidecar import PlanSidecar, file_sha256, sidecar_path, tensorrt_module
 
 DEFAULT_ENGINE_DIR = Path("engines")
 DEFAULT_MAX_BATCH = 8
-MIN_TENSORRT = (10, 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,16 +179,6 @@ def default_plan_path(model_path: str | os.PathLike[str]) -> Path:
     return DEFAULT_ENGINE_DIR / f"{name}.plan"
 
 
-def tensorrt_module(purpose: str = "building a TensorRT plan") -> Any:
-    """The ``tensorrt`` module, version 10 or later; otherwise one clear PGNError."""
-    trt = require("tensorrt", "trt", purpose)
-    if release(trt.__version__)[:2] < MIN_TENSORRT:
-        raise BackendUnavailableError(
-            f"TensorRT {trt.__version__} is too old: strongly typed plans need TensorRT 10 or later"
-        )
-    return trt
-
-
 def build_plan(
     model_path: str | os.PathLike[str],
     out: str | os.PathLike[str] | None = None,
@@ -220,7 +209,7 @@ def build_plan(
         check_output_path(sidecar_path(plan), force)
 
     trt = tensorrt_module()
-    from pgn_deploy.engines.cuda_device import current_gpu
+    from pgn_deploy.runtime.backends.cuda import current_gpu
 
     gpu = current_gpu()
     flags = {

@@ -34,7 +34,7 @@ from pgn_deploy.contract import (
     read_metadata,
     require,
 )
-from pgn_deploy.engines.plan_sidecar import file_sha256, read_sidecar
+from pgn_deploy.runtime.backends.plan_sidecar import file_sha256, read_sidecar
 from pgn_deploy.engines.tensorrt_build import default_plan_path
 
 BACKENDS = {

@@ -1,5 +1,10 @@
-"""Evaluation: dataset readers, metrics (``pgn_deploy.eval.metrics``), baselines, tables, plots.
+"""Evaluation of grafted models, in three parts (each imported on its own, nothing here):
 
-Nothing is imported here: each submodule is imported on its own, so ``import pgn_deploy.eval``
-stays cheap and pulls in neither scikit-learn nor matplotlib.
+* :mod:`pgn_deploy.eval.metrics`: the metric definitions (pixel, component, calibration,
+  MetaSeg), streamed exactly over any number of frames, and their plots;
+* :mod:`pgn_deploy.eval.paper`: the pipeline behind ``pgn-eval`` (data sets, inference cache,
+  baselines, the paper's tables);
+* :mod:`pgn_deploy.eval.checks`: parity of a grafted model (``pgn-check``) and comparisons of builds.
+
+``import pgn_deploy.eval`` stays cheap: it pulls in neither scikit-learn nor matplotlib.
 """

@@ -1,11 +1,9 @@
-"""Export side of pgn-deploy (needs the ``export`` extra: PyTorch, onnx-ir).
+"""The PyTorch side of pgn-deploy (extra ``export``): checkpoint -> plain ONNX -> graft.
 
-* :mod:`pgn_deploy.export.onnx_export` -- plain PyTorch -> ONNX export (``export_onnx``).
-* :mod:`pgn_deploy.export.head` -- finds the 1x1-conv classifier head of an ONNX graph
-  (``find_head``).
-* :mod:`pgn_deploy.export.pgn_subgraph` -- builds the PGN subgraph on top of that head.
-* :mod:`pgn_deploy.export.graft` -- ``graft(model, spec)``: the grafted model with the PGN
-  outputs and the ``pgn_deploy`` metadata.
+* :mod:`~pgn_deploy.export.load`: safe checkpoint loading (``torch.load(weights_only=True)``;
+  arbitrary pickles only with ``trust_pickle``);
+* :mod:`~pgn_deploy.export.onnx_export`: the plain ``torch.onnx`` export (``export_onnx``);
+* :mod:`~pgn_deploy.export.api`: ``export_model``, load -> export -> :func:`pgn_deploy.graft.attach.graft`.
 
-Nothing is imported here: ``import pgn_deploy.export`` stays cheap.
+The graft itself lives in :mod:`pgn_deploy.graft` and needs no PyTorch. Nothing is imported here.
 """

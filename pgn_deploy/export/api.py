@@ -4,7 +4,7 @@ Order of work: every argument is validated first (the PGN spec, the input shape,
 path), then the checkpoint is loaded (:mod:`pgn_deploy.export.load`), one forward pass checks
 that the network is a segmentation network, the plain model is exported
 (:func:`~pgn_deploy.export.onnx_export.export_onnx`), grafted
-(:func:`~pgn_deploy.export.graft.graft`) and saved atomically. A bad argument therefore fails
+(:func:`~pgn_deploy.graft.attach.graft`) and saved atomically. A bad argument therefore fails
 in milliseconds and leaves no file behind.
 """
 from __future__ import annotations
@@ -152,9 +152,9 @@ def export_model(
         raise ModelLoadError(f"{checkpoint}: no such file")
     output = check_output_path(output if output is not None else default_output_path(checkpoint), force)
 
-    from pgn_deploy.export.graft import graft
     from pgn_deploy.export.load import load_model
     from pgn_deploy.export.onnx_export import export_onnx
+    from pgn_deploy.graft.attach import graft
 
     loaded = load_model(checkpoint, arch, kwargs, trust_pickle)
     if loaded.kind == "onnx":

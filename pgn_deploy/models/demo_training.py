@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pgn_deploy.contract import ModelLoadError, atomic_write
-from pgn_deploy.eval.synthroad import CLASS_NAMES, IGNORE, generate_frame
+from pgn_deploy.synthroad.generator import CLASS_NAMES, IGNORE, generate_frame
 
 ARCH = "pgn_deploy.models.demo:DemoDeepLabV3Plus"
 MEAN = (0.485, 0.456, 0.406)

@@ -9,7 +9,7 @@ Imports only numpy, onnx, onnxruntime and OpenCV (TensorRT inside the ``trt`` ba
 """
 from __future__ import annotations
 
-from pgn_deploy.runtime.backends import Backend, BackendOptions, backend_names, register_backend
+from pgn_deploy.runtime.backends.base import Backend, BackendOptions, backend_names, register_backend
 from pgn_deploy.runtime.calibrate import calibrate
 from pgn_deploy.runtime.result import Instance, Result
 from pgn_deploy.runtime.runner import Runtime

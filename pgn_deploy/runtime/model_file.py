@@ -2,7 +2,7 @@
 
 * ONNX file: the ``pgn_deploy`` entry of its ``metadata_props`` (:mod:`pgn_deploy.contract`).
 * TensorRT plan (``.plan`` / ``.engine``): the ``metadata`` of its sidecar JSON
-  ``<plan>.json`` (:mod:`pgn_deploy.engines.plan_sidecar`).
+  ``<plan>.json`` (:mod:`pgn_deploy.runtime.backends.plan_sidecar`).
 """
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ from pathlib import Path
 
 from pgn_deploy.contract import (
     BadInputError,
-    ModelLoadError,
     Metadata,
+    ModelLoadError,
     atomic_write_text,
     load_onnx,
     read_metadata,
     save_onnx,
     write_metadata,
 )
-from pgn_deploy.engines.plan_sidecar import read_sidecar, sidecar_path
-from pgn_deploy.runtime.backends import is_plan
+from pgn_deploy.runtime.backends.base import is_plan
+from pgn_deploy.runtime.backends.plan_sidecar import read_sidecar, sidecar_path
 
 
 def load_model_metadata(path: str | os.PathLike[str]) -> Metadata:

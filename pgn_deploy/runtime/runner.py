@@ -19,7 +19,7 @@ from pgn_deploy.contract import (
     PGNError,
     UnsupportedModelError,
 )
-from pgn_deploy.runtime.backends import Backend, BackendOptions, open_backend
+from pgn_deploy.runtime.backends.base import Backend, BackendOptions, open_backend
 from pgn_deploy.runtime.model_file import load_model_metadata
 from pgn_deploy.runtime.preprocess import check_color, check_size, group_by_size, split_inputs, timed_preprocess
 from pgn_deploy.runtime.result import Result, resize_labels, resize_score
@@ -30,7 +30,7 @@ class Runtime:
 
     ``backend``: ``"auto"`` (the best available: a plan runs on ``trt``; an ONNX model on
     ``ort-trt``, ``ort-cuda`` or ``ort-cpu``, first that loads), or one name of
-    :func:`pgn_deploy.runtime.backends.backend_names`. ``backend_name`` says which was taken and
+    :func:`pgn_deploy.runtime.backends.base.backend_names`. ``backend_name`` says which was taken and
     ``backend_notes`` why better ones were skipped. ``max_batch``: most images per backend call
     when the model has a dynamic batch (same-size images are batched; otherwise one call per
     image). :meth:`run` is safe to call from several threads.

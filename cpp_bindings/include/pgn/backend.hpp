@@ -1,4 +1,4 @@
-// One small interface over the inference backends (as pgn_deploy.runtime.backends):
+// One small interface over the inference backends (as pgn_deploy.runtime.backends.base):
 //
 //   ort-cpu   ONNX Runtime, CPU execution provider (the embedded default)
 //   ort-cuda  ONNX Runtime, CUDA execution provider (an ONNX Runtime build with CUDA, a GPU)

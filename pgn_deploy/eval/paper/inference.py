@@ -1,0 +1,258 @@
+"""Per-frame score maps for an evaluation: runtime, test-time augmentation, baselines, cache.
+
+:func:`frame_maps` turns a dataset frame into every requested map (H x W float32 at the
+image's size), reading them from a :class:`MapCache` when a previous run saved them, so a
+second evaluation with other metrics does not re-infer. The work comes in *groups*, each
+cached and recomputed on its own: the grafted model's maps with ``pred`` (one forward pass, or
+one per TTA view), and each baseline scorer's maps (MC dropout, ensemble). Adding a baseline to
+a finished evaluation therefore runs only that baseline.
+
+The softmax (C x H x W, needed by the in-distribution metrics) is never cached: at 19 x 2
+megapixels a frame it would take tens of gigabytes for Cityscapes val. With ``with_probs`` the
+model group is therefore always inferred (and its maps cached again).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from pgn_deploy.contract import BadInputError, atomic_write_text
+from pgn_deploy.eval.metrics.score_io import load_npy
+from pgn_deploy.eval.paper.baselines import softmax
+from pgn_deploy.eval.paper.datasets import Frame
+from pgn_deploy.runtime import Runtime
+from pgn_deploy.runtime.result import resize_score
+
+DEFAULT_TTA_SCALES = (0.5, 1.0, 2.0)
+PRED = "pred"
+FINGERPRINTS = "fingerprints.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class TTA:
+    """Test-time augmentation as the paper's published inference: mean over ``scales`` and,
+    with ``flip``, over horizontally flipped copies. ``TTA()`` is plain inference.
+
+    Every view's maps and softmax are resized (bilinear) to the image's size, flipped back and
+    averaged; ``pred`` is the argmax of the averaged softmax.
+    """
+
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.flip or self.scales != (1.0,)
+
+    @property
+    def views(self) -> list[tuple[float, bool]]:
+        """Every (scale, flipped) view, in the order they run."""
+        return [(s, f) for s in self.scales for f in ((False, True) if self.flip else (False,))]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"scales": list(self.scales), "flip": self.flip}
+
+    @classmethod
+    def parse(cls, text: str | None) -> TTA:
+        """``None`` -> off; ``""`` -> scales 0.5, 1, 2 and flip; ``"0.75,1,flip"`` -> as given."""
+        if text is None:
+            return cls()
+        parts = [part.strip() for part in text.split(",") if part.strip()]
+        if not parts:
+            return cls(DEFAULT_TTA_SCALES, True)
+        flip = "flip" in parts
+        try:
+            scales = tuple(float(part) for part in parts if part != "flip") or (1.0,)
+        except ValueError:
+            raise BadInputError(f"--tta {text!r}: expected scales and/or 'flip', e.g. 0.5,1,2,flip") from None
+        if any(not (np.isfinite(s) and s > 0) for s in scales):
+            raise BadInputError(f"--tta {text!r}: scales must be finite numbers > 0")
+        return cls(tuple(dict.fromkeys(scales)), flip)
+
+
+class Scorer(Protocol):
+    """A baseline: ``method`` (its name in timings), ``names`` of the maps it returns and
+    ``scorer(image_bgr) -> {name: H x W float32}``."""
+
+    method: str
+    names: tuple[str, ...]
+
+    def __call__(self, image: np.ndarray, color: str = "BGR") -> dict[str, np.ndarray]: ...
+
+
+@dataclasses.dataclass
+class FrameMaps:
+    """What the metrics need of one frame: ``maps`` (name -> H x W float32), ``pred`` (H x W
+    int32), ``probs`` (C x H x W float32 softmax, only when asked for) and ``seconds`` (wall
+    time of each group computed now, ``{"model": s, <scorer.method>: s}``; empty when
+    everything came from the cache)."""
+
+    frame_id: str
+    maps: dict[str, np.ndarray]
+    pred: np.ndarray
+    probs: np.ndarray | None = None
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class MapCache:
+    """Arrays on disk under ``root/<name>/<frame id>.npy`` (each written atomically).
+
+    ``root=None`` caches nothing. :meth:`claim` records what produced each name (a
+    *fingerprint*: model digest, TTA, baseline settings) in ``root/fingerprints.json`` and
+    refuses to mix arrays of different producers.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None) -> None:
+        self.root = Path(root) if root is not None else None
+
+    def path(self, name: str, frame_id: str) -> Path:
+        if self.root is None:
+            raise BadInputError("this evaluation has no map cache")
+        return self.root / name / f"{frame_id}.npy"
+
+    def has(self, names: Sequence[str], frame_id: str) -> bool:
+        return self.root is not None and all(self.path(n, frame_id).is_file() for n in names)
+
+    def load(self, names: Sequence[str], frame_id: str) -> dict[str, np.ndarray] | None:
+        """Every named array of the frame, or ``None`` if any is missing (or no cache)."""
+        if not self.has(names, frame_id):
+            return None
+        return {name: load_npy(self.path(name, frame_id)) for name in names}
+
+    def save(self, arrays: Mapping[str, np.ndarray], frame_id: str) -> None:
+        if self.root is None:
+            return
+        for name, array in arrays.items():
+            target = self.path(name, frame_id)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".npy.tmp", dir=target.parent)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    np.save(handle, array, allow_pickle=False)
+                os.replace(tmp, target)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+
+    def conflicts(self, fingerprints: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        """Names whose cached arrays were made by another producer than ``fingerprints`` says."""
+        recorded = self._recorded()
+        return [name for name, print_ in fingerprints.items()
+                if name in recorded and recorded[name] != json.loads(json.dumps(print_))]
+
+    def check(self, fingerprints: Mapping[str, Mapping[str, Any]], force: bool = False) -> None:
+        """Without ``force``, a name cached by another producer than ``fingerprints`` says is an error."""
+        stale = self.conflicts(fingerprints)
+        if stale and not force:
+            raise BadInputError(
+                f"{self.root}: the cached {', '.join(stale)} were made by another model or other "
+                "settings; use another --out or pass --force to recompute them")
+
+    def claim(self, fingerprints: Mapping[str, Mapping[str, Any]], force: bool = False) -> None:
+        """Record the producers of ``fingerprints``' names (after :meth:`check`); with ``force``
+        the arrays of a name cached by another producer are deleted first."""
+        if self.root is None:
+            return
+        self.check(fingerprints, force)
+        for name in self.conflicts(fingerprints):
+            shutil.rmtree(self.root / name, ignore_errors=True)
+        recorded = self._recorded() | {k: dict(v) for k, v in fingerprints.items()}
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.root / FINGERPRINTS, json.dumps(recorded, indent=2, sort_keys=True) + "\n",
+                          force=True)
+
+    def _recorded(self) -> dict[str, Any]:
+        if self.root is None or not (self.root / FINGERPRINTS).is_file():
+            return {}
+        try:
+            return json.loads((self.root / FINGERPRINTS).read_text())
+        except ValueError:
+            raise BadInputError(f"{self.root / FINGERPRINTS}: not readable JSON; delete the cache folder") from None
+
+
+def _model_run(runtime: Runtime, image: np.ndarray, tta: TTA, names: Sequence[str],
+               need_probs: bool) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
+    """Maps, pred and (when needed or with TTA) softmax of one BGR image, averaged over views."""
+    height, width = image.shape[:2]
+    need_logits = need_probs or tta.active
+    views = tta.views
+    sums = {name: np.zeros((height, width), np.float64) for name in names}
+    prob_sum = None
+    pred = None
+    for scale, flip in views:
+        view = image[:, ::-1] if flip else image
+        if scale != 1.0:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            view = cv2.resize(np.ascontiguousarray(view), size, interpolation=cv2.INTER_LINEAR)
+        result = runtime.run(np.ascontiguousarray(view), color="BGR", logits=need_logits)
+        for name in names:
+            score = resize_score(result.scores[name], (height, width))
+            sums[name] += score[:, ::-1] if flip else score
+        if need_logits:
+            probs = softmax(result.logits[None])[0]
+            probs = np.stack([resize_score(c, (height, width)) for c in probs])
+            view_probs = probs[:, :, ::-1] if flip else probs
+            prob_sum = view_probs if prob_sum is None else prob_sum + view_probs
+        else:
+            pred = result.pred
+    maps = {name: (total / len(views)).astype(np.float32) for name, total in sums.items()}
+    probs = None if prob_sum is None else (prob_sum / len(views)).astype(np.float32)
+    if tta.active:
+        pred = probs.argmax(axis=0)
+    elif pred is None:
+        pred = result.pred
+    return maps, np.ascontiguousarray(pred, dtype=np.int32), probs
+
+
+def frame_maps(runtime: Runtime, frame: Frame, names: Sequence[str], *, cache: MapCache,
+               tta: TTA = TTA(), scorers: Sequence[Scorer] = (), with_probs: bool = False) -> FrameMaps:
+    """Every map of ``names`` (graph outputs) and of the ``scorers`` (baselines) for ``frame``.
+
+    Groups found complete in ``cache`` are loaded; the others are computed and cached. The
+    model group holds ``names`` and ``pred``; ``with_probs`` always infers it, to return the
+    softmax too. Baselines run on the plain image (no TTA). The image is read only when
+    something is computed.
+    """
+    model_group = [*names, PRED]
+    image = None
+    seconds: dict[str, float] = {}
+    probs = None
+    loaded = None if with_probs else cache.load(model_group, frame.id)
+    if loaded is None:
+        image = frame.load_image()
+        start = time.perf_counter()
+        maps, pred, probs = _model_run(runtime, image, tta, names, with_probs)
+        seconds["model"] = time.perf_counter() - start
+        cache.save({**maps, PRED: pred}, frame.id)
+    else:
+        pred = loaded.pop(PRED)
+        maps = loaded
+    for scorer in scorers:
+        cached = cache.load(scorer.names, frame.id)
+        if cached is None:
+            image = frame.load_image() if image is None else image
+            start = time.perf_counter()
+            cached = scorer(image, "BGR")
+            seconds[scorer.method] = time.perf_counter() - start
+            cache.save(cached, frame.id)
+        maps.update(cached)
+    return FrameMaps(frame.id, maps, pred, probs if with_probs else None, seconds)

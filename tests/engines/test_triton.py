@@ -1,0 +1,119 @@
+"""pgn-triton: the model repository, its config.pbtxt parsed with Triton's own protobuf."""
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+
+from tests.support.engine_models import grafted
+from pgn_deploy.cli import triton as triton_cli
+from pgn_deploy.contract import ArtifactExistsError, BadInputError, METADATA_KEY, read_metadata, save_onnx
+from pgn_deploy.runtime.backends.plan_sidecar import GpuInfo, PlanSidecar, file_sha256, sidecar_path
+from pgn_deploy.engines.triton import write_triton_repository
+
+model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2",
+                                       reason="tritonclient (extra 'triton') is not installed")
+text_format = pytest.importorskip("google.protobuf.text_format")
+
+
+def _parse(path):
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def _dtype(name: str) -> int:
+    return model_config_pb2.DataType.Value(name)
+
+
+def test_onnxruntime_repository_round_trips_through_the_protobuf(tmp_path):
+    source = grafted("tiny")
+    report = write_triton_repository(source, tmp_path, name="tiny", max_batch=4, instances=2)
+    config = _parse(report.config)
+    meta = read_metadata(source)
+    assert config.name == "tiny" and config.backend == "onnxruntime" and config.platform == "onnxruntime_onnx"
+    assert config.max_batch_size == 4 and config.HasField("dynamic_batching")
+    assert [(g.count, g.kind) for g in config.instance_group] == [(2, model_config_pb2.ModelInstanceGroup.KIND_AUTO)]
+    inputs = {t.name: (t.data_type, list(t.dims)) for t in config.input}
+    assert inputs == {"input": (_dtype("TYPE_FP32"), [3, -1, -1])}
+    outputs = {t.name: (t.data_type, list(t.dims)) for t in config.output}
+    assert set(outputs) == {o.name for o in onnx.load(source).graph.output}
+    for name in meta.score_outputs:
+        assert outputs[name] == (_dtype("TYPE_FP32"), [1, -1, -1])
+    assert outputs[meta.pred] == (_dtype("TYPE_INT32"), [-1, -1])
+    logits_type, logits_dims = outputs[meta.head.logits_output]
+    assert logits_type == _dtype("TYPE_FP32") and len(logits_dims) == 3 and logits_dims[0] in (meta.num_classes, -1)
+    assert json.loads(config.parameters[METADATA_KEY].string_value) == meta.to_json()
+    assert report.model_file == tmp_path / "tiny" / "1" / "model.onnx"
+    assert report.model_file.read_bytes() == source.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]  # no staging leftovers
+
+
+def test_existing_model_folder_is_replaced_only_with_force(tmp_path):
+    write_triton_repository(grafted("tiny"), tmp_path, name="m")
+    marker = tmp_path / "m" / "config.pbtxt"
+    marker.write_text("# edited by hand\n")
+    with pytest.raises(ArtifactExistsError):
+        write_triton_repository(grafted("tiny"), tmp_path, name="m")
+    assert marker.read_text() == "# edited by hand\n"
+    write_triton_repository(grafted("tiny"), tmp_path, name="m", force=True)
+    assert _parse(marker).name == "m"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_fixed_batch_model_has_no_batching(tmp_path):
+    model = onnx.load(grafted("tiny"))
+    for value in (*model.graph.input, *model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims:
+            dims[0].dim_value = 1
+    fixed = save_onnx(model, tmp_path / "fixed.pgn.onnx")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    config = _parse(write_triton_repository(fixed, repo).config)
+    assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
+    assert list(config.input[0].dims) == [1, 3, -1, -1]
+    with pytest.raises(BadInputError, match="dynamic batch"):
+        write_triton_repository(fixed, repo, name="again", max_batch=4)
+
+
+def _fake_plan(tmp_path, source, sha: str | None = None, max_batch: int = 4):
+    plan = tmp_path / "tiny.plan"
+    plan.write_bytes(b"plan bytes")
+    side = PlanSidecar(metadata=read_metadata(source), tensorrt_version="10.15.1.29",
+                       gpu=GpuInfo("NVIDIA H100", "9.0"), onnx_file=source.name,
+                       onnx_sha256=sha or file_sha256(source),
+                       profiles={"input": {"min": [1, 3, 8, 8], "opt": [1, 3, 8, 8], "max": [max_batch, 3, 8, 8]}},
+                       flags={})
+    sidecar_path(plan).write_text(side.dumps())
+    return plan
+
+
+def test_tensorrt_repository_serves_the_plan_of_this_onnx(tmp_path):
+    source = grafted("tiny")
+    plan = _fake_plan(tmp_path, source)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    report = write_triton_repository(source, repo, backend="tensorrt", plan=plan)
+    config = _parse(report.config)
+    assert config.platform == "tensorrt_plan" and config.backend == "tensorrt"
+    assert config.max_batch_size == 4  # the plan's profile maximum (below the default 8)
+    assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    assert report.model_file.name == "model.plan" and report.model_file.read_bytes() == b"plan bytes"
+    with pytest.raises(BadInputError, match="exceeds the plan"):
+        write_triton_repository(source, repo, backend="tensorrt", plan=plan, name="big", max_batch=16)
+
+
+def test_tensorrt_repository_refuses_a_plan_of_another_onnx(tmp_path):
+    plan = _fake_plan(tmp_path, grafted("tiny"), sha="0" * 64)
+    with pytest.raises(BadInputError, match="another ONNX file"):
+        write_triton_repository(grafted("tiny"), tmp_path, backend="tensorrt", plan=plan)
+
+
+def test_cli(tmp_path, capsys):
+    assert triton_cli.main([str(grafted("tiny")), "--repo", str(tmp_path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["max_batch_size"] == 8 and data["backend"] == "onnxruntime"
+    assert triton_cli.main([str(grafted("tiny")), "--repo", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--force" in err[0]
+    assert triton_cli.main([str(grafted("tiny")), "--repo", str(tmp_path / "nope")]) == 2
