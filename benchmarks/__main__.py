@@ -46,9 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sizes(text: str) -> tuple[tuple[int, int], ...]:
-    from pgn_deploy.benchmark.bench import parse_shape
+    from pgn_deploy.contract import parse_shape
 
-    return tuple(parse_shape(item) for item in text.split(",") if item.strip())
+    return tuple(parse_shape(item, 2, "--shapes") for item in text.split(",") if item.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

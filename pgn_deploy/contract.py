@@ -15,9 +15,11 @@ onnxruntime.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -62,6 +64,35 @@ class BackendUnavailableError(PGNError):
 
 class ArtifactExistsError(PGNError):
     """An output file exists and ``force`` was not given."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+_SHAPE = re.compile(r"\s*\d+(\s*[xX]\s*\d+)*\s*")
+
+
+def parse_shape(text: str | Iterable[int], rank: int | None = None, what: str = "shape") -> tuple[int, ...]:
+    """``"1x3x512x1024"`` (or ints) -> ``(1, 3, 512, 1024)``: the one shape syntax of every command.
+
+    Sizes are positive integers joined by ``x``; ``rank`` (4 for ``NxCxHxW``, 2 for ``HxW``) is
+    enforced when given. Raises :class:`BadInputError` naming ``what`` otherwise.
+    """
+    example = {2: "512x1024", 4: "1x3x512x1024"}.get(rank or 0, "1x3x512x1024")
+    if isinstance(text, str):
+        if not _SHAPE.fullmatch(text):
+            raise BadInputError(f"{what} {text!r} is not a shape like {example}")
+        dims = tuple(int(v) for v in re.split(r"\s*[xX]\s*", text.strip()))
+    else:
+        dims = tuple(int(v) for v in text)
+    if rank is not None and len(dims) != rank:
+        raise BadInputError(f"{what} {'x'.join(map(str, dims))} must have {rank} sizes, like {example}")
+    if not dims or min(dims) <= 0:
+        raise BadInputError(f"{what} {'x'.join(map(str, dims))} must have sizes >= 1")
+    return dims
 
 
 def require(module: str, extra: str, purpose: str) -> Any:
@@ -438,6 +469,15 @@ def save_onnx(model: Any, path: str | os.PathLike[str], force: bool = False) -> 
     if model.ByteSize() >= 2**31 - 1:
         raise UnsupportedModelError("models over 2 GB (external data) are not supported yet")
     return atomic_write(path, lambda tmp: onnx.save(model, str(tmp)), force)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def unique(items: Iterable[str]) -> list[str]:

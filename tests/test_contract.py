@@ -126,3 +126,25 @@ def test_atomic_write_never_leaves_partial_files(tmp_path):
 def test_require_names_the_extra():
     with pytest.raises(C.BackendUnavailableError, match=r"pgn-deploy\[trt\]"):
         C.require("surely_not_a_module_xyz", "trt", "building a TensorRT plan")
+
+
+def test_one_shape_syntax_for_every_command():
+    from pgn_deploy.contract import parse_shape
+
+    assert parse_shape("1x3x512x1024", 4) == (1, 3, 512, 1024)
+    assert parse_shape(" 256 X 512 ", 2) == (256, 512)
+    assert parse_shape([2, 3, 4, 5], 4) == (2, 3, 4, 5)
+    for bad, rank in (("256", 2), ("0x5", 2), ("axb", None), ("1,3,4,4", 4), ("1x3x4", 4), ("", None)):
+        with pytest.raises(C.BadInputError, match="shape|--"):
+            parse_shape(bad, rank)
+
+
+def test_first_line_and_file_sha256(tmp_path):
+    import hashlib
+
+    from pgn_deploy.contract import file_sha256, first_line
+
+    assert first_line(ValueError("one\ntwo")) == "one" and first_line(KeyError()) == "KeyError"
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * (3 << 20))
+    assert file_sha256(path) == hashlib.sha256(b"x" * (3 << 20)).hexdigest()

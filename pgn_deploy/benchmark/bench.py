@@ -14,7 +14,6 @@ grafted model to the named added outputs (:func:`keep_outputs`).
 from __future__ import annotations
 
 import dataclasses
-import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -80,14 +79,6 @@ class BenchConfig:
             raise BadInputError(f"the shape must be two sizes >= 1 (H, W), got {self.shape}")
 
 
-def parse_shape(text: str | None) -> tuple[int, int] | None:
-    """``"512x1024"`` -> ``(512, 1024)``; ``None`` stays ``None``."""
-    if text is None:
-        return None
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not match or min(int(match[1]), int(match[2])) < 1:
-        raise BadInputError(f"shape {text!r} is not of the form HxW with sizes >= 1 (e.g. 512x1024)")
-    return int(match[1]), int(match[2])
 
 
 def parse_maps(text: str | None) -> tuple[str, ...] | None:

@@ -5,9 +5,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pgn_deploy.benchmark.bench import BenchConfig, benchmark_model, format_report, parse_maps, parse_shape
+from pgn_deploy.benchmark.bench import BenchConfig, benchmark_model, format_report, parse_maps
 from pgn_deploy.benchmark.timing import CLOCKS
 from pgn_deploy.cli.common import make_parser, print_json, run_cli
+from pgn_deploy.contract import parse_shape
 from pgn_deploy.runtime.backends.base import backend_names
 
 
@@ -39,7 +40,7 @@ def _command(args: argparse.Namespace) -> int:
     config = BenchConfig(
         backend=args.backend,
         batch=args.batch,
-        shape=parse_shape(args.shape),
+        shape=None if args.shape is None else parse_shape(args.shape, 2, "--shape"),
         warmup=args.warmup,
         iterations=args.iterations,
         duration_s=args.duration,

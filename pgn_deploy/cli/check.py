@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from pgn_deploy.cli.common import EXIT_FAILED, make_parser, print_json, run_cli
 from pgn_deploy.cli.export import add_model_arguments
+from pgn_deploy.contract import parse_shape
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +73,7 @@ def _check(args: argparse.Namespace) -> int:
 def _against(args: argparse.Namespace) -> int:
     from pgn_deploy.eval.checks.compare import compare_models
 
-    size = tuple(int(v) for v in args.input_shape.lower().split("x")[2:]) if args.input_shape else None
+    size = parse_shape(args.input_shape, 4, "--input-shape")[2:] if args.input_shape else None
     report = compare_models(args.model, args.against, images=args.images, synthetic=args.samples, size=size,
                             pred_agreement_min=args.pred_agreement, rtol=args.rtol)
     if args.json:

@@ -24,13 +24,9 @@ in ``LD_LIBRARY_PATH`` before the server starts.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import signal
 import sysconfig
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 

@@ -20,18 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from pgn_deploy.contract import (
-    BackendUnavailableError,
     BadInputError,
     Metadata,
     UnsupportedModelError,
     atomic_write,
     atomic_write_text,
     check_output_path,
+    file_sha256,
     load_onnx,
+    parse_shape,
     read_metadata,
-    require,
 )
-from pgn_deploy.runtime.backends.plan_sidecar import PlanSidecar, file_sha256, sidecar_path, tensorrt_module
+from pgn_deploy.runtime.backends.plan_sidecar import PlanSidecar, sidecar_path, tensorrt_module
 
 DEFAULT_ENGINE_DIR = Path("engines")
 DEFAULT_MAX_BATCH = 8
@@ -64,14 +64,6 @@ class BuildReport:
 
 
 # --------------------------------------------------------------------------- shapes
-def _parse_dims(text: str, where: str) -> tuple[int, ...]:
-    try:
-        dims = tuple(int(d) for d in text.lower().split("x"))
-    except ValueError:
-        raise BadInputError(f"{where}: {text!r} is not a shape like 1x3x512x512") from None
-    if not dims or any(d <= 0 for d in dims):
-        raise BadInputError(f"{where}: {text!r} must have positive dimensions")
-    return dims
 
 
 def parse_shape_specs(specs: Sequence[str]) -> dict[str, ShapeRange]:
@@ -85,7 +77,7 @@ def parse_shape_specs(specs: Sequence[str]) -> dict[str, ShapeRange]:
         parts = shapes.split("/")
         if not sep or not name or len(parts) != 3:
             raise BadInputError(f"--shapes {spec!r}: expected NAME:MIN/OPT/MAX, e.g. input:1x3x256x256/1x3x512x512/4x3x1024x1024")
-        low, opt, high = (_parse_dims(p, f"--shapes {name}") for p in parts)
+        low, opt, high = (parse_shape(p, what=f"--shapes {name}") for p in parts)
         if not len(low) == len(opt) == len(high):
             raise BadInputError(f"--shapes {name}: min, opt and max must have the same rank")
         if not all(a <= b <= c for a, b, c in zip(low, opt, high)):

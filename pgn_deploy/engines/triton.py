@@ -30,12 +30,13 @@ from pgn_deploy.contract import (
     BadInputError,
     ModelLoadError,
     UnsupportedModelError,
+    file_sha256,
     load_onnx,
     read_metadata,
     require,
 )
-from pgn_deploy.runtime.backends.plan_sidecar import file_sha256, read_sidecar
 from pgn_deploy.engines.tensorrt_build import default_plan_path
+from pgn_deploy.runtime.backends.plan_sidecar import read_sidecar
 
 BACKENDS = {
     # --backend -> (Triton backend, platform, file in the version folder, instance kind)

@@ -10,7 +10,6 @@ in milliseconds and leaves no file behind.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from pgn_deploy.contract import (
     PGNSpec,
     UnsupportedModelError,
     check_output_path,
+    parse_shape,
     read_metadata,
     require,
     save_onnx,
@@ -79,19 +79,6 @@ def make_spec(
     )
 
 
-def parse_input_shape(text: str | Sequence[int] | None) -> tuple[int, int, int, int] | None:
-    """``"1x3x512x1024"`` (or 4 ints) -> ``(N, C, H, W)``, all > 0; ``None`` stays ``None``."""
-    if text is None:
-        return None
-    if isinstance(text, str):
-        if not re.fullmatch(r"\s*\d+(\s*[xX,]\s*\d+){3}\s*", text):
-            raise BadInputError(f"input shape {text!r} is not of the form NxCxHxW (e.g. 1x3x512x1024)")
-        dims = tuple(int(v) for v in re.split(r"\s*[xX,]\s*", text.strip()))
-    else:
-        dims = tuple(int(v) for v in text)
-    if len(dims) != 4 or min(dims) <= 0:
-        raise BadInputError(f"input shape {dims} must be 4 positive sizes N x C x H x W")
-    return dims  # type: ignore[return-value]
 
 
 def default_output_path(checkpoint: str | Path) -> Path:
@@ -141,7 +128,7 @@ def export_model(
 
     check_precision(precision)
     spec = make_spec(p, labels, form, bias, resolution, keep_feature_size, pred, baselines, upsample)
-    shape = parse_input_shape(input_shape)
+    shape = None if input_shape is None else parse_shape(input_shape, 4, "input shape")
     kwargs = parse_arch_kwargs(arch_kwargs)
     if opset is not None and opset < 1:
         raise BadInputError(f"opset must be a positive ONNX opset version, got {opset}")
@@ -186,7 +173,7 @@ def check_segmentation_output(module: Any, example: Any) -> None:
     :class:`BadInputError` when the network rejects an input of the example's shape.
     """
     torch = require("torch", "export", "exporting a PyTorch model")
-    from pgn_deploy.export.load import first_line
+    from pgn_deploy.contract import first_line
     from pgn_deploy.export.onnx_export import segmentation_outputs
 
     try:

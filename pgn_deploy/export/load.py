@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from pgn_deploy.contract import ModelLoadError, load_onnx
+from pgn_deploy.contract import ModelLoadError, first_line, load_onnx
 
 KINDS = ("checkpoint", "state_dict", "torchscript", "onnx", "pickle")
 
@@ -249,8 +249,3 @@ def _load_state_dict(module: torch.nn.Module, state_dict: Mapping[str, torch.Ten
     if problems:
         raise ModelLoadError(f"{path}: the state_dict does not fit arch {arch!r}: {'; '.join(problems)}")
 
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type name when the message is empty)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -253,7 +253,7 @@ def test_bad_checkpoints_fail_in_one_line_and_write_nothing(bad_files, capsys, c
         (["--label", "soft"], "invalid choice: 'soft'"),
         (["--label", "gt"], "needs --form exact"),
         (["-o", "{missing}/out.onnx"], "does not exist"),
-        (["--input-shape", "3x64x64"], "NxCxHxW"),
+        (["--input-shape", "3x64x64"], "must have 4 sizes"),
         (["--arch-kwargs", "{not json"], "not valid JSON"),
         (["--exporter", "magic"], "invalid choice: 'magic'"),
     ],

@@ -8,12 +8,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.support.engine_models import DEMO_CHECKPOINT, grafted, images
 from pgn_deploy.cli import lint as lint_cli
 from pgn_deploy.contract import save_onnx
 from pgn_deploy.engines import trt_ops
 from pgn_deploy.engines.lint import lint_model
 from pgn_deploy.engines.precision import convert_graph
+from tests.support.engine_models import DEMO_CHECKPOINT, grafted, images
 
 MODELS = ["tiny", "bigpsi", "lraspp", "deeplabv3",
           pytest.param("demo", marks=pytest.mark.skipif(not DEMO_CHECKPOINT.is_file(),

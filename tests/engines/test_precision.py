@@ -7,12 +7,12 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from tests.support.engine_models import DEMO_CHECKPOINT, SIZE, grafted, images
 from pgn_deploy.contract import ArtifactExistsError, BadInputError, read_metadata
 from pgn_deploy.engines.precision import convert_graph, convert_model, convert_precision
 from pgn_deploy.engines.subgraph import half_precision_in_pgn, split_nodes
 from pgn_deploy.eval.checks.compare import compare_models
 from pgn_deploy.runtime.preprocess import preprocess_image
+from tests.support.engine_models import DEMO_CHECKPOINT, SIZE, grafted, images
 
 FP16_MODELS = ["tiny", "bigpsi", "lraspp", "deeplabv3",
                pytest.param("demo", marks=pytest.mark.skipif(not DEMO_CHECKPOINT.is_file(),

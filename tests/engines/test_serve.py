@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support.engine_models import REPO, grafted
 from pgn_deploy.contract import PGNError
 from pgn_deploy.engines.serve import PGNClient, prefer_interpreter_libpython
+from tests.support.engine_models import REPO, grafted
 
 pytest.importorskip("tritonclient.grpc", reason="tritonclient (extra 'triton') is not installed")
 

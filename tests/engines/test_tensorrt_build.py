@@ -15,22 +15,21 @@ import numpy as np
 import onnx
 import pytest
 
-from tests.support.engine_models import SIZE, grafted, images
 from pgn_deploy.cli import build as build_cli
-from pgn_deploy.contract import BackendUnavailableError, BadInputError, ModelLoadError, read_metadata
+from pgn_deploy.contract import BackendUnavailableError, BadInputError, ModelLoadError, file_sha256, read_metadata
 from pgn_deploy.engines import tensorrt_build
-from pgn_deploy.runtime.backends import trt as trt_backend
+from pgn_deploy.engines.tensorrt_build import ShapeRange, parse_shape_specs, plan_profile
 from pgn_deploy.runtime.backends import plan_sidecar
+from pgn_deploy.runtime.backends import trt as trt_backend
+from pgn_deploy.runtime.backends.base import BackendOptions
 from pgn_deploy.runtime.backends.plan_sidecar import (
     GpuInfo,
     PlanSidecar,
     check_plan_compatible,
-    file_sha256,
     read_sidecar,
     sidecar_path,
 )
-from pgn_deploy.engines.tensorrt_build import ShapeRange, parse_shape_specs, plan_profile
-from pgn_deploy.runtime.backends.base import BackendOptions
+from tests.support.engine_models import SIZE, grafted, images
 
 
 def _gpu_usable() -> bool:

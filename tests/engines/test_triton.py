@@ -6,11 +6,11 @@ import json
 import onnx
 import pytest
 
-from tests.support.engine_models import grafted
 from pgn_deploy.cli import triton as triton_cli
-from pgn_deploy.contract import ArtifactExistsError, BadInputError, METADATA_KEY, read_metadata, save_onnx
-from pgn_deploy.runtime.backends.plan_sidecar import GpuInfo, PlanSidecar, file_sha256, sidecar_path
+from pgn_deploy.contract import METADATA_KEY, ArtifactExistsError, BadInputError, file_sha256, read_metadata, save_onnx
 from pgn_deploy.engines.triton import write_triton_repository
+from pgn_deploy.runtime.backends.plan_sidecar import GpuInfo, PlanSidecar, sidecar_path
+from tests.support.engine_models import grafted
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2",
                                        reason="tritonclient (extra 'triton') is not installed")

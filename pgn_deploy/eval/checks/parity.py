@@ -52,6 +52,7 @@ from pgn_deploy.contract import (
     UnsupportedModelError,
     load_onnx,
     parse_pgn_output_name,
+    parse_shape,
     read_metadata,
     require,
 )
@@ -131,11 +132,10 @@ def check_parity(
     64 x 64) drawn with ``seed``; ``pixels``: autograd pixels per sample and map (form exact).
     Raises a PGNError for a file that is missing, not grafted or not runnable.
     """
-    from pgn_deploy.export.api import parse_input_shape
 
     if samples < 1 or pixels < 1:
         raise BadInputError("--samples and --pixels must be at least 1")
-    shape = parse_input_shape(input_shape)
+    shape = None if input_shape is None else parse_shape(input_shape, 4, "input shape")
     onnx_model = load_onnx(model)
     meta = read_metadata(onnx_model)
     graph = _GraphRunner(onnx_model, meta)
@@ -457,7 +457,7 @@ class _GraphRunner:
 
 
 def _session(model: Any) -> Any:
-    from pgn_deploy.export.load import first_line
+    from pgn_deploy.contract import first_line
 
     ort = require("onnxruntime", "export", "pgn-check")
     options = ort.SessionOptions()
@@ -470,7 +470,7 @@ def _session(model: Any) -> Any:
 
 
 def _run(session: Any, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    from pgn_deploy.export.load import first_line
+    from pgn_deploy.contract import first_line
 
     try:
         return session.run(names, feeds)

@@ -14,7 +14,6 @@ model group is therefore always inferred (and its maps cached again).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -105,13 +104,6 @@ class FrameMaps:
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
-def file_digest(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class MapCache:

@@ -39,13 +39,13 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pgn_deploy.contract import BadInputError, InputInfo, unique
+from pgn_deploy.contract import BadInputError, InputInfo, file_sha256, unique
 from pgn_deploy.eval.metrics.metaseg import DEFAULT_FOLDS, DEFAULT_SEED
 from pgn_deploy.eval.metrics.pixel import BINNINGS
 from pgn_deploy.eval.paper import baselines
 from pgn_deploy.eval.paper.datasets import Dataset, Frame, open_dataset
 from pgn_deploy.eval.paper.indist_tables import InDistSplit, indist_report
-from pgn_deploy.eval.paper.inference import PRED, TTA, MapCache, Scorer, file_digest, frame_maps
+from pgn_deploy.eval.paper.inference import PRED, TTA, MapCache, Scorer, frame_maps
 from pgn_deploy.eval.paper.ood_tables import OODSplit, ood_report
 from pgn_deploy.eval.paper.report import EvalReport, MethodInfo, ReportPaths, write_report
 from pgn_deploy.eval.paper.smiyc_export import SmiycWriter
@@ -145,10 +145,10 @@ def baseline_fingerprints(config: EvalConfig) -> dict[str, dict[str, Any]]:
     prints: dict[str, dict[str, Any]] = {}
     if config.mc_dropout is not None:
         rate = "own" if config.mc_rate is None else format(config.mc_rate, "g")
-        prints |= dict.fromkeys(baselines.MC_MAPS, {"checkpoint": file_digest(config.checkpoint),
+        prints |= dict.fromkeys(baselines.MC_MAPS, {"checkpoint": file_sha256(config.checkpoint),
                                             "samples": config.mc_dropout, "rate": rate})
     if config.ensemble:
-        prints |= dict.fromkeys(baselines.ENSEMBLE_MAPS, {"members": [file_digest(path) for path in config.ensemble]})
+        prints |= dict.fromkeys(baselines.ENSEMBLE_MAPS, {"members": [file_sha256(path) for path in config.ensemble]})
     return prints
 
 
@@ -246,7 +246,7 @@ def evaluate(config: EvalConfig) -> EvalReport:
             raise BadInputError("--smiyc-out applies to the OoD datasets, not to cityscapes")
         smiyc = SmiycWriter(config.smiyc_out, dataset, maps, config.force)
         smiyc.check_targets()
-    digest = file_digest(config.model)
+    digest = file_sha256(config.model)
     model_print = {"model": digest, "tta": config.tta.to_json()}
     fingerprints = {name: model_print for name in [*graph_maps, PRED]} | baseline_prints
     with _work_folder(out) as work:

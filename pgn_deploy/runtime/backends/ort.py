@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
-from pgn_deploy.contract import BackendUnavailableError, BadInputError, ModelLoadError, PGNError
+from pgn_deploy.contract import BackendUnavailableError, BadInputError, ModelLoadError, PGNError, first_line
 from pgn_deploy.runtime.backends.base import Backend, BackendOptions, BrokenInstallError
 
 CPU = "CPUExecutionProvider"
@@ -74,7 +74,7 @@ class OrtBackend(Backend):
                 provider_options=provider_options,
             )
         except Exception as exc:  # onnxruntime raises its own pybind exception kinds
-            raise ModelLoadError(f"{path}: ONNX Runtime cannot load the model ({_first_line(exc)})") from None
+            raise ModelLoadError(f"{path}: ONNX Runtime cannot load the model ({first_line(exc)})") from None
         active = self.session.get_providers()
         if active[0] != providers[0]:
             raise BackendUnavailableError(
@@ -102,14 +102,11 @@ class OrtBackend(Backend):
             self.session.run_with_iobinding(binding)
             return dict(zip(output_names, binding.copy_outputs_to_cpu()))
         except InvalidArgument as exc:
-            raise BadInputError(f"the model refused the input: {_first_line(exc)}") from None
+            raise BadInputError(f"the model refused the input: {first_line(exc)}") from None
         except Exception as exc:
-            raise PGNError(f"{self.name}: inference failed: {_first_line(exc)}") from None
+            raise PGNError(f"{self.name}: inference failed: {first_line(exc)}") from None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _require_gpu_provider(provider: str, backend: str) -> None:

@@ -8,7 +8,6 @@ one place that decides whether a plan may be loaded on this host.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import warnings
@@ -98,13 +97,6 @@ def read_sidecar(plan: str | os.PathLike[str]) -> PlanSidecar:
         raise ModelLoadError(f"{path}: malformed plan sidecar ({type(exc).__name__}: {exc})") from None
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def release(version: str) -> tuple[int, ...]:
