@@ -29,12 +29,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT)
     parser.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT)
     parser.add_argument("--metrics-port", type=int, help="enable Prometheus metrics on this port")
+    parser.add_argument("--max-pixels", type=int,
+                        help="refuse images above this many pixels (height x width) before anything allocates "
+                             "them (default: derived from the model's outputs and this host's memory)")
 
     def command(args: argparse.Namespace) -> int:
         server = PGNServer(args.model, name=args.name, backend=args.backend, max_batch=args.max_batch,
                            instances=args.instances, max_queue_delay_us=args.max_queue_delay_us,
                            host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
-                           metrics_port=args.metrics_port)
+                           metrics_port=args.metrics_port, max_pixels=args.max_pixels)
         # SIGINT (Ctrl-C) and SIGTERM (a service manager's stop) shut down cleanly, whatever the
         # parent left: a background job of a non-interactive shell starts with SIGINT ignored,
         # and an ignored or blocked signal is inherited through exec.
@@ -43,7 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _interrupt)
         with server:
             print(json.dumps({"serving": args.name, "grpc": f"{args.host}:{args.grpc_port}",
-                              "http": f"{args.host}:{args.http_port}"}), flush=True)
+                              "http": f"{args.host}:{args.http_port}", "max_pixels": server.max_pixels}),
+                  flush=True)
             server.wait()
         return 0
 

@@ -15,7 +15,15 @@ Client (``tritonclient[grpc]``, extra ``triton``; no numpy pin): :class:`PGNClie
 images over gRPC and returns the same :class:`~pgn_deploy.runtime.Result` objects as
 ``Runtime.run`` (scores, ``pred``, calibration, default score).
 
-Run a server: ``pgn-serve MODEL [--host 127.0.0.1] [--grpc-port 8001] ...``.
+Run a server: ``pgn-serve MODEL [--host 127.0.0.1] [--grpc-port 8001] [--max-pixels N] ...``.
+
+Hostile requests: ``tritonserver`` listens on loopback ports of its own; the ports the user asked
+for are served by :mod:`pgn_deploy.engines.serve_guard`, which refuses an image above
+``max_pixels`` (default :func:`~pgn_deploy.runtime.limits.default_max_pixels`), an empty one or
+a wrong shape with one line (gRPC INVALID_ARGUMENT, HTTP 400) before Triton allocates anything,
+and forwards the rest. If ``tritonserver`` dies anyway, :meth:`PGNServer.stop` ends the Python
+backend stubs it started and removes the folders they left in ``/tmp`` (``folder*``,
+``python_env_*``: Triton's Python backend creates them there whatever ``TMPDIR`` says).
 
 PyTriton's Python-backend stub process loads the first ``libpython3.X.so`` on the library
 path; with a non-system Python that is the system's (older) one and model loading fails.
@@ -25,6 +33,9 @@ in ``LD_LIBRARY_PATH`` before the server starts.
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import socket
 import sysconfig
 import time
 from pathlib import Path
@@ -33,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from pgn_deploy.contract import BadInputError, Metadata, PGNError, require
+from pgn_deploy.runtime.limits import check_max_pixels, default_max_pixels
 
 IMAGE_INPUT = "image"
 METADATA_OUTPUT = "pgn_deploy"
@@ -51,6 +63,49 @@ def prefer_interpreter_libpython() -> str | None:
     return libdir
 
 
+def _free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# Triton's Python backend makes these with mkdtemp("/tmp/...XXXXXX"), not under TMPDIR.
+_BACKEND_TEMP_DIR = Path("/tmp")
+_BACKEND_TEMP_PREFIXES = ("folder", "python_env_")
+_STUB_NAME = "triton_python_backend_stub"
+
+
+def _backend_temp_dirs() -> set[Path]:
+    """This user's Python-backend folders in /tmp now."""
+    try:
+        entries = list(_BACKEND_TEMP_DIR.iterdir())
+    except OSError:
+        return set()
+    found = set()
+    for entry in entries:
+        try:
+            if entry.name.startswith(_BACKEND_TEMP_PREFIXES) and entry.is_dir() and entry.stat().st_uid == os.getuid():
+                found.add(entry)
+        except OSError:
+            continue
+    return found
+
+
+def _stub_processes(folders: set[Path]) -> dict[int, bytes]:
+    """``pid -> cmdline`` of the Python-backend stubs running a model from one of ``folders``."""
+    stubs: dict[int, bytes] = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        args = cmdline.split(b"\0")
+        if len(args) > 1 and args[0].endswith(_STUB_NAME.encode()) and any(
+                args[1].startswith(bytes(folder) + b"/") for folder in folders):
+            stubs[int(proc.name)] = cmdline
+    return stubs
+
+
 def _result_outputs(results: list[Any], names: list[str]) -> dict[str, np.ndarray]:
     """Stack the ``Result``s of one request (same-size images) into its output arrays."""
     outputs = {"pred": np.stack([r.pred for r in results]).astype(np.int32)}
@@ -65,19 +120,25 @@ class PGNServer:
     ``name``: the Triton model name (default ``pgn``); ``backend``: the runtime backend
     (``auto``, ``ort-cpu``, ``trt``, ...); ``max_batch``: Triton's max batch size;
     ``max_queue_delay_us``: how long the batcher waits to fill a batch; ``host``: the address
-    every endpoint binds to (``127.0.0.1`` by default: loopback only). Use as a context
-    manager (:meth:`start`/:meth:`stop`); :meth:`wait` blocks while it serves.
+    the public endpoints bind to (``127.0.0.1`` by default: loopback only); ``max_pixels``: the
+    largest image (height x width) a request may carry (default: derived from the model's
+    outputs and this host's memory). Use as a context manager (:meth:`start`/:meth:`stop`);
+    :meth:`wait` blocks while it serves and raises :class:`PGNError` if ``tritonserver`` died.
     """
 
     def __init__(self, model_path: str | os.PathLike[str], name: str = "pgn", backend: str = "auto",
                  max_batch: int = 8, instances: int = 1, max_queue_delay_us: int = 1000,
                  host: str = "127.0.0.1", grpc_port: int = DEFAULT_GRPC_PORT,
-                 http_port: int = DEFAULT_HTTP_PORT, metrics_port: int | None = None) -> None:
+                 http_port: int = DEFAULT_HTTP_PORT, metrics_port: int | None = None,
+                 max_pixels: int | None = None) -> None:
         from pgn_deploy.runtime import Runtime
 
         if max_batch < 1 or instances < 1 or max_queue_delay_us < 0:
             raise BadInputError("max_batch and instances must be >= 1 and max_queue_delay_us >= 0")
+        if max_pixels is not None:
+            check_max_pixels(max_pixels)
         self.runtime = Runtime(model_path, backend=backend, max_batch=max_batch)
+        self.max_pixels = max_pixels or default_max_pixels(len(self.runtime.score_names) + 1)
         self.name = name
         self.max_batch = max_batch
         self.instances = instances
@@ -85,6 +146,9 @@ class PGNServer:
         self.host = host
         self.ports = {"grpc": grpc_port, "http": http_port, "metrics": metrics_port}
         self._triton: Any = None
+        self._guards: list[Any] = []
+        self._litter: set[Path] = set()
+        self._stubs: dict[int, bytes] = {}
 
     def _infer(self, requests: list[Any]) -> list[dict[str, np.ndarray]]:
         """Triton's callback: every image of every request through one ``Runtime.run``."""
@@ -106,14 +170,19 @@ class PGNServer:
         pytriton_triton = require("pytriton.triton", "serve", "serving with PyTriton")
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 
+        from pgn_deploy.engines.serve_guard import GrpcGuard, HttpGuard, RequestRules
+
         prefer_interpreter_libpython()
         metrics = self.ports["metrics"]
+        inner = {"grpc": _free_loopback_port(), "http": _free_loopback_port()}
         config = pytriton_triton.TritonConfig(
-            http_address=self.host, http_port=self.ports["http"],
-            grpc_address=self.host, grpc_port=self.ports["grpc"],
+            http_address="127.0.0.1", http_port=inner["http"],
+            grpc_address="127.0.0.1", grpc_port=inner["grpc"],
             allow_metrics=metrics is not None, metrics_address=self.host if metrics else None,
             metrics_port=metrics, allow_sagemaker=False, allow_vertex_ai=False,
         )
+        rules = RequestRules(self.name, IMAGE_INPUT, self.max_batch, self.max_pixels)
+        before = _backend_temp_dirs()
         triton = pytriton_triton.Triton(config=config)
         try:
             triton.bind(
@@ -135,25 +204,56 @@ class PGNServer:
                 strict=True,
             )
             triton.run()
+            self._triton = triton
+            self._litter = _backend_temp_dirs() - before
+            self._stubs = _stub_processes(self._litter)
+            self._guards = [GrpcGuard(rules, f"{self.host}:{self.ports['grpc']}", f"127.0.0.1:{inner['grpc']}"),
+                            HttpGuard(rules, (self.host, self.ports["http"]), ("127.0.0.1", inner["http"]))]
+            for guard in self._guards:
+                guard.start()
         except BaseException:
-            triton.stop()
+            if self._triton is None:
+                triton.stop()
+            self.stop()
             raise
-        self._triton = triton
         return self
 
     def stop(self) -> None:
-        """Stop the server (idempotent)."""
+        """Stop the endpoints and the server, then remove what a crashed server left (idempotent)."""
+        for guard in self._guards:
+            guard.stop()
+        self._guards = []
         if self._triton is not None:
             self._triton.stop()
             self._triton = None
+        self._remove_litter()
+
+    def _remove_litter(self) -> None:
+        """End this server's backend stubs still running and remove its folders in /tmp."""
+        for pid, cmdline in self._stubs.items():
+            try:
+                if Path(f"/proc/{pid}/cmdline").read_bytes() == cmdline:
+                    os.kill(pid, signal.SIGKILL)
+            except OSError:
+                continue
+        self._stubs = {}
+        for folder in self._litter:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._litter = set()
 
     def wait(self, poll_s: float = 1.0) -> None:
-        """Block while the started server is alive; Ctrl-C (SIGINT) returns."""
+        """Block while the started server is alive; Ctrl-C (SIGINT) returns.
+
+        Raises :class:`PGNError` when ``tritonserver`` exits by itself (after cleaning up).
+        """
         try:
             while self._triton is not None and self._triton.is_alive():
                 time.sleep(poll_s)
         except KeyboardInterrupt:
-            pass
+            return
+        if self._triton is not None:
+            self.stop()
+            raise PGNError("tritonserver exited unexpectedly (its log is above); the server was stopped")
 
     def __enter__(self) -> PGNServer:
         return self.start()
@@ -189,6 +289,7 @@ class PGNClient:
 
     @property
     def default_score(self) -> str:
+        """The served model's default score output (its first PGN map)."""
         return (self.metadata.pgn_outputs or self.metadata.score_outputs)[0]
 
     def run(self, image: np.ndarray, color: str = "RGB") -> Any:
@@ -218,4 +319,5 @@ class PGNClient:
                       calibration=self.metadata.calibration)
 
     def close(self) -> None:
+        """Close the gRPC channel."""
         self._client.close()
