@@ -14,6 +14,8 @@ model group is therefore always inferred (and its maps cached again).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
 import os
 import shutil
@@ -26,8 +28,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from pgn_deploy.contract import BadInputError, atomic_write_text
-from pgn_deploy.eval.metrics.score_io import load_npy
+from pgn_deploy.contract import BadInputError, atomic_write_text, file_sha256, process_umask
 from pgn_deploy.eval.paper.baselines import softmax
 from pgn_deploy.eval.paper.datasets import Frame
 from pgn_deploy.runtime import Runtime
@@ -36,6 +37,7 @@ from pgn_deploy.runtime.result import resize_score
 DEFAULT_TTA_SCALES = (0.5, 1.0, 2.0)
 PRED = "pred"
 FINGERPRINTS = "fingerprints.json"
+STAMP_SUFFIX = ".json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +54,7 @@ class TTA:
 
     @property
     def active(self) -> bool:
+        """Whether anything but one plain view runs."""
         return self.flip or self.scales != (1.0,)
 
     @property
@@ -60,6 +63,7 @@ class TTA:
         return [(s, f) for s in self.scales for f in ((False, True) if self.flip else (False,))]
 
     def to_json(self) -> dict[str, Any]:
+        """``{"scales": [...], "flip": bool}``: the TTA part of a map's fingerprint."""
         return {"scales": list(self.scales), "flip": self.flip}
 
     @classmethod
@@ -87,7 +91,9 @@ class Scorer(Protocol):
     method: str
     names: tuple[str, ...]
 
-    def __call__(self, image: np.ndarray, color: str = "BGR") -> dict[str, np.ndarray]: ...
+    def __call__(self, image: np.ndarray, color: str = "BGR") -> dict[str, np.ndarray]:
+        """The baseline's maps of one uint8 H x W x 3 image."""
+        ...
 
 
 @dataclasses.dataclass
@@ -107,43 +113,71 @@ class FrameMaps:
 
 
 class MapCache:
-    """Arrays on disk under ``root/<name>/<frame id>.npy`` (each written atomically).
+    """Arrays on disk under ``root/<name>/<frame id>.npy``, each with its proof beside it.
 
     ``root=None`` caches nothing. :meth:`claim` records what produced each name (a
     *fingerprint*: model digest, TTA, baseline settings) in ``root/fingerprints.json`` and
-    refuses to mix arrays of different producers.
+    refuses to mix arrays of different producers (without ``force``). That index only guards
+    against mistakes: what makes a cached map trusted is its *stamp*
+    ``<frame id>.npy.json``, written with it, naming the producer's fingerprint, the map, the
+    frame (id and the sha256 of its image file) and the sha256 of the ``.npy`` bytes. A map
+    whose stamp is missing, names another producer or frame, or does not match its bytes, and
+    a truncated or unreadable ``.npy``, is not loaded: :func:`frame_maps` recomputes it.
+    Files get the modes the umask gives (0644 by default).
     """
 
     def __init__(self, root: str | os.PathLike[str] | None) -> None:
         self.root = Path(root) if root is not None else None
+        self._prints: dict[str, dict[str, Any]] = {}
 
     def path(self, name: str, frame_id: str) -> Path:
+        """Where the array ``name`` of frame ``frame_id`` lives (its stamp: this path + ``.json``)."""
         if self.root is None:
             raise BadInputError("this evaluation has no map cache")
         return self.root / name / f"{frame_id}.npy"
 
-    def has(self, names: Sequence[str], frame_id: str) -> bool:
-        return self.root is not None and all(self.path(n, frame_id).is_file() for n in names)
+    def _stamp(self, name: str, frame_id: str, image_digest: str, npy_digest: str) -> dict[str, Any]:
+        return {"name": name, "frame": frame_id, "image_sha256": image_digest, "npy_sha256": npy_digest,
+                "producer": json.loads(json.dumps(self._prints.get(name, {})))}
 
-    def load(self, names: Sequence[str], frame_id: str) -> dict[str, np.ndarray] | None:
-        """Every named array of the frame, or ``None`` if any is missing (or no cache)."""
-        if not self.has(names, frame_id):
+    def _read(self, name: str, frame_id: str, image_digest: str) -> np.ndarray | None:
+        """The array when its stamp proves it (producer, frame, bytes); otherwise None."""
+        target = self.path(name, frame_id)
+        try:
+            data = target.read_bytes()
+            stamp = json.loads(target.with_name(target.name + STAMP_SUFFIX).read_text())
+            if stamp != self._stamp(name, frame_id, image_digest, hashlib.sha256(data).hexdigest()):
+                return None
+            return np.load(io.BytesIO(data), allow_pickle=False)
+        except (OSError, ValueError, EOFError):
             return None
-        return {name: load_npy(self.path(name, frame_id)) for name in names}
 
-    def save(self, arrays: Mapping[str, np.ndarray], frame_id: str) -> None:
+    def load(self, names: Sequence[str], frame_id: str, image_digest: str = "") -> dict[str, np.ndarray] | None:
+        """Every named array of the frame, or ``None`` if any is missing, unproven or unreadable
+        (or there is no cache). ``image_digest``: the sha256 of the frame's image file."""
+        if self.root is None:
+            return None
+        arrays = {}
+        for name in names:
+            array = self._read(name, frame_id, image_digest)
+            if array is None:
+                return None
+            arrays[name] = array
+        return arrays
+
+    def save(self, arrays: Mapping[str, np.ndarray], frame_id: str, image_digest: str = "") -> None:
+        """Write each array and then its stamp, each atomically (a crash leaves an unproven map)."""
         if self.root is None:
             return
         for name, array in arrays.items():
             target = self.path(name, frame_id)
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".npy.tmp", dir=target.parent)
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    np.save(handle, array, allow_pickle=False)
-                os.replace(tmp, target)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+            buffer = io.BytesIO()
+            np.save(buffer, array, allow_pickle=False)
+            data = buffer.getvalue()
+            stamp = self._stamp(name, frame_id, image_digest, hashlib.sha256(data).hexdigest())
+            _replace_file(target, data)
+            _replace_file(target.with_name(target.name + STAMP_SUFFIX), json.dumps(stamp, sort_keys=True).encode())
 
     def conflicts(self, fingerprints: Mapping[str, Mapping[str, Any]]) -> list[str]:
         """Names whose cached arrays were made by another producer than ``fingerprints`` says."""
@@ -161,7 +195,9 @@ class MapCache:
 
     def claim(self, fingerprints: Mapping[str, Mapping[str, Any]], force: bool = False) -> None:
         """Record the producers of ``fingerprints``' names (after :meth:`check`); with ``force``
-        the arrays of a name cached by another producer are deleted first."""
+        the arrays of a name cached by another producer are deleted first. From now on only
+        maps stamped with these producers are loaded."""
+        self._prints.update({k: dict(v) for k, v in fingerprints.items()})
         if self.root is None:
             return
         self.check(fingerprints, force)
@@ -179,6 +215,26 @@ class MapCache:
             return json.loads((self.root / FINGERPRINTS).read_text())
         except ValueError:
             raise BadInputError(f"{self.root / FINGERPRINTS}: not readable JSON; delete the cache folder") from None
+
+
+def _replace_file(target: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``target`` (umask modes), then rename it over."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o666 & ~process_umask())
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def image_digest(frame: Frame) -> str:
+    """The sha256 of the frame's image file (what a cached map of this frame is stamped with)."""
+    try:
+        return file_sha256(frame.image)
+    except OSError as exc:
+        raise BadInputError(f"{frame.image}: cannot read the image ({exc.strerror or exc})") from None
 
 
 def _model_run(runtime: Runtime, image: np.ndarray, tta: TTA, names: Sequence[str],
@@ -228,23 +284,24 @@ def frame_maps(runtime: Runtime, frame: Frame, names: Sequence[str], *, cache: M
     image = None
     seconds: dict[str, float] = {}
     probs = None
-    loaded = None if with_probs else cache.load(model_group, frame.id)
+    digest = image_digest(frame) if cache.root is not None else ""
+    loaded = None if with_probs else cache.load(model_group, frame.id, digest)
     if loaded is None:
         image = frame.load_image()
         start = time.perf_counter()
         maps, pred, probs = _model_run(runtime, image, tta, names, with_probs)
         seconds["model"] = time.perf_counter() - start
-        cache.save({**maps, PRED: pred}, frame.id)
+        cache.save({**maps, PRED: pred}, frame.id, digest)
     else:
         pred = loaded.pop(PRED)
         maps = loaded
     for scorer in scorers:
-        cached = cache.load(scorer.names, frame.id)
+        cached = cache.load(scorer.names, frame.id, digest)
         if cached is None:
             image = frame.load_image() if image is None else image
             start = time.perf_counter()
             cached = scorer(image, "BGR")
             seconds[scorer.method] = time.perf_counter() - start
-            cache.save(cached, frame.id)
+            cache.save(cached, frame.id, digest)
         maps.update(cached)
     return FrameMaps(frame.id, maps, pred, probs if with_probs else None, seconds)

@@ -45,7 +45,7 @@ from pgn_deploy.eval.metrics.pixel import BINNINGS
 from pgn_deploy.eval.paper import baselines
 from pgn_deploy.eval.paper.datasets import Dataset, Frame, open_dataset
 from pgn_deploy.eval.paper.indist_tables import InDistSplit, indist_report
-from pgn_deploy.eval.paper.inference import PRED, TTA, MapCache, Scorer, frame_maps
+from pgn_deploy.eval.paper.inference import PRED, TTA, MapCache, Scorer, frame_maps, image_digest
 from pgn_deploy.eval.paper.ood_tables import OODSplit, ood_report
 from pgn_deploy.eval.paper.report import EvalReport, MethodInfo, ReportPaths, write_report
 from pgn_deploy.eval.paper.smiyc_export import SmiycWriter
@@ -346,7 +346,7 @@ def _run_ood(dataset: Dataset, runtime: Runtime, graph_maps: list[str], maps: li
             seconds.setdefault(method, []).append(value)
     split.finish_pixels()
     for frame in _bar(dataset.frames, f"{dataset.kind}: components", config.progress):
-        loaded = cache.load(maps, frame.id)
+        loaded = cache.load(maps, frame.id, image_digest(frame))
         if loaded is None:
             raise BadInputError(f"{cache.root}: the cached maps of {frame.id} disappeared during the run")
         labels = frame.load_label()
