@@ -15,6 +15,7 @@ onnxruntime.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import math
@@ -436,22 +437,104 @@ def check_output_path(path: str | os.PathLike[str], force: bool = False) -> Path
     return path
 
 
+_TEMP_PREFIX = "pgn"
+_DISK_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")  # numpy's tofile on a full disk
+
+
+def _temp_name_pattern(path: Path) -> re.Pattern[str]:
+    """The temporary files :func:`atomic_write` makes for ``path``: ``.<name>.pgn<pid>-XXXX.tmp``."""
+    return re.compile(re.escape(f".{path.name}.{_TEMP_PREFIX}") + r"(\d+)-[^/]+\.tmp")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files of earlier :func:`atomic_write` calls for ``path`` whose
+    process is gone (killed mid-write); returns them. Files of running writers are kept."""
+    path = Path(path)
+    pattern = _temp_name_pattern(path)
+    removed = []
+    try:
+        candidates = list(path.parent.glob(f".{glob_escape(path.name)}.{_TEMP_PREFIX}*.tmp"))
+    except OSError:
+        return removed
+    for candidate in candidates:
+        match = pattern.fullmatch(candidate.name)
+        if match and int(match[1]) != os.getpid() and not _pid_alive(int(match[1])):
+            try:
+                candidate.unlink()
+                removed.append(candidate)
+            except OSError:
+                continue
+    return removed
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with glob's special characters ``*?[`` taken literally."""
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def write_error(path: Path, exc: OSError) -> PGNError:
+    """One line for an ``OSError`` while writing ``path``: a full disk is said to be full."""
+    if exc.errno in _DISK_FULL_ERRNOS or _SHORT_WRITE.search(str(exc)):
+        return PGNError(f"{path}: the disk is full (no space left on the device holding {path.parent}); "
+                        "nothing was written")
+    return PGNError(f"{path}: cannot write it: {exc.strerror or first_line(exc)}")
+
+
+def _place_without_overwrite(tmp_path: Path, path: Path) -> None:
+    """Give ``tmp_path``'s file the name ``path`` only if no file has it (no check-then-act race):
+    a hard link fails when ``path`` exists; where links are not supported, ``path`` is reserved
+    with ``O_EXCL`` first and the finished file renamed over the reservation."""
+    try:
+        os.link(tmp_path, path)
+        return
+    except FileExistsError:
+        raise ArtifactExistsError(f"{path} exists; pass --force to overwrite it") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS):
+            raise
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        raise ArtifactExistsError(f"{path} exists; pass --force to overwrite it") from None
+    os.replace(tmp_path, path)
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None], force: bool = False) -> Path:
     """Write a file through ``write(tmp_path)`` into a temporary file beside ``path``, then rename.
 
     A failure leaves no partial file and keeps an existing ``path`` untouched; an existing
-    ``path`` is replaced only with ``force``.
+    ``path`` is replaced only with ``force``. Without ``force`` the final step cannot overwrite
+    a file that appeared meanwhile (two writers: one wins, the other gets
+    :class:`ArtifactExistsError`). The file gets the mode the umask gives (0644 by default).
+    Temporary files that earlier, killed writers left for ``path`` are removed first. A full
+    disk raises :class:`PGNError` naming the file and saying the disk is full.
     """
     path = check_output_path(path, force)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temp_files(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_TEMP_PREFIX}{os.getpid()}-", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        write(tmp_path)
+        try:
+            write(tmp_path)
+        except OSError as exc:
+            raise write_error(path, exc) from exc
         os.chmod(tmp_path, 0o666 & ~process_umask())  # mkstemp makes 0600; give the usual file mode
-        if not force and path.exists():  # appeared while we worked
-            raise ArtifactExistsError(f"{path} exists; pass --force to overwrite it")
-        os.replace(tmp_path, path)
+        if force:
+            os.replace(tmp_path, path)
+        else:
+            _place_without_overwrite(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
     return path

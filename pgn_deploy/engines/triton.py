@@ -32,6 +32,7 @@ from pgn_deploy.contract import (
     UnsupportedModelError,
     file_sha256,
     load_onnx,
+    process_umask,
     read_metadata,
     require,
 )
@@ -207,6 +208,7 @@ def _install_folder(target: Path, config: Any, source: Path, filename: str) -> N
     from google.protobuf import text_format
 
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    os.chmod(staging, 0o777 & ~process_umask())  # mkdtemp makes 0700: Triton may run as another user
     old = target.with_name(f".{target.name}.old")
     try:
         (staging / VERSION).mkdir()
