@@ -510,6 +510,23 @@ def _place_without_overwrite(tmp_path: Path, path: Path) -> None:
     os.replace(tmp_path, path)
 
 
+def check_not_input(output: str | os.PathLike[str], *inputs: str | os.PathLike[str]) -> None:
+    """:class:`BadInputError` when ``output`` is one of ``inputs`` (the same path, or the same
+    file through a symbolic or hard link): no command writes over what it reads, ``force`` or not."""
+    out = Path(output)
+    for source in inputs:
+        src = Path(source)
+        same = out.resolve() == src.resolve()
+        if not same and out.exists() and src.exists():
+            try:
+                same = os.path.samefile(out, src)
+            except OSError:
+                same = False
+        if same:
+            raise BadInputError(f"{out}: is the input {src}; choose another output path (--force never "
+                                "overwrites an input)")
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None], force: bool = False) -> Path:
     """Write a file through ``write(tmp_path)`` into a temporary file beside ``path``, then rename.
 

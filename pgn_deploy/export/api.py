@@ -21,6 +21,7 @@ from pgn_deploy.contract import (
     ModelLoadError,
     PGNSpec,
     UnsupportedModelError,
+    check_not_input,
     check_output_path,
     parse_shape,
     read_metadata,
@@ -137,7 +138,9 @@ def export_model(
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise ModelLoadError(f"{checkpoint}: no such file")
-    output = check_output_path(output if output is not None else default_output_path(checkpoint), force)
+    output = output if output is not None else default_output_path(checkpoint)
+    check_not_input(output, checkpoint)
+    output = check_output_path(output, force)
 
     from pgn_deploy.export.load import load_model
     from pgn_deploy.export.onnx_export import export_onnx

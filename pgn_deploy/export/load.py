@@ -19,6 +19,7 @@ Every failure is a :class:`~pgn_deploy.contract.ModelLoadError` with one line of
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import inspect
@@ -26,7 +27,7 @@ import pickle
 import re
 import sys
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,9 @@ def _load_torchscript(path: Path) -> torch.nn.Module:
 
 
 _UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+_BLOCKED_GLOBAL = re.compile(r"GLOBAL (\S+) whose module (\S+) is blocked")
+# Constructor arguments that ask torchvision/timm/smp for pretrained weights (a download).
+PRETRAINED_KWARGS = ("weights", "weights_backbone", "pretrained", "pretrained_backbone", "encoder_weights")
 
 
 def _torch_load(path: Path, trust_pickle: bool) -> Any:
@@ -124,6 +128,12 @@ def _torch_load(path: Path, trust_pickle: bool) -> Any:
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        blocked = _BLOCKED_GLOBAL.search(str(exc))
+        if blocked is not None:  # torch never unpickles these, whatever trust_pickle says
+            raise ModelLoadError(
+                f"{path}: refused: unpickling it would call {blocked.group(1)} (module "
+                f"{blocked.group(2)}), which runs code or commands; --trust-pickle does not allow that"
+            ) from None
         unsafe = _UNSAFE_GLOBAL.search(str(exc))
         if unsafe is None:
             raise ModelLoadError(f"{path}: not a readable PyTorch checkpoint (corrupt file?)") from None
@@ -211,13 +221,50 @@ def build_module(arch: str, arch_kwargs: Mapping[str, Any], trusted: bool = True
             f"arch {arch!r} from the checkpoint is neither an nn.Module class nor a function "
             f"annotated '-> nn.Module'; pass --arch {arch} to confirm that you trust it"
         )
+    refuse_pretrained(arch, arch_kwargs)
     try:
-        module = target(**arch_kwargs)
+        with _no_downloads():
+            module = target(**arch_kwargs)
+    except _DownloadRefused as exc:
+        raise ModelLoadError(
+            f"building arch {arch!r} with {dict(arch_kwargs)} tried to download {exc}; exports never use the "
+            "network (the checkpoint's state_dict holds the weights)") from None
     except Exception as exc:  # the user's constructor may raise anything
         raise ModelLoadError(f"building arch {arch!r} with {dict(arch_kwargs)} failed: {first_line(exc)}") from None
     if not isinstance(module, torch.nn.Module):
         raise ModelLoadError(f"arch {arch!r} returned a {type(module).__name__}, not a torch.nn.Module")
     return module
+
+
+def refuse_pretrained(arch: str, arch_kwargs: Mapping[str, Any]) -> None:
+    """:class:`ModelLoadError` when ``arch_kwargs`` ask for pretrained weights (a download):
+    a key of :data:`PRETRAINED_KWARGS` whose value is not None/False/"none"/empty."""
+    asked = {k: v for k, v in arch_kwargs.items()
+             if k in PRETRAINED_KWARGS and v not in (None, False, "", "none", "None")}
+    if asked:
+        raise ModelLoadError(
+            f"arch {arch!r}: arch_kwargs {asked} ask for pretrained weights, which would be downloaded; "
+            "exports never use the network: set them to None (the checkpoint's state_dict holds the weights)")
+
+
+class _DownloadRefused(Exception):
+    """Raised instead of a download while a network is being built (the message: the URL)."""
+
+
+@contextlib.contextmanager
+def _no_downloads() -> Iterator[None]:
+    """While building a network, ``torch.hub`` downloads raise :class:`_DownloadRefused`
+    (torchvision fetches pretrained weights through ``torch.hub.download_url_to_file``)."""
+    original = torch.hub.download_url_to_file
+
+    def refuse(url: str, *args: Any, **kwargs: Any) -> None:
+        raise _DownloadRefused(url)
+
+    torch.hub.download_url_to_file = refuse
+    try:
+        yield
+    finally:
+        torch.hub.download_url_to_file = original
 
 
 def _builds_module(target: Any) -> bool:
