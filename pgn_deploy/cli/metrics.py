@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from pgn_deploy.cli.common import make_parser, print_json, run_cli
+from pgn_deploy.cli.common import make_parser, print_json, run_cli, whole_number
 from pgn_deploy.eval.metrics.components import TRACKS
 from pgn_deploy.eval.metrics.ood import OODResult, evaluate_score_folders
 from pgn_deploy.eval.metrics.pixel import BINNINGS
@@ -23,6 +23,7 @@ COLUMNS = {"AuPRC": "AuPRC", "FPR95": "FPR95", "sIoU": "sIoU", "PPV": "PPV", "me
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``pgn-metrics``."""
     parser = make_parser(PROG, "SegmentMeIfYouCan pixel (AuPRC, AuROC, FPR95) and component (sIoU, PPV, "
                                "mean F1) metrics of saved score maps against OoD labels.")
     parser.add_argument("--scores", action="append", required=True, metavar="DIR",
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="exact (default): exact counts of the float32 scores; smiyc: the public "
                              "benchmark's 768 percentile bins per frame")
     parser.add_argument("--plots", metavar="DIR", help="write pr_curve.png and roc_curve.png into DIR")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
+    parser.add_argument("--workers", type=whole_number(1), default=None, metavar="N",
                         help="threads reading and reducing frames (default: CPU count, at most 4)")
     parser.add_argument("--force", action="store_true", help="overwrite existing plot files")
     return parser
@@ -68,6 +69,7 @@ def format_table(results: dict[str, OODResult]) -> str:
 
 
 def command(args: argparse.Namespace) -> int:
+    """Evaluate the score folders and print the table (or JSON)."""
     results = evaluate_score_folders(args.scores, args.labels, names=args.name, maps=args.map,
                                      track=args.track, binning=args.binning, plots=args.plots,
                                      force=args.force, workers=args.workers, progress=True)
@@ -80,4 +82,5 @@ def command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``pgn-metrics``: run the command line ``argv``; returns the exit status."""
     return run_cli(build_parser(), command, argv)

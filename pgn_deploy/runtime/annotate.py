@@ -12,12 +12,17 @@ Per image ``<stem>`` (see :class:`~pgn_deploy.runtime.sources.InputFile`) into t
 
 A video ``<stem>`` gives ``<stem>.overlay.mp4`` (the overlay per frame, same frame rate).
 Files are written atomically; other files in the folder are left alone; existing outputs are
-replaced only with ``force``. An unreadable input is recorded in ``failed`` and skipped.
+replaced only with ``force``. An input that cannot be read, is larger than ``max_pixels``, fails
+in inference (out of memory, a backend error) or gives a non-finite shown score map is recorded
+in ``failed`` and skipped; the others are still written. Files inside the output folder are
+never read as inputs (an ``--out`` inside an input folder). The report holds no NaN or infinity
+(JSON has none): a statistic without finite values is ``null``.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -28,7 +33,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pgn_deploy.contract import ArtifactExistsError, BadInputError, PGNError, atomic_write
+from pgn_deploy.contract import ArtifactExistsError, BadInputError, PGNError, atomic_write, first_line
+from pgn_deploy.runtime.limits import check_max_pixels, default_max_pixels, frame_refusal
 from pgn_deploy.runtime.result import Result
 from pgn_deploy.runtime.runner import Runtime
 from pgn_deploy.runtime.sources import InputFile, VideoReader, collect_inputs, frame_count, read_image
@@ -42,7 +48,8 @@ VIDEO_FOURCC = "mp4v"
 class AnnotateOptions:
     """``score``: the map shown and thresholded (default: the first PGN map); ``threshold``:
     OoD threshold (default: the calibrated q0.99; none: no mask); ``min_area``: smallest
-    instance counted in the report; ``layout``: ``stack`` or ``side``."""
+    instance counted in the report; ``layout``: ``stack`` or ``side``; ``max_pixels``: the
+    largest frame (height x width) run (default: derived from the model and this host's memory)."""
 
     score: str | None = None
     threshold: float | None = None
@@ -50,12 +57,17 @@ class AnnotateOptions:
     layout: str = "stack"
     min_area: int = 50
     force: bool = False
+    max_pixels: int | None = None
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
             raise BadInputError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         if self.min_area < 0:
             raise BadInputError(f"min_area must be >= 0, got {self.min_area}")
+        if self.threshold is not None and not math.isfinite(self.threshold):
+            raise BadInputError(f"threshold must be a finite number, got {self.threshold}")
+        if self.max_pixels is not None:
+            check_max_pixels(self.max_pixels)
 
 
 @dataclasses.dataclass
@@ -71,7 +83,19 @@ class AnnotateReport:
     failed: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The report as JSON-safe data: non-finite numbers become ``None``."""
+        return _finite(dataclasses.asdict(self))
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity (also inside lists and dicts) replaced by ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 class _Renderer:
@@ -86,7 +110,13 @@ class _Renderer:
         self.colors = palette(runtime.metadata.num_classes)
 
     def pictures(self, image: np.ndarray, result: Result) -> dict[str, Any]:
+        """Segmentation, heatmap, overlay (and OoD mask) of one frame; a shown score map with
+        non-finite values is refused (:class:`BadInputError`): its mask and colours would lie."""
         score = result.score(self.score)
+        bad = int(np.count_nonzero(~np.isfinite(score)))
+        if bad:
+            raise BadInputError(f"the score map {self.score} has {bad} non-finite value(s) of {score.size} "
+                                "(the model overflowed on this input)")
         value_range = display_range(score, self.calibration, self.score)
         seg = colorize(result.pred, self.colors)
         heat = heatmap(score, value_range["lo"], value_range["hi"])
@@ -145,19 +175,29 @@ def output_targets(out_dir: Path, item: InputFile, names: Sequence[str], with_ma
     return targets
 
 
+def _inference_error(exc: Exception) -> PGNError:
+    """One line for an inference failure (out of memory, a backend error, a refused image)."""
+    if isinstance(exc, PGNError):
+        return exc
+    if isinstance(exc, MemoryError):
+        return PGNError("inference ran out of memory on this image (lower --max-pixels or resize it)")
+    return PGNError(f"inference failed: {type(exc).__name__}: {first_line(exc)}")
+
+
 def _run_each(runtime: Runtime, images: list[np.ndarray]) -> list[Result | PGNError]:
-    """Results of one batch call; if the batch is refused, each image alone (to name the bad one)."""
-    try:
-        return list(runtime.run(images, color="BGR"))
-    except BadInputError:
-        if len(images) == 1:
-            raise
+    """Results of one batch call; if the batch fails, each image alone (to name the bad one):
+    an image that fails alone becomes its :class:`PGNError`, the others their results."""
+    if len(images) > 1:
+        try:
+            return list(runtime.run(images, color="BGR"))
+        except Exception:  # noqa: BLE001 - any failure of the batch: retry image by image
+            pass
     outcomes: list[Result | PGNError] = []
     for image in images:
         try:
             outcomes.append(runtime.run(image, color="BGR"))
-        except BadInputError as exc:
-            outcomes.append(exc)
+        except Exception as exc:  # noqa: BLE001 - backends raise their own types (and MemoryError)
+            outcomes.append(_inference_error(exc))
     return outcomes
 
 
@@ -167,13 +207,16 @@ def _chunks(items: list[InputFile], size: int) -> Iterator[list[InputFile]]:
 
 
 def _write_video(tmp: Path, video: VideoReader, runtime: Runtime, renderer: _Renderer,
-                 bar: tqdm, frames: list[dict[str, Any]]) -> None:
+                 bar: tqdm, frames: list[dict[str, Any]], max_pixels: int) -> None:
     """Encode the overlay of every frame into ``tmp`` (via a ``.mp4`` twin OpenCV can name)."""
     encoded = tmp.with_name(tmp.name + ".mp4")
     writer = None
     stream = iter(video)
     try:
         while batch := list(itertools.islice(stream, runtime.max_batch)):
+            refusal = frame_refusal(batch[0].shape[0], batch[0].shape[1], max_pixels)
+            if refusal:
+                raise BadInputError(f"{video.path}: {refusal}")
             for image, result in zip(batch, runtime.run(batch, color="BGR")):
                 pictures = renderer.pictures(image, result)
                 picture = pictures["overlay"]
@@ -234,10 +277,13 @@ def annotate(runtime: Runtime, inputs: Sequence[str | os.PathLike[str]], out_dir
     calibration = runtime.metadata.calibration or {}
     calibrated = default_threshold(calibration, score)
     threshold = options.threshold if options.threshold is not None else calibrated
-    items = collect_inputs(inputs)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise BadInputError(f"{out_dir}: exists and is not a folder")
+    items = [item for item in collect_inputs(inputs) if not _inside(item.path, out_dir)]
+    if not items:
+        raise BadInputError(f"no inputs outside the output folder {out_dir}")
+    max_pixels = options.max_pixels or default_max_pixels(len(runtime.score_names) + 1)
     targets = {item: output_targets(out_dir, item, runtime.score_names, threshold is not None, options.save_npy)
                for item in items}
     existing = [p for files in targets.values() for p in files.values() if p.exists()]
@@ -257,29 +303,45 @@ def annotate(runtime: Runtime, inputs: Sequence[str | os.PathLike[str]], out_dir
     total = len(images) + sum(frame_count(item.path) for item in videos)
     with tqdm(total=total, unit="img", file=sys.stderr, disable=not progress, desc="pgn-run") as bar:
         for chunk in _chunks(images, runtime.max_batch):
-            _annotate_images(runtime, chunk, targets, renderer, options, report)
+            _annotate_images(runtime, chunk, targets, renderer, options, report, max_pixels)
             bar.update(len(chunk))
         for item in videos:
-            _annotate_video(runtime, item, targets[item]["video"], renderer, options, report, bar)
+            _annotate_video(runtime, item, targets[item]["video"], renderer, options, report, bar, max_pixels)
     return report
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies inside ``folder`` (both resolved)."""
+    return folder.resolve() in path.resolve().parents
+
+
 def _annotate_images(runtime: Runtime, chunk: list[InputFile], targets: dict[InputFile, dict[str, Path]],
-                     renderer: _Renderer, options: AnnotateOptions, report: AnnotateReport) -> None:
+                     renderer: _Renderer, options: AnnotateOptions, report: AnnotateReport,
+                     max_pixels: int) -> None:
     readable: list[tuple[InputFile, np.ndarray]] = []
     for item in chunk:
         try:
-            readable.append((item, read_image(item.path)))
+            image = read_image(item.path)
         except BadInputError as exc:
             report.failed.append({"input": str(item.path), "error": str(exc)})
+            continue
+        refusal = frame_refusal(image.shape[0], image.shape[1], max_pixels)
+        if refusal:
+            report.failed.append({"input": str(item.path), "error": f"{item.path}: {refusal}"})
+            continue
+        readable.append((item, image))
     if not readable:
         return
     outcomes = _run_each(runtime, [image for _, image in readable])
     for (item, image), outcome in zip(readable, outcomes):
+        if not isinstance(outcome, PGNError):
+            try:
+                pictures = renderer.pictures(image, outcome)
+            except BadInputError as exc:
+                outcome = exc
         if isinstance(outcome, PGNError):
             report.failed.append({"input": str(item.path), "error": f"{item.path}: {outcome}"})
             continue
-        pictures = renderer.pictures(image, outcome)
         files = targets[item]
         files["seg"].parent.mkdir(parents=True, exist_ok=True)
         for kind, path in files.items():
@@ -293,14 +355,15 @@ def _annotate_images(runtime: Runtime, chunk: list[InputFile], targets: dict[Inp
 
 
 def _annotate_video(runtime: Runtime, item: InputFile, target: Path, renderer: _Renderer,
-                    options: AnnotateOptions, report: AnnotateReport, bar: tqdm) -> None:
+                    options: AnnotateOptions, report: AnnotateReport, bar: tqdm, max_pixels: int) -> None:
     frames: list[dict[str, Any]] = []
     try:
         with VideoReader(item.path) as video:
             target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(target, lambda tmp: _write_video(tmp, video, runtime, renderer, bar, frames), options.force)
-    except BadInputError as exc:
-        report.failed.append({"input": str(item.path), "error": str(exc)})
+            atomic_write(target, lambda tmp: _write_video(tmp, video, runtime, renderer, bar, frames, max_pixels),
+                         options.force)
+    except Exception as exc:  # noqa: BLE001 - a failing video is skipped and reported like an image
+        report.failed.append({"input": str(item.path), "error": str(_inference_error(exc))})
         return
     report.inputs.append({"input": str(item.path), "kind": "video", "outputs": [str(target)],
                           **_video_record(frames)})
