@@ -1,6 +1,6 @@
 """Reference PGN math in PyTorch: the oracle the grafted graph is tested against.
 
-Everything here follows ``shared/spec/pgn-math.md``. Tensors are ``N x C x h x w`` (logits,
+Everything here follows ``docs/math.md``. Tensors are ``N x C x h x w`` (logits,
 class factor) and ``N x E_i x h x w`` (the classifier inputs ``psi_i``); every function works
 in the dtype it is given (pass float64 for the reference).
 

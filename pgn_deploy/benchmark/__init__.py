@@ -8,7 +8,7 @@
 """
 from __future__ import annotations
 
-from pgn_deploy.benchmark.bench import BenchConfig, BenchReport, benchmark_model, format_report, make_feeds
+from pgn_deploy.benchmark.bench import BenchConfig, BenchReport, benchmark_model, make_feeds
 from pgn_deploy.benchmark.machine import machine_info
 from pgn_deploy.benchmark.memory import PeakMemory
 from pgn_deploy.benchmark.prune import keep_outputs, plain_model
@@ -22,7 +22,6 @@ __all__ = [
     "PeakMemory",
     "Ratio",
     "benchmark_model",
-    "format_report",
     "keep_outputs",
     "latency_stats",
     "machine_info",

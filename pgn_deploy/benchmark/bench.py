@@ -113,6 +113,35 @@ class BenchReport:
         """Images per second per variant, at the median latency."""
         return {name: throughput(stats, self.config.batch) for name, stats in self.latency.items()}
 
+    def to_text(self) -> str:
+        """A human-readable table: latency statistics per model, the ratio, memory and the machine."""
+        config = self.config
+        budget = f"{config.iterations} iterations" if config.iterations else f"{config.duration_s:g} s"
+        threads = (f", {config.threads} threads" if config.threads else "") + f", {config.clock} clock"
+        lines = [
+            f"{self.model} on {self.backend}{threads}: batch {config.batch}, "
+            f"{self.shape[0]}x{self.shape[1]}, warm-up {config.warmup}, {budget}",
+            f"{'':8} {'n':>5} {'min':>9} {'median':>9} {'mean':>9} {'p90':>9} {'p99':>9} {'max':>9}  ms"
+            f"  {'img/s':>8}  outputs",
+        ]
+        rates = self.throughput_ips()
+        for name, s in self.latency.items():
+            lines.append(
+                f"{name:8} {s.n:5d} {s.min_ms:9.2f} {s.median_ms:9.2f} {s.mean_ms:9.2f} {s.p90_ms:9.2f} "
+                f"{s.p99_ms:9.2f} {s.max_ms:9.2f}      {rates[name]:8.2f}  {len(self.outputs[name])}"
+            )
+        if self.ratio is not None:
+            r = self.ratio
+            lines.append(
+                f"grafted/plain: {r.value:.4f} ({r.overhead_percent:+.2f} %), "
+                f"{r.confidence:.0%} CI {r.low:.4f}..{r.high:.4f} (interleaved, paired bootstrap)"
+            )
+        lines.append(f"peak RSS: {self.peak_rss_mb:.0f} MiB ({self.memory_source})")
+        load = self.machine.get("load_average")
+        if load:
+            lines.append(f"machine: {self.machine['cpu']}, {self.machine['usable_cores']} cores, load {load[0]:g}")
+        return "\n".join(lines)
+
     def to_json(self) -> dict[str, Any]:
         config = dataclasses.asdict(self.config)
         config["shape"] = list(self.shape)
@@ -227,34 +256,3 @@ def benchmark_model(model_path: str | Path, config: BenchConfig | None = None) -
         memory_source=memory.source,
         machine=machine_info(),
     )
-
-
-def format_report(report: BenchReport) -> str:
-    """A human-readable table of a :class:`BenchReport`."""
-    config = report.config
-    budget = f"{config.iterations} iterations" if config.iterations else f"{config.duration_s:g} s"
-    threads = (f", {config.threads} threads" if config.threads else "") + f", {config.clock} clock"
-    lines = [
-        f"{report.model} on {report.backend}{threads}: batch {config.batch}, "
-        f"{report.shape[0]}x{report.shape[1]}, warm-up {config.warmup}, {budget}",
-        f"{'':8} {'n':>5} {'min':>9} {'median':>9} {'mean':>9} {'p90':>9} {'p99':>9} {'max':>9}  ms"
-        f"  {'img/s':>8}  outputs",
-    ]
-    rates = report.throughput_ips()
-    for name, s in report.latency.items():
-        lines.append(
-            f"{name:8} {s.n:5d} {s.min_ms:9.2f} {s.median_ms:9.2f} {s.mean_ms:9.2f} {s.p90_ms:9.2f} "
-            f"{s.p99_ms:9.2f} {s.max_ms:9.2f}      {rates[name]:8.2f}  {len(report.outputs[name])}"
-        )
-    if report.ratio is not None:
-        r = report.ratio
-        lines.append(
-            f"grafted/plain: {r.value:.4f} ({r.overhead_percent:+.2f} %), "
-            f"{r.confidence:.0%} CI {r.low:.4f}..{r.high:.4f} (interleaved, paired bootstrap)"
-        )
-    lines.append(f"peak RSS: {report.peak_rss_mb:.0f} MiB ({report.memory_source})")
-    load = report.machine.get("load_average")
-    if load:
-        lines.append(f"machine: {report.machine['cpu']}, {report.machine['usable_cores']} cores, load {load[0]:g}")
-    return "\n".join(lines)
-

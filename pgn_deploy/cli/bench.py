@@ -5,9 +5,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pgn_deploy.benchmark.bench import BenchConfig, benchmark_model, format_report, parse_maps
+from pgn_deploy.benchmark.bench import BenchConfig, benchmark_model, parse_maps
 from pgn_deploy.benchmark.timing import CLOCKS
-from pgn_deploy.cli.common import make_parser, print_json, run_cli
+from pgn_deploy.cli.common import emit, make_parser, run_cli
 from pgn_deploy.contract import parse_shape
 from pgn_deploy.runtime.backends.base import backend_names
 
@@ -49,11 +49,7 @@ def _command(args: argparse.Namespace) -> int:
         maps=parse_maps(args.maps),
         clock=args.clock,
     )
-    report = benchmark_model(args.model, config)
-    if args.json:
-        print_json(report.to_json())
-    else:
-        print(format_report(report))
+    emit(args, benchmark_model(args.model, config))
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from pgn_deploy.cli.common import make_parser, print_json, run_cli
+from pgn_deploy.cli.common import emit, make_parser, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="optimization profile of a dynamic input, e.g. "
                              "input:1x3x256x256/1x3x512x512/4x3x1024x1024 (repeatable); default: "
                              "batch 1/1/8 and the export size from the metadata")
+    for flag, role in (("--minShapes", "smallest"), ("--optShapes", "tuned-for"), ("--maxShapes", "largest")):
+        parser.add_argument(flag, metavar="NAME:SHAPE[,...]", help=f"trtexec style: the {role} shape of each "
+                            "dynamic input (all three flags together; instead of --shapes)")
     parser.add_argument("--workspace", type=int, metavar="MiB", help="builder workspace limit in MiB")
     parser.add_argument("--timing-cache", metavar="FILE",
                         help="tactic timing cache: read if present, updated after the build")
@@ -31,18 +34,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
 
     def command(args: argparse.Namespace) -> int:
-        from pgn_deploy.engines.tensorrt_build import build_plan
+        from pgn_deploy.engines.tensorrt_build import build_plan, trtexec_shape_specs
 
-        report = build_plan(args.model, out=args.output, shapes=args.shapes,
+        shapes = [*args.shapes, *trtexec_shape_specs(args.minShapes, args.optShapes, args.maxShapes)]
+        report = build_plan(args.model, out=args.output, shapes=shapes,
                             workspace_mib=args.workspace, timing_cache=args.timing_cache,
                             tf32=not args.no_tf32, force=args.force)
-        if args.json:
-            print_json(report.to_json())
-        else:
-            gpu = report.info.gpu
-            print(f"{report.plan}: TensorRT {report.info.tensorrt_version}, {gpu.name} "
-                  f"(sm {gpu.compute_capability}), {report.info.metadata.precision}, "
-                  f"built in {report.seconds:.1f} s; sidecar {report.sidecar}")
+        emit(args, report)
         return 0
 
     return run_cli(parser, command, argv)

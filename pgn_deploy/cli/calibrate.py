@@ -5,10 +5,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pgn_deploy.cli.common import make_parser, print_json, run_cli
+from pgn_deploy.cli.common import emit, make_parser, run_cli
 from pgn_deploy.runtime.backends.base import backend_names
 from pgn_deploy.runtime.calibrate import calibrate
-from pgn_deploy.runtime.stats import THRESHOLD_QUANTILE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,21 +15,15 @@ def build_parser() -> argparse.ArgumentParser:
                          "and store them in the model's metadata (default thresholds, comparable heatmaps).")
     parser.add_argument("model", help="grafted model (.pgn.onnx) or TensorRT plan (.plan with its .json)")
     parser.add_argument("images", nargs="+", help="in-distribution image files, folders or videos")
-    parser.add_argument("-o", "--out", help="write a calibrated copy here instead of rewriting MODEL")
-    parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    parser.add_argument("-o", "--output", metavar="OUT", help="write a calibrated copy here instead of rewriting MODEL")
+    parser.add_argument("--force", action="store_true", help="overwrite --output if it exists")
     parser.add_argument("--backend", default="auto", choices=["auto", *backend_names()])
     return parser
 
 
 def _command(args: argparse.Namespace) -> int:
-    report = calibrate(args.model, args.images, args.out, force=args.force, backend=args.backend)
-    if args.json:
-        print_json(report.to_json())
-        return 0
-    print(f"calibrated on {report.n_images} image(s) with {report.backend}; wrote {report.path}")
-    for name, entry in report.calibration.items():
-        print(f"  {name}: q{THRESHOLD_QUANTILE} = {entry['q'][THRESHOLD_QUANTILE]:.6g} (default threshold), "
-              f"max = {entry['max']:.6g}")
+    report = calibrate(args.model, args.images, args.output, force=args.force, backend=args.backend)
+    emit(args, report)
     return 0
 
 

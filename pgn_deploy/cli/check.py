@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from pgn_deploy.cli.common import EXIT_FAILED, make_parser, print_json, run_cli
+from pgn_deploy.cli.common import EXIT_FAILED, emit, make_parser, run_cli
 from pgn_deploy.cli.export import add_model_arguments
 from pgn_deploy.contract import parse_shape
 
@@ -34,10 +34,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _format(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3g}"
-
-
 def _check(args: argparse.Namespace) -> int:
     from pgn_deploy.eval.checks.parity import check_parity
 
@@ -52,21 +48,7 @@ def _check(args: argparse.Namespace) -> int:
         input_shape=args.input_shape,
         pixels=args.pixels,
     )
-    if args.json:
-        print_json(report.to_json())
-    else:
-        shape = "x".join(map(str, report.input_shape))
-        print(f"{report.model}: {report.samples} random input(s) of {shape}, seed {report.seed}"
-              + (f", reference {report.reference}" if report.reference else ""))
-        rows = [("check", "output", "max abs", "max rel", "tol", "result", "note")]
-        rows += [
-            (r.check, r.output, _format(r.max_abs), _format(r.max_rel), _format(r.tolerance), r.status.upper(), r.note)
-            for r in report.results
-        ]
-        widths = [max(len(row[i]) for row in rows) for i in range(6)]
-        for row in rows:
-            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[6])
-        print("PASS" if report.passed else "FAIL")
+    emit(args, report)
     return 0 if report.passed else EXIT_FAILED
 
 
@@ -76,15 +58,7 @@ def _against(args: argparse.Namespace) -> int:
     size = parse_shape(args.input_shape, 4, "--input-shape")[2:] if args.input_shape else None
     report = compare_models(args.model, args.against, images=args.images, synthetic=args.samples, size=size,
                             pred_agreement_min=args.pred_agreement, rtol=args.rtol)
-    if args.json:
-        print_json(report.to_json())
-    else:
-        print(f"{report.runner_a} vs {report.runner_b}: {report.images} input(s)")
-        for row in report.outputs:
-            relation = ">=" if row.metric == "agreement_%" else "<="
-            print(f"  {row.name:24s} {row.metric:15s} {row.value:<10.4g} {relation} {row.tolerance:<8g} "
-                  f"{'PASS' if row.passed else 'FAIL'}")
-        print("PASS" if report.passed else "FAIL")
+    emit(args, report)
     return 0 if report.passed else EXIT_FAILED
 
 

@@ -1,4 +1,10 @@
-"""What every pgn-* command shares: the --debug/--json flags and error handling.
+"""What every pgn-* command shares: one set of flags, one way to fail, one way to print.
+
+Flags on every command: ``--version``, ``--debug`` (tracebacks), ``-q/--quiet`` (no progress
+bars, no notes on stderr), ``-v/--verbose`` (extra notes, e.g. which backends were skipped) and,
+where a report exists, ``--json``. Conventions: ``-o/--output`` is always a file, ``--out``
+always a folder (created when missing); shapes are ``NxCxHxW`` or ``HxW``
+(:func:`pgn_deploy.contract.parse_shape`); ``--backend`` is the runtime backend.
 
 A :class:`~pgn_deploy.contract.PGNError` (or a bad path, an interrupted run) is printed as one
 line ``<prog>: error: <message>`` on stderr with exit status 2 (1 is kept for "ran, but the
@@ -11,12 +17,36 @@ import json
 import math
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
+from pgn_deploy._version import __version__
 from pgn_deploy.contract import PGNError
 
 EXIT_FAILED = 1
 EXIT_ERROR = 2
+
+COMMANDS = {
+    "export": "Export a checkpoint to ONNX with the PGN maps grafted in",
+    "check": "Check a grafted model against PyTorch, or against another build of it",
+    "run": "Segmentation, heatmaps, OoD masks and overlays for images, folders and videos",
+    "calibrate": "Store in-distribution score statistics in a model",
+    "metrics": "SegmentMeIfYouCan metrics of saved score maps",
+    "eval": "The paper's tables for a grafted model on a data set",
+    "synthroad": "Generate SynthRoad street scenes in the public benchmarks' layouts",
+    "build": "Build a TensorRT plan from a grafted model",
+    "lint": "TensorRT / ONNX Runtime readiness of a grafted model, checked on the CPU",
+    "triton": "Write a Triton model repository",
+    "serve": "Serve a grafted model with PyTriton on this host",
+    "bench": "Latency, throughput and memory of a grafted model",
+}
+
+
+class Report(Protocol):
+    """What a command's API returns: it renders itself as text and as JSON."""
+
+    def to_text(self) -> str: ...
+
+    def to_json(self) -> Any: ...
 
 
 def whole_number(minimum: int) -> Callable[[str], int]:
@@ -45,12 +75,36 @@ def finite_number(text: str) -> float:
 
 
 def make_parser(prog: str, description: str, json_flag: bool = True) -> argparse.ArgumentParser:
-    """An ArgumentParser with the common ``--debug`` (and ``--json``) flags."""
+    """An ArgumentParser with the flags every command shares (see the module docstring)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--version", action="version", version=f"{prog} (pgn-deploy) {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no notes on stderr")
+    loudness.add_argument("-v", "--verbose", action="store_true", help="more notes on stderr")
     if json_flag:
         parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     return parser
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars only on a terminal (CI logs stay clean), never with --quiet or --json."""
+    return not args.quiet and not getattr(args, "json", False) and sys.stderr.isatty()
+
+
+def note(args: argparse.Namespace, prog: str, message: str, verbose_only: bool = False) -> None:
+    """One informational line on stderr, unless --quiet (or, for ``verbose_only``, without --verbose)."""
+    if args.quiet or (verbose_only and not args.verbose):
+        return
+    print(f"{prog}: {message}", file=sys.stderr)
+
+
+def emit(args: argparse.Namespace, report: Report) -> None:
+    """Print a report: its JSON with --json, else its own text."""
+    if getattr(args, "json", False):
+        print_json(report.to_json())
+    else:
+        print(report.to_text())
 
 
 def run_cli(

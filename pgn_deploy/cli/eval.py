@@ -6,7 +6,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from pgn_deploy.cli.common import make_parser, print_json, run_cli
+from pgn_deploy.cli.common import make_parser, print_json, run_cli, show_progress
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads per inference (0: default)")
     parser.add_argument("--force", action="store_true",
                         help="replace an existing report or SMIYC files; recompute maps cached by another model")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser
 
 
@@ -64,14 +63,14 @@ def _command(args: argparse.Namespace, argv: Sequence[str]) -> int:
         mc_batch=args.mc_batch, ensemble=args.ensemble, tta=TTA.parse(args.tta), out=args.out,
         smiyc_out=args.smiyc_out, binning=args.binning, folds=args.folds, seed=args.seed,
         force=args.force, backend=args.backend,
-        threads=args.threads, progress=not args.no_progress and not args.json,
+        threads=args.threads, progress=show_progress(args),
         command=shlex.join(["pgn-eval", *argv]),
     )
     report = evaluate(config)
     if args.json:
         print_json(report.to_json())
     else:
-        print(report.markdown(), end="")
+        print(report.to_text(), end="")
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from pgn_deploy.cli.common import make_parser, print_json, run_cli
+from pgn_deploy.cli.common import emit, make_parser, run_cli
 from pgn_deploy.contract import FORMS, LABELS, RESOLUTIONS, UPSAMPLES
 from pgn_deploy.engines.precision import PRECISIONS
 from pgn_deploy.export.api import DEFAULT_EXPORTER
@@ -84,16 +84,7 @@ def _export(args: argparse.Namespace) -> int:
         precision=args.precision,
         force=args.force,
     )
-    if args.json:
-        print_json(result.to_json())
-    else:
-        meta = result.metadata
-        outputs = [*meta.original_outputs, *meta.pgn_outputs, *([meta.pred] if meta.pred else []), *meta.baselines]
-        print(f"wrote {result.path}")
-        print(f"  head: {', '.join(meta.head.conv_nodes)} ({meta.num_classes} classes)")
-        print(f"  outputs: {', '.join(outputs)}")
-        if meta.input.assumed_normalization:
-            print("  note: input mean/std are assumed defaults (the checkpoint has no 'input' dict)")
+    emit(args, result)
     return 0
 
 

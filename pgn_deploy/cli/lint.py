@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from pgn_deploy.cli.common import EXIT_FAILED, make_parser, print_json, run_cli
+from pgn_deploy.cli.common import EXIT_FAILED, emit, make_parser, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,13 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         report = lint_model(args.model, target=args.target, calib=args.calib,
                             max_images=args.max_images, warn_margin=args.warn_margin)
-        if args.json:
-            print_json(report.to_json())
-        else:
-            print(f"{report.model}: checked against {report.table}")
-            for finding in report.findings:
-                print(f"  {finding.severity:7s} [{finding.check}] {finding.message}")
-            print(f"{len(report.errors)} error(s): {'FAIL' if report.errors else 'OK'}")
+        emit(args, report)
         return EXIT_FAILED if report.errors else 0
 
     return run_cli(parser, command, argv)

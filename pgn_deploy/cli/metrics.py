@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from pgn_deploy.cli.common import make_parser, print_json, run_cli, whole_number
+from pgn_deploy.cli.common import emit, make_parser, run_cli, show_progress, whole_number
 from pgn_deploy.eval.metrics.components import TRACKS
-from pgn_deploy.eval.metrics.ood import OODResult, evaluate_score_folders
+from pgn_deploy.eval.metrics.ood import OODTable, evaluate_score_folders
 from pgn_deploy.eval.metrics.pixel import BINNINGS
 
 PROG = "pgn-metrics"
-COLUMNS = {"AuPRC": "AuPRC", "FPR95": "FPR95", "sIoU": "sIoU", "PPV": "PPV", "mean F1": "mean_F1"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,35 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
-
-
-def format_table(results: dict[str, OODResult]) -> str:
-    """The paper's table row per method (percent) and a line saying how it was computed."""
-    width = max(len("method"), *(len(n) for n in results))
-    lines = [f"{'method':<{width}}  " + "  ".join(f"{c:>7}" for c in COLUMNS) + f"  {'t*':>10}"]
-    for name, result in results.items():
-        data = result.to_json()
-        lines.append(f"{name:<{width}}  " + "  ".join(f"{_percent(data[k]):>7}" for k in COLUMNS.values())
-                     + f"  {result.pixel.threshold:>10.4g}")
-    first = next(iter(results.values()))
-    track = first.components.track
-    lines.append(f"({first.frames} frames, {first.pixel.pixels} ROI pixels; pixel level {first.pixel.method}; "
-                 f"components at t*, {track.name} track: min_pred {track.min_pred}, min_gt {track.min_gt})")
-    return "\n".join(lines)
-
-
 def command(args: argparse.Namespace) -> int:
-    """Evaluate the score folders and print the table (or JSON)."""
+    """Evaluate the score folders and print the table."""
     results = evaluate_score_folders(args.scores, args.labels, names=args.name, maps=args.map,
                                      track=args.track, binning=args.binning, plots=args.plots,
-                                     force=args.force, workers=args.workers, progress=True)
-    if args.json:
-        rows = [{"method": name} | result.to_json() for name, result in results.items()]
-        print_json(rows[0] if len(rows) == 1 else rows)
-    else:
-        print(format_table(results))
+                                     force=args.force, workers=args.workers, progress=show_progress(args))
+    emit(args, OODTable(results))
     return 0
 
 

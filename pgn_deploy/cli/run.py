@@ -5,7 +5,16 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pgn_deploy.cli.common import EXIT_FAILED, finite_number, make_parser, print_json, run_cli, whole_number
+from pgn_deploy.cli.common import (
+    EXIT_FAILED,
+    emit,
+    finite_number,
+    make_parser,
+    note,
+    run_cli,
+    show_progress,
+    whole_number,
+)
 from pgn_deploy.runtime.annotate import AnnotateOptions, annotate
 from pgn_deploy.runtime.backends.base import backend_names
 from pgn_deploy.runtime.runner import Runtime
@@ -33,30 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip (and report) frames above this many pixels before inference (default: "
                              "derived from the model's outputs and this host's memory)")
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
 
 def _command(args: argparse.Namespace) -> int:
     runtime = Runtime(args.model, args.backend, intra_op_threads=args.threads, max_batch=args.batch)
-    print(f"pgn-run: backend {runtime.backend_name}", file=sys.stderr)
-    for note in runtime.backend_notes:
-        print(f"pgn-run:   skipped {note}", file=sys.stderr)
+    note(args, "pgn-run", f"backend {runtime.backend_name}")
+    for skipped in runtime.backend_notes:
+        note(args, "pgn-run", f"  skipped {skipped}", verbose_only=True)
     options = AnnotateOptions(score=args.score, threshold=args.threshold, save_npy=args.save_npy,
                               layout=args.layout, min_area=args.min_area, force=args.force,
                               max_pixels=args.max_pixels)
-    report = annotate(runtime, args.inputs, args.out, options, progress=not args.no_progress)
+    report = annotate(runtime, args.inputs, args.out, options, progress=show_progress(args))
     for failure in report.failed:
         print(f"pgn-run: skipped {failure['error']}", file=sys.stderr)
-    if args.json:
-        print_json(report.to_json())
-    else:
-        print(f"wrote {len(report.inputs)} input(s) to {args.out} ({len(report.failed)} failed)")
-        print(f"score {report.score}; heatmap range: {report.heatmap_source}")
-        if report.threshold is None:
-            print("no OoD masks: pass --threshold or run pgn-calibrate on in-distribution images")
-        else:
-            print(f"OoD threshold {report.threshold:g} ({report.threshold_source})")
+    emit(args, report)
     return EXIT_FAILED if report.failed else 0
 
 

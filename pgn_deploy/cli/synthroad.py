@@ -4,15 +4,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from pgn_deploy.cli.common import make_parser, print_json, run_cli
-from pgn_deploy.contract import BadInputError
-
-
-def _size(text: str) -> tuple[int, int]:
-    h, sep, w = text.lower().partition("x")
-    if not sep or not h.strip().isdigit() or not w.strip().isdigit():
-        raise argparse.ArgumentTypeError(f"expected HxW such as 256x512, got {text!r}")
-    return int(h), int(w)
+from pgn_deploy.cli.common import make_parser, print_json, run_cli, show_progress
+from pgn_deploy.contract import BadInputError, parse_shape
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,10 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     parser.add_argument("--layout", nargs="+", choices=LAYOUTS, metavar="LAYOUT",
                         help=f"layouts to write (default all: {', '.join(LAYOUTS)})")
-    parser.add_argument("--size", type=_size, default=DEFAULT_SIZE, metavar="HxW",
+    parser.add_argument("--size", default="x".join(map(str, DEFAULT_SIZE)), metavar="HxW",
                         help=f"image size (default {DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]})")
     parser.add_argument("--force", action="store_true", help="overwrite files that exist")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -41,8 +33,8 @@ def _command(args: argparse.Namespace) -> int:
 
     if args.frames < 1:
         raise BadInputError(f"--frames must be at least 1, got {args.frames}")
-    summary = write_synthroad(args.out, args.frames, args.seed, args.layout, args.size,
-                              force=args.force, progress=not args.quiet and not args.json)
+    summary = write_synthroad(args.out, args.frames, args.seed, args.layout, parse_shape(args.size, 2, "--size"),
+                              force=args.force, progress=show_progress(args))
     if args.json:
         print_json(summary)
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from pgn_deploy.cli.common import make_parser, print_json, run_cli
+from pgn_deploy.cli.common import emit, make_parser, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,10 +14,10 @@ def build_parser() -> argparse.ArgumentParser:
         "batching, instance groups and the pgn_deploy metadata as a config parameter.",
     )
     parser.add_argument("model", help="grafted ONNX model (from pgn-export)")
-    parser.add_argument("--repo", required=True, metavar="DIR", help="model repository folder (must exist)")
-    parser.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default="onnxruntime",
+    parser.add_argument("--repo", required=True, metavar="DIR", help="model repository folder (created if missing)")
+    parser.add_argument("--triton-backend", choices=("onnxruntime", "tensorrt"), default="onnxruntime",
                         help="Triton backend (tensorrt serves the plan pgn-build made from MODEL)")
-    parser.add_argument("--plan", metavar="PLAN", help="plan for --backend tensorrt (default engines/NAME.plan)")
+    parser.add_argument("--plan", metavar="PLAN", help="plan for --triton-backend tensorrt (default engines/NAME.plan)")
     parser.add_argument("--name", help="model name in the repository (default: MODEL's file name)")
     parser.add_argument("--max-batch", type=int, metavar="N", help="Triton max_batch_size (default 8)")
     parser.add_argument("--instances", type=int, default=1, metavar="N", help="model instances (per GPU for tensorrt)")
@@ -31,14 +31,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     def command(args: argparse.Namespace) -> int:
         from pgn_deploy.engines.triton import write_triton_repository
 
-        report = write_triton_repository(args.model, args.repo, backend=args.backend, plan=args.plan,
+        report = write_triton_repository(args.model, args.repo, backend=args.triton_backend, plan=args.plan,
                                          name=args.name, max_batch=args.max_batch,
                                          instances=args.instances, force=args.force)
-        if args.json:
-            print_json(report.to_json())
-        else:
-            print(f"wrote {report.model_dir} ({report.backend}, max_batch_size {report.max_batch_size}): "
-                  f"{report.config}, {report.model_file}")
+        emit(args, report)
         return 0
 
     return run_cli(parser, command, argv)

@@ -65,6 +65,13 @@ class LintReport:
     def ok(self) -> bool:
         return not self.errors
 
+    def to_text(self) -> str:
+        """What ``pgn-lint`` prints: one line per finding and the verdict."""
+        lines = [f"{self.model}: checked against {self.table}"]
+        lines += [f"  {f.severity:7s} [{f.check}] {f.message}" for f in self.findings]
+        lines.append(f"{len(self.errors)} error(s): {'FAIL' if self.errors else 'OK'}")
+        return "\n".join(lines)
+
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "model": self.model, "target": self.target, "table": self.table, "ok": self.ok,

@@ -58,12 +58,44 @@ class BuildReport:
     info: PlanSidecar
     seconds: float
 
+    def to_text(self) -> str:
+        """What ``pgn-build`` prints: the plan, where it runs and its sidecar."""
+        gpu = self.info.gpu
+        return (f"{self.plan}: TensorRT {self.info.tensorrt_version}, {gpu.name} (sm {gpu.compute_capability}), "
+                f"{self.info.metadata.precision}, built in {self.seconds:.1f} s; sidecar {self.sidecar}")
+
     def to_json(self) -> dict[str, Any]:
         return {"plan": str(self.plan), "sidecar": str(self.sidecar), "seconds": round(self.seconds, 3),
                 **self.info.to_json()}
 
 
 # --------------------------------------------------------------------------- shapes
+
+
+def trtexec_shape_specs(min_shapes: str | None, opt_shapes: str | None, max_shapes: str | None) -> list[str]:
+    """trtexec's ``--minShapes/--optShapes/--maxShapes`` (``name:1x3x256x256,name2:...``) as ``--shapes`` specs.
+
+    Every input named in one of the three must be named in all three; returns ``NAME:MIN/OPT/MAX``
+    strings for :func:`parse_shape_specs`. No flag given: ``[]``.
+    """
+    given = {"--minShapes": min_shapes, "--optShapes": opt_shapes, "--maxShapes": max_shapes}
+    if not any(given.values()):
+        return []
+    tables: dict[str, dict[str, str]] = {}
+    for flag, text in given.items():
+        if not text:
+            raise BadInputError(f"{flag} is missing: trtexec-style shapes need --minShapes, --optShapes and --maxShapes")
+        table: dict[str, str] = {}
+        for item in text.split(","):
+            name, sep, shape = item.strip().rpartition(":")
+            if not sep or not name:
+                raise BadInputError(f"{flag} {item!r}: expected NAME:SHAPE, e.g. input:1x3x512x512")
+            table[name.strip("'\"")] = shape
+        tables[flag] = table
+    names = list(tables["--minShapes"])
+    if any(set(t) != set(names) for t in tables.values()):
+        raise BadInputError("--minShapes, --optShapes and --maxShapes must name the same inputs")
+    return [f"{n}:{tables['--minShapes'][n]}/{tables['--optShapes'][n]}/{tables['--maxShapes'][n]}" for n in names]
 
 
 def parse_shape_specs(specs: Sequence[str]) -> dict[str, ShapeRange]:

@@ -74,6 +74,11 @@ class RepositoryReport:
     backend: str
     max_batch_size: int
 
+    def to_text(self) -> str:
+        """What ``pgn-triton`` prints: the model folder and its files."""
+        return (f"wrote {self.model_dir} ({self.backend}, max_batch_size {self.max_batch_size}): "
+                f"{self.config}, {self.model_file}")
+
     def to_json(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
 
@@ -172,8 +177,8 @@ def write_triton_repository(
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
         raise BadInputError(f"model name {name!r}: use letters, digits, '_', '.' and '-' only")
     repo = Path(repo)
-    if not repo.is_dir():
-        raise BadInputError(f"{repo}: no such folder (create the repository folder first)")
+    if repo.exists() and not repo.is_dir():
+        raise BadInputError(f"{repo}: is a file, expected the repository folder")
     target = repo / name
     if target.exists() and not force:
         raise ArtifactExistsError(f"{target} exists; pass --force to replace it")
@@ -185,6 +190,7 @@ def write_triton_repository(
     max_batch_size = _batch_limit(inputs, outputs, max_batch, plan_max_batch)
     config = build_config(name, backend, inputs, outputs, max_batch_size, instances, meta.dumps())
     filename = BACKENDS[backend][2]
+    repo.mkdir(parents=True, exist_ok=True)
     _install_folder(target, config, source, filename)
     return RepositoryReport(model_dir=target, config=target / "config.pbtxt",
                             model_file=target / VERSION / filename, backend=backend,

@@ -47,6 +47,16 @@ class ExportResult:
     path: Path
     metadata: Metadata
 
+    def to_text(self) -> str:
+        """What ``pgn-export`` prints: the file, the head and the outputs."""
+        meta = self.metadata
+        outputs = [*meta.original_outputs, *meta.pgn_outputs, *([meta.pred] if meta.pred else []), *meta.baselines]
+        lines = [f"wrote {self.path}", f"  head: {', '.join(meta.head.conv_nodes)} ({meta.num_classes} classes)",
+                 f"  outputs: {', '.join(outputs)}"]
+        if meta.input.assumed_normalization:
+            lines.append("  note: input mean/std are assumed defaults (the checkpoint has no 'input' dict)")
+        return "\n".join(lines)
+
     def to_json(self) -> dict[str, Any]:
         return {"path": str(self.path), "metadata": self.metadata.to_json()}
 

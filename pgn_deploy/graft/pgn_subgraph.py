@@ -1,6 +1,6 @@
 """The PGN subgraph: every requested map from the classifier head, in one float32 subgraph.
 
-Math (``shared/spec/pgn-math.md``): per pixel, ``PGN = ||g||_p * (sum_i ||psi_i||_p^p [+ 1])^(1/p)``
+Math (``docs/math.md``): per pixel, ``PGN = ||g||_p * (sum_i ||psi_i||_p^p [+ 1])^(1/p)``
 with ``g`` the class factor of the form/label and ``psi_i`` the inputs of the 1x1 classifier
 conv(s). The graph computes it as ``root_p(G_p * F_p)`` with ``G_p = sum_h |g_h|^p`` and
 ``F_p = sum_i sum_e |psi_ie|^p [+ 1]``: one root per map, no E x C tensor. Work is shared: the

@@ -79,8 +79,19 @@ class AnnotateReport:
     threshold: float | None
     threshold_source: str
     heatmap_source: str
+    out: str = ""
     inputs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     failed: list[dict[str, str]] = dataclasses.field(default_factory=list)
+
+    def to_text(self) -> str:
+        """What ``pgn-run`` prints: counts, the score, the heatmap range and the threshold used."""
+        lines = [f"wrote {len(self.inputs)} input(s) to {self.out} ({len(self.failed)} failed)",
+                 f"score {self.score}; heatmap range: {self.heatmap_source}"]
+        if self.threshold is None:
+            lines.append("no OoD masks: pass --threshold or run pgn-calibrate on in-distribution images")
+        else:
+            lines.append(f"OoD threshold {self.threshold:g} ({self.threshold_source})")
+        return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
         """The report as JSON-safe data: non-finite numbers become ``None``."""
@@ -293,7 +304,7 @@ def annotate(runtime: Runtime, inputs: Sequence[str | os.PathLike[str]], out_dir
         )
     renderer = _Renderer(runtime, options, threshold)
     report = AnnotateReport(
-        backend=runtime.backend_name, score=score, threshold=threshold,
+        backend=runtime.backend_name, score=score, threshold=threshold, out=str(out_dir),
         threshold_source=("given" if options.threshold is not None
                           else "calibration" if calibrated is not None else "none"),
         heatmap_source="calibration" if score in calibration else "per-image percentiles 1..99 (uncalibrated)",

@@ -20,7 +20,7 @@ from pgn_deploy.contract import BadInputError, check_output_path
 from pgn_deploy.runtime.model_file import save_model_metadata
 from pgn_deploy.runtime.runner import Runtime
 from pgn_deploy.runtime.sources import collect_inputs, iter_frames
-from pgn_deploy.runtime.stats import map_statistics
+from pgn_deploy.runtime.stats import THRESHOLD_QUANTILE, map_statistics
 
 MAX_PIXELS_PER_IMAGE = 1 << 18  # 262144: each map of each image is subsampled to at most this
 
@@ -33,6 +33,13 @@ class CalibrationReport:
     backend: str
     n_images: int
     calibration: dict[str, Any]
+
+    def to_text(self) -> str:
+        """What ``pgn-calibrate`` prints: the file and each map's default threshold."""
+        lines = [f"calibrated on {self.n_images} image(s) with {self.backend}; wrote {self.path}"]
+        lines += [f"  {name}: q{THRESHOLD_QUANTILE} = {entry['q'][THRESHOLD_QUANTILE]:.6g} (default threshold), "
+                  f"max = {entry['max']:.6g}" for name, entry in self.calibration.items()]
+        return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
         return {"model": str(self.path), "backend": self.backend, "n_images": self.n_images,

@@ -48,12 +48,28 @@ class Runtime:
         options = BackendOptions(intra_op_threads, inter_op_threads, device_id, io_binding)
         self._backend, self.backend_notes = open_backend(self.model_path, backend, options)
         self.max_batch = max_batch
+        self._closed = False
         self._check_model()
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Release the backend (session, device buffers); calls after this raise a PGNError. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._backend.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ facts
     @property
     def backend(self) -> Backend:
-        """The loaded backend (its ``run`` takes model-ready tensors)."""
+        """The loaded backend (its ``run`` takes model-ready tensors); a PGNError once closed."""
+        if self._closed:
+            raise PGNError(f"{self.model_path}: the runtime is closed")
         return self._backend
 
     @property
@@ -153,7 +169,7 @@ class Runtime:
     def _infer(self, tensor: np.ndarray, feeds: dict[str, np.ndarray],
                fetch: list[str]) -> tuple[dict[str, np.ndarray], float]:
         start = time.perf_counter()
-        outputs = self._backend.run({self.metadata.input.name: tensor, **feeds}, fetch)
+        outputs = self.backend.run({self.metadata.input.name: tensor, **feeds}, fetch)
         return outputs, (time.perf_counter() - start) * 1e3
 
     def _run_images(self, images: list[np.ndarray], color: str, fetch: list[str], logits: bool) -> list[Result]:

@@ -40,7 +40,7 @@ def inputs(tmp_path) -> Path:
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = main([*argv, "--no-progress"])
+    code = main([*argv, "--quiet"])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -156,7 +156,7 @@ def test_runtime_and_pgn_run_work_without_pytorch(model, inputs, tmp_path):
         from pgn_deploy.cli.run import main
         result = Runtime({str(model)!r}).run(cv2.imread({str(inputs / 'a.png')!r}), color="BGR")
         assert result.pred.shape == (40, 56)
-        rc = main([{str(model)!r}, {str(inputs / 'a.png')!r}, "--out", {str(tmp_path / 'out')!r}, "--no-progress"])
+        rc = main([{str(model)!r}, {str(inputs / 'a.png')!r}, "--out", {str(tmp_path / 'out')!r}, "--quiet"])
         assert rc == 0, rc
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in {{"torch", "torchvision", "transformers"}}
                         or m.startswith("pgn_deploy.export"))

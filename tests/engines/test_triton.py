@@ -116,4 +116,8 @@ def test_cli(tmp_path, capsys):
     assert triton_cli.main([str(grafted("tiny")), "--repo", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--force" in err[0]
-    assert triton_cli.main([str(grafted("tiny")), "--repo", str(tmp_path / "nope")]) == 2
+    # the repository folder is created (with its parents) when missing; a file in its place is refused
+    assert triton_cli.main([str(grafted("tiny")), "--repo", str(tmp_path / "new" / "repo"), "--quiet"]) == 0
+    assert (tmp_path / "new" / "repo" / "tiny" / "config.pbtxt").is_file()
+    (tmp_path / "file").write_text("x")
+    assert triton_cli.main([str(grafted("tiny")), "--repo", str(tmp_path / "file")]) == 2

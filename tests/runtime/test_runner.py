@@ -317,3 +317,18 @@ def test_gpu_backends_agree_with_the_cpu(runtime, models, backend):
         for name, values in cpu_result.scores.items():
             np.testing.assert_allclose(gpu_result.scores[name], values, rtol=1e-3, atol=1e-4)
         assert np.mean(gpu_result.pred == cpu_result.pred) > 0.99
+
+
+def test_runtime_closes_its_backend(tmp_path):
+    from pgn_deploy.contract import PGNError
+
+    path = tmp_path / "m.pgn.onnx"
+    build_model(path)
+    image = np.zeros((32, 48, 3), np.uint8)
+    with Runtime(path, "ort-cpu") as runtime:
+        assert runtime.run(image).pred.shape == (32, 48)
+        session_holder = runtime.backend
+    assert session_holder.session is None  # the ONNX Runtime session was dropped
+    with pytest.raises(PGNError, match="closed"):
+        runtime.run(image)
+    runtime.close()  # idempotent

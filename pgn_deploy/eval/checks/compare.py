@@ -64,6 +64,16 @@ class ComparisonReport:
     def passed(self) -> bool:
         return all(o.passed for o in self.outputs)
 
+    def to_text(self) -> str:
+        """What ``pgn-check --against`` prints: one row per output and the verdict."""
+        lines = [f"{self.runner_a} vs {self.runner_b}: {self.images} input(s)"]
+        for row in self.outputs:
+            relation = ">=" if row.metric == "agreement_%" else "<="
+            lines.append(f"  {row.name:24s} {row.metric:15s} {row.value:<10.4g} {relation} {row.tolerance:<8g} "
+                         f"{'PASS' if row.passed else 'FAIL'}")
+        lines.append("PASS" if self.passed else "FAIL")
+        return "\n".join(lines)
+
     def to_json(self) -> dict[str, Any]:
         return {"model_a": self.model_a, "model_b": self.model_b, "runner_a": self.runner_a,
                 "runner_b": self.runner_b, "images": self.images, "passed": self.passed,

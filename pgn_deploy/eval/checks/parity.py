@@ -99,6 +99,22 @@ class ParityReport:
     def passed(self) -> bool:
         return all(r.passed for r in self.results)
 
+    def to_text(self) -> str:
+        """What ``pgn-check`` prints: one row per check and the verdict."""
+        def cell(value: float | None) -> str:
+            return "-" if value is None else f"{value:.3g}"
+
+        shape = "x".join(map(str, self.input_shape))
+        lines = [f"{self.model}: {self.samples} random input(s) of {shape}, seed {self.seed}"
+                 + (f", reference {self.reference}" if self.reference else "")]
+        rows = [("check", "output", "max abs", "max rel", "tol", "result", "note")]
+        rows += [(r.check, r.output, cell(r.max_abs), cell(r.max_rel), cell(r.tolerance), r.status.upper(), r.note)
+                 for r in self.results]
+        widths = [max(len(row[i]) for row in rows) for i in range(6)]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[6] for row in rows]
+        lines.append("PASS" if self.passed else "FAIL")
+        return "\n".join(lines)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "model": self.model,

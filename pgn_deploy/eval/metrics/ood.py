@@ -79,6 +79,38 @@ class OODResult:
         return {k: (None if isinstance(v, float) and v != v else v) for k, v in data.items()}
 
 
+TABLE_COLUMNS = {"AuPRC": "AuPRC", "FPR95": "FPR95", "sIoU": "sIoU", "PPV": "PPV", "mean F1": "mean_F1"}
+
+
+@dataclasses.dataclass
+class OODTable:
+    """Several methods evaluated on one split: the paper's table, one row per method."""
+
+    results: dict[str, OODResult]
+
+    def to_text(self) -> str:
+        """The table row per method (percent, ``-`` when undefined) and a line saying how it was computed."""
+        def percent(value: float | None) -> str:
+            return "-" if value is None else f"{100 * value:.1f}"
+
+        width = max(len("method"), *(len(n) for n in self.results))
+        lines = [f"{'method':<{width}}  " + "  ".join(f"{c:>7}" for c in TABLE_COLUMNS) + f"  {'t*':>10}"]
+        for name, result in self.results.items():
+            data = result.to_json()
+            lines.append(f"{name:<{width}}  " + "  ".join(f"{percent(data[k]):>7}" for k in TABLE_COLUMNS.values())
+                         + f"  {result.pixel.threshold:>10.4g}")
+        first = next(iter(self.results.values()))
+        track = first.components.track
+        lines.append(f"({first.frames} frames, {first.pixel.pixels} ROI pixels; pixel level {first.pixel.method}; "
+                     f"components at t*, {track.name} track: min_pred {track.min_pred}, min_gt {track.min_gt})")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any] | list[dict[str, Any]]:
+        """One object per method (fractions, see :meth:`OODResult.to_json`); a single method unwrapped."""
+        rows = [{"method": name} | result.to_json() for name, result in self.results.items()]
+        return rows[0] if len(rows) == 1 else rows
+
+
 def evaluate_ood(frames: Iterable[Frame], track: str | Track = "obstacle", binning: str = "exact",
                  workers: int | None = None, progress: bool = False, label: str = "") -> OODResult:
     """Evaluate a split (see module doc). ``progress`` shows a tqdm bar on stderr (TTY only)."""

@@ -120,7 +120,7 @@ class EvalReport:
             "notes": self.notes,
         })
 
-    def markdown(self) -> str:
+    def to_text(self) -> str:
         head, dataset = self.header, self.header["dataset"]
         lines = [f"# pgn-eval: {dataset['kind']}", "", "```sh", head["command"], "```", "",
                  f"* model: `{head['model']['path']}` (sha256 {head['model']['sha256'][:16]}..., "
@@ -208,7 +208,7 @@ def write_report(report: EvalReport, out: str | os.PathLike[str], force: bool = 
             staged |= {paths.plot(name): drawn[name] for name in report.plot_names}
         (staging / "report.json").write_text(json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n")
         staged[paths.json] = staging / "report.json"
-        (staging / "report.md").write_text(report.markdown())
+        (staging / "report.md").write_text(report.to_text())
         staged[paths.markdown] = staging / "report.md"
         for target, source in staged.items():
             os.replace(source, target)

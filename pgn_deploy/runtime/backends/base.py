@@ -78,6 +78,13 @@ class Backend(abc.ABC):
     def run(self, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
         """Run the model once on ``feeds`` (host arrays) and return the requested outputs."""
 
+    def close(self) -> None:
+        """Release what the backend holds (sessions, device memory); it is unusable afterwards.
+
+        The default releases nothing: a backend whose resources Python's garbage collector frees
+        in time (an ONNX Runtime session) need not override it.
+        """
+
 
 BackendFactory = Callable[[Path, BackendOptions], Backend]
 

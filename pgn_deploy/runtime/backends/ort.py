@@ -90,6 +90,10 @@ class OrtBackend(Backend):
         self._binding_device = binding_device
         self._device_id = options.device_id
 
+    def close(self) -> None:
+        """Drop the session (ONNX Runtime frees its memory and threads with the last reference)."""
+        self.session = None
+
     def run(self, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
         try:
             if self._binding_device is None:

@@ -32,7 +32,7 @@ def run(tmp_path_factory):
 def report(run):
     code = eval_main([str(run["model"]), "--dataset", run["dataset"], "--out", str(run["root"] / "out"),
                       "--checkpoint", str(run["checkpoint"]), "--mc-dropout", "1", "--mc-rate", "0",
-                      "--ensemble", str(run["checkpoint"]), "--folds", "2", "--no-progress"])
+                      "--ensemble", str(run["checkpoint"]), "--folds", "2", "--quiet"])
     assert code == 0
     return json.loads((run["root"] / "out" / "cityscapes.report.json").read_text())
 

@@ -39,7 +39,7 @@ def dataset_arg(setup, kind: str) -> str:
 
 
 def run_eval(capsys, *argv: str) -> tuple[int, dict | None, str]:
-    code = eval_main([*map(str, argv), "--json", "--no-progress"])
+    code = eval_main([*map(str, argv), "--json", "--quiet"])
     captured = capsys.readouterr()
     return code, json.loads(captured.out) if code == 0 else None, captured.err
 
@@ -161,7 +161,7 @@ def test_bad_input_one_line_exit_2_nothing_written(setup, capsys, tmp_path, case
         extra = ["--mc-dropout", "2"]
     else:
         extra = ["--checkpoint", save_checkpoint(tmp_path / "plain.pth", dropout=None), "--mc-dropout", "2"]
-    code = eval_main([str(setup["model"]), "--dataset", dataset, "--out", str(out), "--no-progress",
+    code = eval_main([str(setup["model"]), "--dataset", dataset, "--out", str(out), "--quiet",
                       *map(str, extra)])
     err = capsys.readouterr().err
     assert code == 2
