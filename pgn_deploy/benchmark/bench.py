@@ -35,6 +35,7 @@ from pgn_deploy.contract import (
     save_onnx,
 )
 from pgn_deploy.runtime.backends.base import Backend, BackendOptions, is_plan, open_backend
+from pgn_deploy.runtime.limits import check_allocation
 from pgn_deploy.runtime.model_file import load_model_metadata
 
 DEFAULT_SHAPE = (512, 1024)
@@ -143,6 +144,7 @@ class BenchReport:
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
+        """The report as a JSON object (what ``pgn-bench --json`` prints)."""
         config = dataclasses.asdict(self.config)
         config["shape"] = list(self.shape)
         config["maps"] = list(self.config.maps) if self.config.maps else None
@@ -168,7 +170,9 @@ def make_feeds(backend: Backend, meta: Metadata | None, batch: int, shape: tuple
                seed: int = 0) -> dict[str, np.ndarray]:
     """Random model-ready inputs: the image input ``batch x 3 x H x W`` (standard normal, in the
     input's dtype), the ``gt`` label input (class 0, ``batch x H x W``) when the model has one.
-    Any other input raises :class:`UnsupportedModelError`."""
+    Any other input raises :class:`UnsupportedModelError`; an input too large for this host's
+    memory raises :class:`BadInputError` before anything is allocated."""
+    check_allocation((batch, 3, *shape), np.dtype(np.float64).itemsize, "the benchmark input (--batch x 3 x --shape)")
     rng = np.random.default_rng(seed)
     image_name = meta.input.name if meta is not None else backend.input_names[0]
     feeds = {}

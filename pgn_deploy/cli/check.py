@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from pgn_deploy.cli.common import EXIT_FAILED, emit, make_parser, run_cli
 from pgn_deploy.cli.export import add_model_arguments
 from pgn_deploy.contract import parse_shape
+from pgn_deploy.runtime.limits import check_allocation
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``pgn-check``."""
     parser = make_parser(
         "pgn-check",
         "Check a grafted model with ONNX Runtime: original outputs unchanged, PGN maps equal to the "
@@ -34,6 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _input_shape(args: argparse.Namespace) -> tuple[int, ...] | None:
+    """``--input-shape`` parsed, refused in one line when one sample could not be allocated."""
+    if args.input_shape is None:
+        return None
+    shape = parse_shape(args.input_shape, 4, "--input-shape")
+    check_allocation(shape, 8, "--input-shape")
+    return shape
+
+
 def _check(args: argparse.Namespace) -> int:
     from pgn_deploy.eval.checks.parity import check_parity
 
@@ -45,7 +56,7 @@ def _check(args: argparse.Namespace) -> int:
         trust_pickle=args.trust_pickle,
         samples=args.samples,
         seed=args.seed,
-        input_shape=args.input_shape,
+        input_shape=_input_shape(args),
         pixels=args.pixels,
     )
     emit(args, report)
@@ -55,7 +66,8 @@ def _check(args: argparse.Namespace) -> int:
 def _against(args: argparse.Namespace) -> int:
     from pgn_deploy.eval.checks.compare import compare_models
 
-    size = parse_shape(args.input_shape, 4, "--input-shape")[2:] if args.input_shape else None
+    shape = _input_shape(args)
+    size = shape[2:] if shape else None
     report = compare_models(args.model, args.against, images=args.images, synthetic=args.samples, size=size,
                             pred_agreement_min=args.pred_agreement, rtol=args.rtol)
     emit(args, report)
@@ -63,6 +75,7 @@ def _against(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``pgn-check``: run the command line ``argv``; returns the exit status."""
     return run_cli(build_parser(), lambda args: _against(args) if args.against else _check(args), argv)
 
 

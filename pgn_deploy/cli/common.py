@@ -44,9 +44,13 @@ COMMANDS = {
 class Report(Protocol):
     """What a command's API returns: it renders itself as text and as JSON."""
 
-    def to_text(self) -> str: ...
+    def to_text(self) -> str:
+        """What the command prints without --json."""
+        ...
 
-    def to_json(self) -> Any: ...
+    def to_json(self) -> Any:
+        """What the command prints with --json."""
+        ...
 
 
 def whole_number(minimum: int) -> Callable[[str], int]:
@@ -123,9 +127,41 @@ def run_cli(
         print(f"{parser.prog}: error: {message.splitlines()[0] if message else type(exc).__name__}",
               file=sys.stderr)
         return EXIT_ERROR
+    except ModuleNotFoundError as exc:  # an optional dependency this path needs
+        if args.debug:
+            raise
+        print(f"{parser.prog}: error: {missing_module_message(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+    except MemoryError:
+        if args.debug:
+            raise
+        print(f"{parser.prog}: error: out of memory: the inputs are too large for this host", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
+
+
+# The extra of pyproject.toml that installs each optional top-level module.
+EXTRA_OF_MODULE = {
+    **dict.fromkeys(("torch", "torchvision", "onnxscript", "onnx_ir", "onnx_graphsurgeon", "polygraphy",
+                     "onnxconverter_common"), "export"),
+    **dict.fromkeys(("tensorrt", "cuda"), "trt"),
+    **dict.fromkeys(("modelopt", "onnxslim", "lief"), "precision"),
+    **dict.fromkeys(("sklearn", "matplotlib", "h5py"), "eval"),
+    "tritonclient": "triton",
+    "pytriton": "serve",
+}
+
+
+def missing_module_message(exc: ModuleNotFoundError) -> str:
+    """One line for a missing optional module: the extra that installs it."""
+    module = (exc.name or str(exc)).split(".")[0]
+    extra = EXTRA_OF_MODULE.get(module)
+    if extra is None:
+        return f"the Python package {module!r} is not installed"
+    return f"this needs the Python package {module!r}, which is not installed; install it with: " \
+           f"pip install 'pgn-deploy[{extra}]'"
 
 
 def print_json(data: Any) -> None:

@@ -55,3 +55,16 @@ def check_frame(height: int, width: int, max_pixels: int) -> None:
     reason = frame_refusal(height, width, max_pixels)
     if reason:
         raise BadInputError(reason)
+
+
+def check_allocation(shape: tuple[int, ...], itemsize: int, what: str) -> None:
+    """:class:`BadInputError` when an array of ``shape`` x ``itemsize`` bytes would need more
+    than half of this host's physical memory (``numpy`` would fail or the host would swap)."""
+    count = 1
+    for dim in shape:
+        count *= int(dim)
+    needed, memory = count * itemsize, physical_memory_bytes()
+    if needed > memory // 2:
+        raise BadInputError(
+            f"{what} of shape {'x'.join(str(int(d)) for d in shape)} needs {needed / 2**30:.1f} GiB, more than "
+            f"half of this host's {memory / 2**30:.1f} GiB of memory; choose a smaller shape")

@@ -1,10 +1,11 @@
-"""Compare two builds of one grafted model through Polygraphy's Comparator (``pgn-check --against``).
+"""Compare two builds of one grafted model (``pgn-check --against``).
 
 Either side is an ONNX file (run by ONNX Runtime on the CPU: fp32 vs its fp16 copy runs
 anywhere) or a TensorRT plan (Polygraphy's TensorRT runner, after the plan's sidecar passes
 :func:`~pgn_deploy.runtime.backends.plan_sidecar.check_plan_compatible`; needs TensorRT and a GPU).
-``Comparator.run`` feeds both the same inputs; ``Comparator.compare_accuracy`` applies
-:class:`ContractCompare`, which checks every shared contract output against its own tolerance:
+Two ONNX files are run by ONNX Runtime directly (a core install suffices); a plan goes through
+Polygraphy's ``Comparator.run``. Both sides get the same inputs; :class:`ContractCompare`
+checks every shared contract output against its own tolerance:
 
 * ``pred``: the percentage of pixels with the same class (default >= 99.9 %);
 * float maps (PGN maps, baselines, logits): the relative error ``max |a - b| / max |a|`` per
@@ -46,6 +47,7 @@ class OutputComparison:
     median_pointwise_error: float | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """The row as a JSON object."""
         return dataclasses.asdict(self)
 
 
@@ -62,6 +64,7 @@ class ComparisonReport:
 
     @property
     def passed(self) -> bool:
+        """Whether every output is within its tolerance."""
         return all(o.passed for o in self.outputs)
 
     def to_text(self) -> str:
@@ -75,6 +78,7 @@ class ComparisonReport:
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
+        """The report as a JSON object (``passed`` included)."""
         return {"model_a": self.model_a, "model_b": self.model_b, "runner_a": self.runner_a,
                 "runner_b": self.runner_b, "images": self.images, "passed": self.passed,
                 "outputs": [o.to_json() for o in self.outputs]}
@@ -101,10 +105,10 @@ def pred_agreement(reference: np.ndarray, other: np.ndarray) -> float:
 
 
 class ContractCompare:
-    """A Polygraphy compare function: per-output verdicts with per-output tolerances.
+    """Per-output verdicts with per-output tolerances.
 
-    Called by ``Comparator.compare_accuracy`` once per iteration with the two runners'
-    ``IterationResult``; records the metric values so the report can give the worst ones.
+    Called once per input with both sides' outputs (mappings name -> array); records the
+    metric values so the report can give the worst ones.
     """
 
     def __init__(self, meta: Metadata, outputs: list[str], pred_min: float, tolerances: Mapping[str, float]):
@@ -116,6 +120,7 @@ class ContractCompare:
         self.pointwise: dict[str, list[float]] = collections.defaultdict(list)
 
     def __call__(self, result_a: Any, result_b: Any) -> collections.OrderedDict:
+        """Verdict per output (True: within tolerance) for one input."""
         verdicts = collections.OrderedDict()
         for name in self.outputs:
             a, b = np.asarray(result_a[name]), np.asarray(result_b[name])
@@ -131,6 +136,7 @@ class ContractCompare:
         return verdicts
 
     def summary(self) -> list[OutputComparison]:
+        """The worst value of each output over every input."""
         rows = []
         for name in self.outputs:
             if name == self.meta.pred:
@@ -149,23 +155,49 @@ def _is_plan(path: Path) -> bool:
     return is_plan(path)
 
 
-def _side(path: Path) -> tuple[Metadata, list[str], Any]:
-    """(metadata, output names, Polygraphy runner) of one side."""
+def _side(path: Path) -> tuple[Metadata, list[str]]:
+    """(metadata, output names) of one side."""
     if _is_plan(path):
-        from polygraphy.backend.trt import TrtRunner
-
         from pgn_deploy.runtime.backends.trt import load_engine
 
         trt, engine, sidecar = load_engine(path)
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        return sidecar.metadata, outputs, TrtRunner(engine, name=f"trt:{path.name}")
-    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
-
+        return sidecar.metadata, [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
     model = load_onnx(path, load_weights=False)
-    meta = read_metadata(model)
-    outputs = [o.name for o in model.graph.output]
-    return meta, outputs, OnnxrtRunner(SessionFromOnnx(str(path), providers=["cpu"]), name=f"ort:{path.name}")
+    return read_metadata(model), [o.name for o in model.graph.output]
+
+
+def _ort_results(path: Path, names: list[str], data: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """The outputs ``names`` of the ONNX model at ``path`` on each feed of ``data`` (ONNX Runtime, CPU)."""
+    import onnxruntime as ort
+
+    from pgn_deploy.contract import first_line
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    try:
+        return [dict(zip(names, session.run(names, feed))) for feed in data]
+    except Exception as exc:  # ORT raises its own exception types
+        raise BadInputError(f"{path}: ONNX Runtime fails on the comparison inputs: {first_line(exc)}") from None
+
+
+def _polygraphy_results(paths: list[Path], data: list[dict[str, np.ndarray]]) -> list[list[Any]]:
+    """Per side, the outputs on each feed of ``data`` through Polygraphy (a plan needs its TensorRT runner)."""
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from polygraphy.backend.trt import TrtRunner
+    from polygraphy.comparator import Comparator
+    from polygraphy.logger import G_LOGGER
+
+    from pgn_deploy.runtime.backends.trt import load_engine
+
+    runners = []
+    for path in paths:
+        if _is_plan(path):
+            runners.append(TrtRunner(load_engine(path)[1], name=f"trt:{path.name}"))
+        else:
+            runners.append(OnnxrtRunner(SessionFromOnnx(str(path), providers=["cpu"]), name=f"ort:{path.name}"))
+    with G_LOGGER.verbosity(G_LOGGER.ERROR):
+        results = Comparator.run(runners, data_loader=data)
+    return [list(results[runner.name]) for runner in runners]
 
 
 def compare_models(
@@ -187,16 +219,13 @@ def compare_models(
     baselines, the logits output). ``pred_agreement_min``: minimum % of equal pixels;
     ``rtol``: the default maximum relative error; ``tolerances``: per-output overrides.
     """
-    from polygraphy.comparator import Comparator
-    from polygraphy.logger import G_LOGGER
-
     from pgn_deploy.engines.feeds import image_batches, synthetic_batches
 
     path_a, path_b = Path(model_a), Path(model_b)
     if _is_plan(path_a):
         raise BadInputError(f"{path_a}: the reference (first model) must be an ONNX file")
-    meta_a, outputs_a, runner_a = _side(path_a)
-    meta_b, outputs_b, runner_b = _side(path_b)
+    meta_a, outputs_a = _side(path_a)
+    meta_b, outputs_b = _side(path_b)
     if meta_a.gt_input or meta_b.gt_input:
         raise BadInputError("models with the gt label input need explicit feeds; compare them in Python")
     wanted = [*meta_a.score_outputs, *([meta_a.pred] if meta_a.pred else []), meta_a.head.logits_output]
@@ -213,8 +242,13 @@ def compare_models(
              else synthetic_batches(meta_a.input, dtype, synthetic, size))
     data = [{meta_a.input.name: batch} for batch in feeds]
     compare = ContractCompare(meta_a, shared, pred_agreement_min, per_output)
-    with G_LOGGER.verbosity(G_LOGGER.ERROR):
-        results = Comparator.run([runner_a, runner_b], data_loader=data)
-        Comparator.compare_accuracy(results, compare_func=compare)
-    return ComparisonReport(model_a=str(path_a), model_b=str(path_b), runner_a=runner_a.name,
-                            runner_b=runner_b.name, images=len(data), outputs=compare.summary())
+    if _is_plan(path_b):
+        results_a, results_b = _polygraphy_results([path_a, path_b], data)
+        name_b = f"trt:{path_b.name}"
+    else:
+        results_a, results_b = (_ort_results(path, shared, data) for path in (path_a, path_b))
+        name_b = f"ort:{path_b.name}"
+    for result_a, result_b in zip(results_a, results_b):
+        compare(result_a, result_b)
+    return ComparisonReport(model_a=str(path_a), model_b=str(path_b), runner_a=f"ort:{path_a.name}",
+                            runner_b=name_b, images=len(data), outputs=compare.summary())
