@@ -39,13 +39,13 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pgn_deploy.contract import BadInputError, InputInfo, file_sha256, unique
+from pgn_deploy.contract import BadInputError, InputInfo, PGNError, file_sha256, unique
 from pgn_deploy.eval.metrics.metaseg import DEFAULT_FOLDS, DEFAULT_SEED
 from pgn_deploy.eval.metrics.pixel import BINNINGS
 from pgn_deploy.eval.paper import baselines
 from pgn_deploy.eval.paper.datasets import Dataset, Frame, open_dataset
 from pgn_deploy.eval.paper.indist_tables import InDistSplit, indist_report
-from pgn_deploy.eval.paper.inference import PRED, TTA, MapCache, Scorer, frame_maps, image_digest
+from pgn_deploy.eval.paper.inference import FINGERPRINTS, PRED, TTA, MapCache, Scorer, frame_maps, image_digest
 from pgn_deploy.eval.paper.ood_tables import OODSplit, ood_report
 from pgn_deploy.eval.paper.report import EvalReport, MethodInfo, ReportPaths, write_report
 from pgn_deploy.eval.paper.smiyc_export import SmiycWriter
@@ -192,12 +192,33 @@ def method_infos(maps: Sequence[str], config: EvalConfig) -> dict[str, MethodInf
 # --------------------------------------------------------------------------- running
 @contextlib.contextmanager
 def _work_folder(out: Path | None) -> Iterator[Path]:
-    """``out`` itself, or a temporary folder removed at the end."""
-    if out is not None:
-        yield out
+    """``out`` itself, or a temporary folder removed at the end.
+
+    A :class:`PGNError` (a corrupt image or label, a bad argument found late) leaves ``out`` as
+    it was: what this run added is removed and the files it rewrote (the fingerprint indexes)
+    get their old bytes back. An interrupted run (Ctrl-C) keeps its maps, to resume.
+    """
+    if out is None:
+        with tempfile.TemporaryDirectory(prefix="pgn-eval-") as tmp:
+            yield Path(tmp)
         return
-    with tempfile.TemporaryDirectory(prefix="pgn-eval-") as tmp:
-        yield Path(tmp)
+    existed = out.exists()
+    before = set(out.rglob("*")) if existed else set()
+    indexes = {path: path.read_bytes() for path in before if path.name == FINGERPRINTS and path.is_file()}
+    try:
+        yield out
+    except PGNError:
+        if not existed:
+            shutil.rmtree(out, ignore_errors=True)
+            raise
+        for path in sorted(set(out.rglob("*")) - before, key=lambda p: len(p.parts), reverse=True):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        for path, data in indexes.items():
+            path.write_bytes(data)
+        raise
 
 
 def _save_label(folder: Path, frame: Frame, labels: np.ndarray) -> None:

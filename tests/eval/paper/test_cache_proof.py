@@ -22,8 +22,7 @@ def runs(setup, tmp_path_factory):  # noqa: F811 - pytest's fixture argument
     """The report of the model on road_obstacle21, and a second model's cache of the same frames."""
     root = tmp_path_factory.mktemp("proof")
     _, other = grafted_model(root, seed=7)
-    args = ["--dataset", dataset_arg(setup, "road_obstacle21"), "--scores", "msp,entropy", "--json",
-            "--no-progress"]
+    args = ["--dataset", dataset_arg(setup, "road_obstacle21"), "--scores", "msp,entropy", "--json", "-q"]
     from pgn_deploy.cli.eval import main
 
     assert main([str(setup["model"]), "--out", str(root / "mine"), *args]) == 0
@@ -87,3 +86,32 @@ def test_a_map_loads_only_for_its_producer_and_frame(tmp_path):
     other = MapCache(tmp_path)
     other.claim({"msp": {"model": "b"}}, force=True)
     assert other.load(["msp"], "f1", "image-sha-1") is None
+
+
+def _tree(folder):
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("existing_out", [True, False])
+def test_a_corrupt_image_leaves_out_as_it_was(setup, runs, capsys, tmp_path, existing_out):  # noqa: F811
+    """Issue 19 item 11: a corrupt image in the data set stops the run with one line and
+    leaves --out as it was (no partial labels/ or maps/)."""
+    root, args = runs
+    data = tmp_path / "data"
+    shutil.copytree(setup["data"], data)
+    images = sorted((data / "dataset_ObstacleTrack" / "images").iterdir())
+    images[-1].write_bytes(b"\xff\xd8 not a jpeg")  # the last frame: earlier ones are computed first
+    out = tmp_path / "out"
+    if existing_out:
+        shutil.copytree(root / "mine", out)
+        for report in out.glob("road_obstacle21.report.*"):
+            report.unlink()
+        shutil.rmtree(out / "maps" / "road_obstacle21" / "entropy")  # so that this run computes maps
+        before = _tree(out)
+    code, _, err = run_eval(capsys, setup["model"], "--dataset", f"road_obstacle21:{data}", "--scores",
+                            "msp,entropy", "--out", out)
+    assert code == 2 and "cannot read the image" in err and len(err.strip().splitlines()) == 1, err
+    if existing_out:
+        assert _tree(out) == before
+    else:
+        assert not out.exists()
