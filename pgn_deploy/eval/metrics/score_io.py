@@ -26,7 +26,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from pgn_deploy.contract import BadInputError
+from pgn_deploy.contract import BadInputError, first_line
 
 LABEL_VALUES = (0, 1, 255)
 # np.load parses a .npy header with ast.literal_eval; on CPython 3.11 two threads parsing at
@@ -95,7 +95,7 @@ def _squeeze(scores: np.ndarray, where: str) -> np.ndarray:
 def load_npy(path: str | Path) -> np.ndarray:
     """``np.load(path, allow_pickle=False)`` of a ``.npy`` file, safe to call from several
     threads: the header is parsed under a lock (memory-mapped), the data copied outside it.
-    Raises ``OSError``/``ValueError`` like ``np.load``."""
+    Raises ``OSError``/``ValueError`` like ``np.load`` (``EOFError`` for an empty file)."""
     with _NPY_HEADER_LOCK:
         mapped = np.load(path, mmap_mode="r", allow_pickle=False)
     return np.array(mapped)
@@ -107,8 +107,8 @@ def read_scores(path: str | Path) -> np.ndarray:
     if path.suffix == ".npy":
         try:
             array = load_npy(path)
-        except (OSError, ValueError) as exc:
-            raise BadInputError(f"{path}: not a readable .npy file ({exc})") from None
+        except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
+            raise BadInputError(f"{path}: not a readable .npy file ({first_line(exc)})") from None
         if not np.issubdtype(array.dtype, np.floating):
             raise BadInputError(f"{path}: scores must be a float array, got {array.dtype}")
         return _squeeze(array, str(path)).astype(np.float32, copy=False)
