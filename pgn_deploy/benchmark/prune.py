@@ -6,8 +6,7 @@
   original outputs stay bit-identical.
 * :func:`keep_outputs` -- the grafted model with only some of its added outputs (``--maps``).
 
-Pruning uses ``onnx_ir``'s ``RemoveUnusedNodesPass`` (unused nodes and initializers; extra
-``export``, imported only when a model is pruned, so plain ``pgn-bench`` runs on a core install). The
+Pruning uses ``onnx_ir``'s ``RemoveUnusedNodesPass`` (unused nodes and initializers). The
 graft resizes each map on its own (no channel stack), so a dropped map's nodes, its resize
 included, become unused and go; work shared with a kept output stays.
 """
@@ -16,8 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import onnx
+import onnx_ir as ir
+from onnx_ir.passes.common import RemoveUnusedNodesPass
 
-from pgn_deploy.contract import METADATA_KEY, BadInputError, Metadata, read_metadata, require, write_metadata
+from pgn_deploy.contract import METADATA_KEY, BadInputError, Metadata, read_metadata, write_metadata
 
 
 def added_outputs(meta: Metadata) -> list[str]:
@@ -28,9 +29,6 @@ def added_outputs(meta: Metadata) -> list[str]:
 def _prune(model: onnx.ModelProto, keep: Sequence[str], droppable_inputs: Sequence[str]) -> onnx.ModelProto:
     """A copy of ``model`` with only the outputs ``keep`` (graph order kept) and the nodes they
     need; graph inputs named in ``droppable_inputs`` go too when nothing uses them any more."""
-    ir = require("onnx_ir", "export", "pruning a model for pgn-bench --compare-plain/--maps")
-    from onnx_ir.passes.common import RemoveUnusedNodesPass
-
     graph_model = ir.from_proto(model)
     graph = graph_model.graph
     wanted = set(keep)

@@ -115,3 +115,16 @@ def test_a_corrupt_image_leaves_out_as_it_was(setup, runs, capsys, tmp_path, exi
         assert _tree(out) == before
     else:
         assert not out.exists()
+
+
+def test_cache_files_get_the_umask_modes(tmp_path):
+    """Issue 19 item 9: cache files were 0600 (mkstemp); a server of another user reads them."""
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        MapCache(tmp_path).save({"msp": np.zeros((2, 2), np.float32)}, "f1", "sha")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "msp" / "f1.npy").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "msp" / "f1.npy.json").stat().st_mode & 0o777 == 0o644
