@@ -96,15 +96,34 @@ def parse_shape(text: str | Iterable[int], rank: int | None = None, what: str = 
     return dims
 
 
-def require(module: str, extra: str, purpose: str) -> Any:
-    """Import ``module`` lazily; a missing one raises a PGNError naming the extra to install."""
+# Every optional dependency and the extra of pyproject.toml that installs it: the one place
+# where that pairing is written (``pip install 'pgn-deploy[EXTRA]'``).
+EXTRAS = {
+    "torch": "export", "torchvision": "export", "onnxscript": "export", "onnx_graphsurgeon": "export",
+    "polygraphy": "export", "onnxconverter_common": "export",
+    "modelopt": "precision", "onnxslim": "precision",
+    "tensorrt": "trt", "cuda": "trt",
+    "tritonclient": "triton", "pytriton": "serve",
+    "sklearn": "eval", "matplotlib": "eval", "h5py": "eval",
+    "ray": "mine", "pyarrow": "mine",
+}
+
+
+def require(module: str, purpose: str) -> Any:
+    """Import an optional ``module`` on first use; a missing one raises a PGNError naming its extra.
+
+    ``module`` must belong to a package listed in :data:`EXTRAS`; ``purpose`` says what needs it
+    (``"pgn-build"``, ``"plotting curves"``) and starts the message.
+    """
     import importlib
 
+    package = module.split(".")[0]
+    extra = EXTRAS[package]
     try:
         return importlib.import_module(module)
     except ImportError as exc:
         raise BackendUnavailableError(
-            f"{purpose} needs the Python package '{module.split('.')[0]}', which is not "
+            f"{purpose} needs the Python package '{package}', which is not "
             f"installed ({exc}); install it with: pip install 'pgn-deploy[{extra}]'"
         ) from None
 

@@ -123,9 +123,19 @@ def test_atomic_write_never_leaves_partial_files(tmp_path):
         C.atomic_write_text(tmp_path / "missing" / "x.txt", "x")
 
 
-def test_require_names_the_extra():
-    with pytest.raises(C.BackendUnavailableError, match=r"pgn-deploy\[trt\]"):
-        C.require("surely_not_a_module_xyz", "trt", "building a TensorRT plan")
+def test_require_names_the_extra(monkeypatch):
+    monkeypatch.setitem(C.EXTRAS, "surely_not_a_module_xyz", "trt")
+    with pytest.raises(C.BackendUnavailableError, match=r"building a TensorRT plan .*pgn-deploy\[trt\]"):
+        C.require("surely_not_a_module_xyz.sub", "building a TensorRT plan")
+
+
+def test_every_extra_named_in_the_code_exists_in_pyproject():
+    from pathlib import Path
+
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert set(C.EXTRAS.values()) <= set(pyproject["project"]["optional-dependencies"])
 
 
 def test_one_shape_syntax_for_every_command():

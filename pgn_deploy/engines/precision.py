@@ -98,7 +98,7 @@ def convert_graph(model: Any, precision: str, keep_float32: list[str], keep_io_f
     if precision == "fp32":
         return converted
     name_all_nodes(converted)
-    autocast = require("modelopt.onnx.autocast", "precision", f"{precision} conversion")
+    autocast = require("modelopt.onnx.autocast", f"{precision} conversion")
     with tempfile.TemporaryDirectory(prefix="pgn_convert_") as tmp:
         source = Path(tmp) / "model.onnx"
         onnx.save(converted, str(source))

@@ -167,7 +167,7 @@ class PGNServer:
 
     def start(self) -> PGNServer:
         """Start ``tritonserver`` and load both models (returns when they are ready)."""
-        pytriton_triton = require("pytriton.triton", "serve", "serving with PyTriton")
+        pytriton_triton = require("pytriton.triton", "serving with PyTriton")
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 
         from pgn_deploy.engines.serve_guard import GrpcGuard, HttpGuard, RequestRules
@@ -271,7 +271,7 @@ class PGNClient:
 
     def __init__(self, url: str = f"127.0.0.1:{DEFAULT_GRPC_PORT}", model: str = "pgn",
                  timeout_s: float = 60.0) -> None:
-        grpc = require("tritonclient.grpc", "triton", "the Triton client")
+        grpc = require("tritonclient.grpc", "the Triton client")
         self._grpc = grpc
         self.url, self.model, self.timeout_s = url, model, timeout_s
         self._client = grpc.InferenceServerClient(url=url)

@@ -122,7 +122,7 @@ def _batch_limit(inputs: list[TensorSpec], outputs: list[TensorSpec], max_batch:
 def build_config(name: str, backend: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
                  max_batch_size: int, instances: int, metadata_json: str) -> Any:
     """The ``ModelConfig`` protobuf message of the model folder ``name``."""
-    pb = require("tritonclient.grpc.model_config_pb2", "triton", "writing a Triton model repository")
+    pb = require("tritonclient.grpc.model_config_pb2", "writing a Triton model repository")
     triton_backend, platform, filename, kind = BACKENDS[backend]
     config = pb.ModelConfig(name=name, backend=triton_backend, platform=platform,
                             max_batch_size=max_batch_size, default_model_filename=filename)

@@ -161,7 +161,7 @@ def export_model(
         onnx_model = loaded.onnx_model
         info = _onnx_input_info(onnx_model, shape)
     else:
-        torch = require("torch", "export", "exporting a PyTorch model")
+        torch = require("torch", "exporting a PyTorch model")
         info = _checkpoint_input_info(loaded.input, shape)
         channels = shape[1] if shape else len(info.mean)
         batch = shape[0] if shape else 1
@@ -185,7 +185,7 @@ def check_segmentation_output(module: Any, example: Any) -> None:
     Raises :class:`UnsupportedModelError` for a classifier (e.g. ``N x 1000``) and
     :class:`BadInputError` when the network rejects an input of the example's shape.
     """
-    torch = require("torch", "export", "exporting a PyTorch model")
+    torch = require("torch", "exporting a PyTorch model")
     from pgn_deploy.contract import first_line
     from pgn_deploy.export.onnx_export import segmentation_outputs
 

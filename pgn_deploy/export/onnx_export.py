@@ -24,7 +24,7 @@ _TORCHSCRIPT_OPSET = 17
 
 def segmentation_outputs(result: Any) -> dict[str, Any]:
     """The named logits tensors of a model's forward result (``out`` [+ ``aux``] or ``logits``)."""
-    torch = require("torch", "export", "exporting a PyTorch model")
+    torch = require("torch", "exporting a PyTorch model")
     if isinstance(result, torch.Tensor):
         return {"out": result}
     if isinstance(result, Mapping) and isinstance(result.get("out"), torch.Tensor):
@@ -40,7 +40,7 @@ def segmentation_outputs(result: Any) -> dict[str, Any]:
 
 def _tuple_outputs_module(module: Any, names: list[str]) -> Any:
     """``module`` wrapped so that its forward returns the tensors ``names`` as a tuple."""
-    torch = require("torch", "export", "exporting a PyTorch model")
+    torch = require("torch", "exporting a PyTorch model")
 
     class TupleOutputs(torch.nn.Module):
         def __init__(self) -> None:
@@ -73,7 +73,7 @@ def export_onnx(
     given, also saved there atomically (never over an existing file unless ``force``).
     Raises :class:`UnsupportedModelError` when PyTorch cannot export the model.
     """
-    torch = require("torch", "export", "exporting a PyTorch model")
+    torch = require("torch", "exporting a PyTorch model")
     if exporter not in EXPORTERS:
         raise BadInputError(f"unknown exporter {exporter!r}; choose from {', '.join(EXPORTERS)}")
     if not (isinstance(example_input, torch.Tensor) and example_input.dim() == 4):

@@ -248,7 +248,7 @@ class _HeadTensors:
 
     @classmethod
     def from_graph(cls, run: Mapping[str, np.ndarray], meta: Metadata) -> _HeadTensors:
-        torch = require("torch", "export", "pgn-check")
+        torch = require("torch", "pgn-check")
 
         def as64(name: str) -> Any:
             return torch.from_numpy(np.asarray(run[name], dtype=np.float64))
@@ -259,7 +259,7 @@ class _HeadTensors:
         """Every map, baseline and ``pred`` of ``meta`` recomputed in float64 (N x H x W each)."""
         from pgn_deploy import reference
 
-        torch = require("torch", "export", "pgn-check")
+        torch = require("torch", "pgn-check")
         head = meta.head
         if "+" in head.resize or any("+" in mode for mode in head.feature_resize):
             raise _SkipCheck(f"the model resizes its logits several times in a row ({head.resize})")
@@ -304,7 +304,7 @@ def _tie_mask(mine: _HeadTensors, other: _HeadTensors | None) -> Callable[[str, 
     """``(output, meta) -> N x H x W mask`` of the pixels of that output whose argmax is not
     reliable (see :func:`_near_ties`); a near tie at the feature resolution marks every output
     pixel the model's resize draws from it."""
-    torch = require("torch", "export", "pgn-check")
+    torch = require("torch", "pgn-check")
 
     def numpy(t: Any) -> np.ndarray | None:
         return None if t is None else t.numpy()
@@ -473,9 +473,9 @@ class _GraphRunner:
 
 
 def _session(model: Any) -> Any:
-    from pgn_deploy.contract import first_line
+    import onnxruntime as ort
 
-    ort = require("onnxruntime", "export", "pgn-check")
+    from pgn_deploy.contract import first_line
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
@@ -569,7 +569,7 @@ class _TorchReference:
 
     @classmethod
     def create(cls, module: Any, onnx_model: Any, meta: Metadata) -> _TorchReference:
-        torch = require("torch", "export", "pgn-check")
+        torch = require("torch", "pgn-check")
         if isinstance(module, torch.jit.ScriptModule):
             note = "a TorchScript reference cannot be hooked: only the original outputs are compared"
             return cls(module, [], CheckResult("reference", "*", "skip", note=note))
@@ -587,7 +587,7 @@ class _TorchReference:
         self, meta: Metadata, run: Mapping[str, np.ndarray], graph_head: _HeadTensors,
         x: np.ndarray, gt: np.ndarray | None, rng: np.random.Generator, pixels: int,
     ) -> list[CheckResult]:
-        torch = require("torch", "export", "pgn-check")
+        torch = require("torch", "pgn-check")
         outputs, head = self._forward(torch.from_numpy(x), meta)
         results = [
             _compare("reference-outputs", name, run[name], outputs[_output_key(name, meta, outputs)].numpy(),
@@ -612,7 +612,7 @@ class _TorchReference:
         head conv's output so that the logits depend on it as on the classifier bias."""
         from pgn_deploy.export.onnx_export import segmentation_outputs
 
-        torch = require("torch", "export", "pgn-check")
+        torch = require("torch", "pgn-check")
         grad = module is not None
         module = module if module is not None else self.module
         calls: dict[str, list[tuple[Any, Any]]] = {name: [] for name in self.conv_names}
@@ -652,7 +652,7 @@ class _TorchReference:
         """Autograd through the float64 copy of the model at ``pixels`` sampled pixels per map."""
         from pgn_deploy import reference
 
-        torch = require("torch", "export", "pgn-check")
+        torch = require("torch", "pgn-check")
         module64 = self._float64_copy()
         bias = torch.zeros(1, meta.num_classes, 1, 1, dtype=torch.float64, requires_grad=True)
         _, head = self._forward(torch.from_numpy(x).double(), meta, module64, bias)
@@ -728,7 +728,7 @@ def _matching_convs(module: Any, onnx_model: Any, meta: Metadata) -> list[str]:
 
     from pgn_deploy.graft.head import constant_array
 
-    torch = require("torch", "export", "pgn-check")
+    torch = require("torch", "pgn-check")
     nodes = {node.name: node for node in ir.from_proto(onnx_model).graph}
     convs = [(name, m) for name, m in module.named_modules() if isinstance(m, torch.nn.Conv2d)]
     names = []

@@ -240,7 +240,7 @@ class MetaResult:
 
 def _cross_validate(table: SegmentTable, groups: Sequence[str] | None, k: int, seed: int,
                     classify: bool) -> MetaResult:
-    require("sklearn", "eval", "meta classification / regression")
+    require("sklearn", "meta classification / regression")
     from sklearn.base import clone
     from sklearn.linear_model import LinearRegression, LogisticRegression
     from sklearn.metrics import r2_score, roc_auc_score

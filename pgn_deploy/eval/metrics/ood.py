@@ -173,7 +173,7 @@ def evaluate_score_folders(scores_dirs: Sequence[str | Path], labels_dir: str | 
     get_track(track)
     splits = [pair_directories(d, labels_dir, m) for d, m in zip(scores_dirs, maps)]
     if plots is not None:
-        require("matplotlib", "eval", "--plots")
+        require("matplotlib", "--plots")
         Path(plots).mkdir(parents=True, exist_ok=True)
         for path in plot_paths(plots).values():
             check_output_path(path, force)

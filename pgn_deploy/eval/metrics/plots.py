@@ -16,7 +16,7 @@ def plot_paths(folder: str | Path) -> dict[str, Path]:
 
 
 def _figure(title: str, xlabel: str, ylabel: str):  # -> (Figure, Axes)
-    require("matplotlib", "eval", "plotting curves")
+    require("matplotlib", "plotting curves")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -60,7 +60,7 @@ def entropy(probs: np.ndarray, axis: int = 0) -> np.ndarray:
 
 
 def _sampled_dropout_class() -> type:
-    torch = require("torch", "export", "exporting an MC dropout model")
+    torch = require("torch", "exporting an MC dropout model")
 
     class SampledDropout(torch.nn.Module):
         """Dropout that samples a mask on every call, in eval mode too (exports to ONNX).
@@ -89,7 +89,7 @@ def replace_dropout(module: Any, rate: float | None = None) -> int:
     ``rate`` overrides each layer's own probability (0 switches dropout off). Returns the
     number of layers replaced.
     """
-    torch = require("torch", "export", "exporting an MC dropout model")
+    torch = require("torch", "exporting an MC dropout model")
     sampled = _sampled_dropout_class()
     count = 0
     for name, child in list(module.named_children()):
@@ -104,7 +104,7 @@ def replace_dropout(module: Any, rate: float | None = None) -> int:
 
 def _export_plain(checkpoint: str | os.PathLike[str], out: Path, info: InputInfo,
                   rate: float | None, mc: bool, force: bool) -> Path:
-    torch = require("torch", "export", "exporting a baseline model")
+    torch = require("torch", "exporting a baseline model")
     from pgn_deploy.export.load import load_model
     from pgn_deploy.export.onnx_export import export_onnx
 

@@ -157,7 +157,7 @@ def finite(value: Any) -> Any:
 
 def figure(title: str, xlabel: str, ylabel: str) -> tuple[Any, Any]:
     """An off-screen matplotlib figure (no pyplot) and its axes."""
-    require("matplotlib", "eval", "drawing the report's plots")
+    require("matplotlib", "drawing the report's plots")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

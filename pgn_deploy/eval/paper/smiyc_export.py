@@ -56,7 +56,7 @@ class SmiycWriter:
 
     def __init__(self, root: str | os.PathLike[str], dataset: Dataset, names: Sequence[str],
                  force: bool = False) -> None:
-        self.h5py = require("h5py", "eval", "writing SegmentMeIfYouCan (hdf5) score files")
+        self.h5py = require("h5py", "writing SegmentMeIfYouCan (hdf5) score files")
         self.root, self.dataset, self.names, self.force = Path(root), dataset, list(names), force
         self._max_abs = dict.fromkeys(self.names, 0.0)
 

@@ -16,7 +16,7 @@ from pgn_deploy.runtime.backends.plan_sidecar import GpuInfo
 
 def cudart() -> Any:
     """The cuda-python runtime module (``pip install 'pgn-deploy[trt]'`` provides it)."""
-    return require("cuda.bindings.runtime", "trt", "TensorRT on a GPU")
+    return require("cuda.bindings.runtime", "TensorRT on a GPU")
 
 
 def _check(result: tuple[Any, ...], what: str) -> Any:

@@ -143,7 +143,7 @@ MIN_TENSORRT = (10, 0)
 
 def tensorrt_module(purpose: str = "building a TensorRT plan") -> Any:
     """The ``tensorrt`` module, version 10 or later; otherwise one clear PGNError."""
-    trt = require("tensorrt", "trt", purpose)
+    trt = require("tensorrt", purpose)
     if release(trt.__version__)[:2] < MIN_TENSORRT:
         raise BackendUnavailableError(
             f"TensorRT {trt.__version__} is too old: strongly typed plans need TensorRT 10 or later"
