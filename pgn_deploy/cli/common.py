@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from pgn_deploy._version import __version__
-from pgn_deploy.contract import PGNError
+from pgn_deploy.contract import EXTRAS, PGNError
 
 EXIT_FAILED = 1
 EXIT_ERROR = 2
@@ -142,22 +142,10 @@ def run_cli(
         return 130
 
 
-# The extra of pyproject.toml that installs each optional top-level module.
-EXTRA_OF_MODULE = {
-    **dict.fromkeys(("torch", "torchvision", "onnxscript", "onnx_ir", "onnx_graphsurgeon", "polygraphy",
-                     "onnxconverter_common"), "export"),
-    **dict.fromkeys(("tensorrt", "cuda"), "trt"),
-    **dict.fromkeys(("modelopt", "onnxslim", "lief"), "precision"),
-    **dict.fromkeys(("sklearn", "matplotlib", "h5py"), "eval"),
-    "tritonclient": "triton",
-    "pytriton": "serve",
-}
-
-
 def missing_module_message(exc: ModuleNotFoundError) -> str:
     """One line for a missing optional module: the extra that installs it."""
     module = (exc.name or str(exc)).split(".")[0]
-    extra = EXTRA_OF_MODULE.get(module)
+    extra = EXTRAS.get(module)
     if extra is None:
         return f"the Python package {module!r} is not installed"
     return f"this needs the Python package {module!r}, which is not installed; install it with: " \

@@ -87,7 +87,7 @@ def _inference_headers(body: bytes, header_length: str | None) -> tuple[list[tup
 
 def _grpc_inputs(request: bytes) -> tuple[str, list[tuple[str, list[int]]]]:
     """The model name and ``(name, shape)`` pairs of a serialized ``ModelInferRequest``."""
-    service_pb2 = require("tritonclient.grpc.service_pb2", "serve", "the checked gRPC endpoint")
+    service_pb2 = require("tritonclient.grpc.service_pb2", "the checked gRPC endpoint")
     message = service_pb2.ModelInferRequest.FromString(request)
     return message.model_name, [(tensor.name, list(tensor.shape)) for tensor in message.inputs]
 
@@ -96,7 +96,9 @@ class GrpcGuard:
     """A gRPC server on ``address`` that checks ``ModelInfer`` calls and forwards to ``upstream``."""
 
     def __init__(self, rules: RequestRules, address: str, upstream: str, workers: int = 16) -> None:
-        grpc = require("grpc", "serve", "the checked gRPC endpoint")
+        require("tritonclient.grpc", "the checked gRPC endpoint")  # it brings grpcio
+        import grpc
+
         self._grpc, self.rules = grpc, rules
         unlimited = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
         self._channel = grpc.insecure_channel(upstream, options=unlimited)
