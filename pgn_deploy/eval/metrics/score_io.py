@@ -48,7 +48,9 @@ class Frame(Protocol):
 
     name: str
 
-    def load(self) -> tuple[np.ndarray, np.ndarray]: ...
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, labels)`` of the frame."""
+        ...
 
 
 def check_frame(scores: np.ndarray, labels: np.ndarray, where: str = "frame") -> tuple[np.ndarray, np.ndarray]:
@@ -144,9 +146,11 @@ class FilePair:
 
     @property
     def name(self) -> str:
+        """The scores file and its label file, for messages."""
         return f"{self.scores_path} (labels {self.labels_path.name})"
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
+        """Read both files (:func:`read_scores`, :func:`read_labels`)."""
         return read_scores(self.scores_path), read_labels(self.labels_path)
 
 
@@ -159,6 +163,7 @@ class ArrayFrame:
     labels: np.ndarray
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
+        """The arrays as given."""
         return self.scores, self.labels
 
 
