@@ -71,6 +71,7 @@ class AnnotateReport:
     failed: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict (``inputs`` and ``failed``: one dict per input)."""
         return dataclasses.asdict(self)
 
 
