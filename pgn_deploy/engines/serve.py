@@ -189,6 +189,7 @@ class PGNClient:
 
     @property
     def default_score(self) -> str:
+        """The map masks, instances and heatmaps use by default: the first PGN map, else the first score map."""
         return (self.metadata.pgn_outputs or self.metadata.score_outputs)[0]
 
     def run(self, image: np.ndarray, color: str = "RGB") -> Any:
@@ -218,4 +219,5 @@ class PGNClient:
                       calibration=self.metadata.calibration)
 
     def close(self) -> None:
+        """Close the gRPC connection; the client cannot be used afterwards."""
         self._client.close()

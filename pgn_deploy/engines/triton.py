@@ -79,6 +79,7 @@ class RepositoryReport:
                 f"{self.config}, {self.model_file}")
 
     def to_json(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict, paths as strings."""
         return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
 
 
@@ -131,7 +132,8 @@ def build_config(name: str, backend: str, inputs: list[TensorSpec], outputs: lis
 
     def data_type(spec: TensorSpec) -> int:
         if spec.elem_type not in TRITON_TYPES:
-            raise UnsupportedModelError(f"tensor {spec.name!r} has ONNX type {spec.elem_type}, which Triton cannot carry")
+            raise UnsupportedModelError(
+                f"tensor {spec.name!r} has ONNX type {spec.elem_type}, which Triton cannot carry")
         return pb.DataType.Value(TRITON_TYPES[spec.elem_type])
 
     for spec in inputs:

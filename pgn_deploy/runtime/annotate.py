@@ -82,6 +82,7 @@ class AnnotateReport:
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict (``inputs`` and ``failed``: one dict per input)."""
         return dataclasses.asdict(self)
 
 

@@ -90,7 +90,8 @@ def _start_server(python: Path, log: Path) -> tuple[str, subprocess.Popen | None
                 pass
             if time.monotonic() > deadline:
                 _stop(process)
-                pytest.fail(f"the server was not ready in {START_TIMEOUT_S} s: " + log.read_text(errors="replace")[-2000:])
+                pytest.fail(f"the server was not ready in {START_TIMEOUT_S} s: "
+                            + log.read_text(errors="replace")[-2000:])
             time.sleep(0.5)
         return url, None
     finally:

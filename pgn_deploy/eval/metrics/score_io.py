@@ -48,7 +48,8 @@ class Frame(Protocol):
 
     name: str
 
-    def load(self) -> tuple[np.ndarray, np.ndarray]: ...
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, labels)`` of the frame, unchecked (see :func:`check_frame`)."""
 
 
 def check_frame(scores: np.ndarray, labels: np.ndarray, where: str = "frame") -> tuple[np.ndarray, np.ndarray]:
@@ -144,9 +145,11 @@ class FilePair:
 
     @property
     def name(self) -> str:
+        """``<scores path> (labels <label file name>)``, for error messages."""
         return f"{self.scores_path} (labels {self.labels_path.name})"
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, labels)`` as read from the two files (unchecked: see :func:`check_frame`)."""
         return read_scores(self.scores_path), read_labels(self.labels_path)
 
 
@@ -159,6 +162,7 @@ class ArrayFrame:
     labels: np.ndarray
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, labels)``, the arrays held (unchecked: see :func:`check_frame`)."""
         return self.scores, self.labels
 
 

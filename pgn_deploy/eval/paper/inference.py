@@ -52,6 +52,7 @@ class TTA:
 
     @property
     def active(self) -> bool:
+        """True unless this is plain inference (one scale 1.0, no flip)."""
         return self.flip or self.scales != (1.0,)
 
     @property
@@ -60,6 +61,7 @@ class TTA:
         return [(s, f) for s in self.scales for f in ((False, True) if self.flip else (False,))]
 
     def to_json(self) -> dict[str, Any]:
+        """``{"scales": [...], "flip": bool}``."""
         return {"scales": list(self.scales), "flip": self.flip}
 
     @classmethod
@@ -87,7 +89,8 @@ class Scorer(Protocol):
     method: str
     names: tuple[str, ...]
 
-    def __call__(self, image: np.ndarray, color: str = "BGR") -> dict[str, np.ndarray]: ...
+    def __call__(self, image: np.ndarray, color: str = "BGR") -> dict[str, np.ndarray]:
+        """The maps ``names`` of one uint8 H x W x 3 image in ``color`` order: ``{name: H x W float32}``."""
 
 
 @dataclasses.dataclass
@@ -118,11 +121,13 @@ class MapCache:
         self.root = Path(root) if root is not None else None
 
     def path(self, name: str, frame_id: str) -> Path:
+        """Where array ``name`` of frame ``frame_id`` is cached; raises BadInputError when there is no cache."""
         if self.root is None:
             raise BadInputError("this evaluation has no map cache")
         return self.root / name / f"{frame_id}.npy"
 
     def has(self, names: Sequence[str], frame_id: str) -> bool:
+        """True when every named array of the frame is cached (always False without a cache)."""
         return self.root is not None and all(self.path(n, frame_id).is_file() for n in names)
 
     def load(self, names: Sequence[str], frame_id: str) -> dict[str, np.ndarray] | None:
@@ -132,6 +137,7 @@ class MapCache:
         return {name: load_npy(self.path(name, frame_id)) for name in names}
 
     def save(self, arrays: Mapping[str, np.ndarray], frame_id: str) -> None:
+        """Write each array to its cache file atomically (replacing an older one); a no-op without a cache."""
         if self.root is None:
             return
         for name, array in arrays.items():
