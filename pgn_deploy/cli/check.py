@@ -13,6 +13,7 @@ from pgn_deploy.contract import parse_shape
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``pgn-check``."""
     parser = make_parser(
         "pgn-check",
         "Check a grafted model with ONNX Runtime: original outputs unchanged, PGN maps equal to the "
@@ -63,6 +64,7 @@ def _against(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``pgn-check``: parse ``argv`` (default ``sys.argv[1:]``), run, return the exit status."""
     return run_cli(build_parser(), lambda args: _against(args) if args.against else _check(args), argv)
 
 

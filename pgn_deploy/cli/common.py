@@ -43,9 +43,11 @@ COMMANDS = {
 class Report(Protocol):
     """What a command's API returns: it renders itself as text and as JSON."""
 
-    def to_text(self) -> str: ...
+    def to_text(self) -> str:
+        """Human-readable lines for the terminal."""
 
-    def to_json(self) -> Any: ...
+    def to_json(self) -> Any:
+        """JSON-ready data for ``--json``."""
 
 
 def make_parser(prog: str, description: str, json_flag: bool = True) -> argparse.ArgumentParser:

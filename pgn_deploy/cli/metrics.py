@@ -22,6 +22,7 @@ PROG = "pgn-metrics"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``pgn-metrics``."""
     parser = make_parser(PROG, "SegmentMeIfYouCan pixel (AuPRC, AuROC, FPR95) and component (sIoU, PPV, "
                                "mean F1) metrics of saved score maps against OoD labels.")
     parser.add_argument("--scores", action="append", required=True, metavar="DIR",
@@ -57,4 +58,5 @@ def command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``pgn-metrics``: parse ``argv`` (default ``sys.argv[1:]``), run, return the exit status."""
     return run_cli(build_parser(), command, argv)

@@ -13,6 +13,7 @@ from pgn_deploy.runtime.visualize import LAYOUTS
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``pgn-run``."""
     parser = make_parser("pgn-run", "Run a grafted model (pgn-export) on images, folders (recursive) and "
                          "videos; write colour segmentation, PGN heatmap, overlay and OoD mask per input.")
     parser.add_argument("model", help="grafted model (.pgn.onnx) or TensorRT plan (.plan with its .json)")
@@ -47,6 +48,7 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``pgn-run``: parse ``argv`` (default ``sys.argv[1:]``), run, return the exit status."""
     return run_cli(build_parser(), _command, argv)
 
 

@@ -87,7 +87,8 @@ def trtexec_shape_specs(min_shapes: str | None, opt_shapes: str | None, max_shap
     tables: dict[str, dict[str, str]] = {}
     for flag, text in given.items():
         if not text:
-            raise BadInputError(f"{flag} is missing: trtexec-style shapes need --minShapes, --optShapes and --maxShapes")
+            raise BadInputError(f"{flag} is missing: trtexec-style shapes need --minShapes, --optShapes "
+                                "and --maxShapes")
         table: dict[str, str] = {}
         for item in text.split(","):
             name, sep, shape = item.strip().rpartition(":")
