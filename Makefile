@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install install-gpu venv-serve cpp test demo bench clean
+.PHONY: install install-gpu venv-serve cpp lint test demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 # PyTriton's wheel needs numpy < 2: the live-server test runs it from its own environment.
 SERVE_STAMP := .venv-serve/.installed
@@ -34,9 +37,11 @@ install-gpu: $(STAMP)
 cpp: $(STAMP)
 	PYTHON=$(CURDIR)/$(BIN)/python cpp_bindings/scripts/build.sh
 
-# Builds and tests the C++ library when its inputs can be had (else prints SKIP and why),
-# then runs the whole pytest suite (C++ parity tests skip with the reason when unbuilt).
+# Lints (ruff, configured in pyproject.toml), builds and tests the C++ library when its inputs
+# can be had (else prints SKIP and why), then runs the whole pytest suite (C++ parity tests skip
+# with the reason when unbuilt).
 test: $(STAMP) $(SERVE_STAMP)
+	$(BIN)/ruff check .
 	PYTHON=$(CURDIR)/$(BIN)/python cpp_bindings/scripts/build.sh --if-available --test
 	$(BIN)/python -m pytest -n 2 --dist loadscope $(PYTEST_ARGS)
 

@@ -24,8 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
         "PyTorch eager PGN, MC dropout (naive and optimized), per-pixel backprop, peak memory, scaling, fp16. "
         "Writes latency_<name>.json/.md and PNG plots."))
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated (default: all four)")
-    parser.add_argument("--sizes", default=DEFAULT_SIZES, help=f"HxW list for the overhead sweep (default {DEFAULT_SIZES})")
-    parser.add_argument("--focus", default="512x1024", help="size of the per-method comparisons and memory (default 512x1024)")
+    parser.add_argument("--sizes", default=DEFAULT_SIZES,
+                        help=f"HxW list for the overhead sweep (default {DEFAULT_SIZES})")
+    parser.add_argument("--focus", default="512x1024",
+                        help="size of the per-method comparisons and memory (default 512x1024)")
     parser.add_argument("--crops", default="128x256,512x1024", help="input crops for per-pixel backprop")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"subset of {','.join(SECTIONS)}")
     parser.add_argument("--variants", default="all", help="grafted variants of the overhead sweep: all or NAME,... "
@@ -33,15 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", default="ort-cpu", choices=backend_names())
     parser.add_argument("--threads", type=int, default=2, help="CPU intra-op threads, ONNX Runtime and PyTorch")
     parser.add_argument("--clock", choices=list(CLOCKS), default="wall",
-                        help="wall: elapsed time; cpu: CPU time of the process (steadier on a shared machine, use with --threads 1)")
+                        help="wall: elapsed time; cpu: CPU time of the process "
+                             "(steadier on a shared machine, use with --threads 1)")
     parser.add_argument("--torch-device", default="cpu", help="device of the PyTorch methods (cpu, cuda)")
-    parser.add_argument("--budget", type=float, default=20.0, help=f"seconds of timing per comparison (the headline gets {HEADLINE_BUDGET_FACTOR:g}x)")
-    parser.add_argument("--max-rounds", type=int, default=60, help="most interleaved rounds per comparison (default 60)")
+    parser.add_argument("--budget", type=float, default=20.0,
+                        help=f"seconds of timing per comparison (the headline gets {HEADLINE_BUDGET_FACTOR:g}x)")
+    parser.add_argument("--max-rounds", type=int, default=60,
+                        help="most interleaved rounds per comparison (default 60)")
     parser.add_argument("--work", help="folder for the exported models, reused between runs (default: a temporary one)")
     parser.add_argument("--out", default="benchmarks/results", help="results folder (default benchmarks/results)")
     parser.add_argument("--name", default="study", help="results are latency_<name>.json/.md/_*.png (default study)")
     parser.add_argument("--force", action="store_true", help="overwrite existing result files")
-    parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK['models']} at {QUICK['sizes']}, short budget")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke run: {QUICK['models']} at {QUICK['sizes']}, short budget")
     return parser
 
 
@@ -63,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.focus, args.crops = QUICK["sizes"], QUICK["sizes"]
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
-    variants = tuple(VARIANTS) if args.variants == "all" else tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    variants = (tuple(VARIANTS) if args.variants == "all"
+                else tuple(v.strip() for v in args.variants.split(",") if v.strip()))
     bad = [m for m in models if m not in BUILDERS] + [s for s in sections if s not in SECTIONS]
     bad += [v for v in variants if v not in VARIANTS]
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", args.name):

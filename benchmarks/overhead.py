@@ -58,7 +58,8 @@ def skip_size(model: str, size: tuple[int, int]) -> str | None:
     return None
 
 
-def run(models: list[str], sizes: list[tuple[int, int]], wanted: list[str], settings: Settings, work: Path) -> dict[str, Any]:
+def run(models: list[str], sizes: list[tuple[int, int]], wanted: list[str], settings: Settings,
+        work: Path) -> dict[str, Any]:
     """Time every model, size and variant; returns ``{"records": [...], "skipped": [...],
     "scaling": [...]}``."""
     records, skipped = [], []
@@ -72,7 +73,8 @@ def run(models: list[str], sizes: list[tuple[int, int]], wanted: list[str], sett
             variants, left_out = plan_variants(model, size, wanted)
             skipped += [f"{model} {size[0]}x{size[1]} {why}" for why in left_out]
             budget = settings.budget_s * (HEADLINE_BUDGET_FACTOR if (model, size) == HEADLINE else 1.0)
-            groups = [[v for v in variants if not v.endswith("_output")], [v for v in variants if v.endswith("_output")]]
+            groups = [[v for v in variants if not v.endswith("_output")],
+                      [v for v in variants if v.endswith("_output")]]
             summaries = {}
             for group, members in zip(("feature", "output"), groups):
                 if members:
@@ -118,7 +120,8 @@ def _merge(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
         if "repeats" in summary:
             merged["repeats"] = summary["repeats"]
         latency = summary["latency_ms"]
-        merged["latency_ms"].update({k: v for k, v in latency.items() if k != "plain" or "plain" not in merged["latency_ms"]})
+        merged["latency_ms"].update({k: v for k, v in latency.items()
+                                     if k != "plain" or "plain" not in merged["latency_ms"]})
     return merged
 
 

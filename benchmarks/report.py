@@ -59,10 +59,11 @@ def _targets(doc: dict[str, Any]) -> list[str]:
                       f"two sessions of one model differ by here; the kernel-time ratio does not have this bias."]
     repeats = headline_repeats(doc)
     if repeats:
-        per_variant = "; ".join(f"{VARIANT_TEXT.get(name, name)} " + " / ".join(f"{run[name]['value']:.3f}" for run in repeats)
+        per_variant = "; ".join(f"{VARIANT_TEXT.get(name, name)} "
+                                + " / ".join(f"{run[name]['value']:.3f}" for run in repeats)
                                 for name in repeats[0])
-        lines += ["", f"The headline was timed as {len(repeats)} independent comparisons, each with fresh sessions; the "
-                      f"measured values above pool their rounds. Each comparison on its own: {per_variant}."]
+        lines += ["", f"The headline was timed as {len(repeats)} independent comparisons, each with fresh sessions; "
+                      f"the measured values above pool their rounds. Each comparison on its own: {per_variant}."]
     return lines
 
 
@@ -100,7 +101,8 @@ def _methods(doc: dict[str, Any]) -> list[str]:
                       f"forward; the grafted ONNX model with 10 maps runs in "
                       f"{lat['ten']['median_ms'] / lat['torch_ten']['median_ms']:.2f}x the time of eager + PGN."]
         if "mc8_naive" in lat:
-            lines.append(f"MC dropout (8 samples): naive {lat['mc8_naive']['median_ms'] / lat['one']['median_ms']:.1f}x, "
+            lines.append("MC dropout (8 samples): naive "
+                         f"{lat['mc8_naive']['median_ms'] / lat['one']['median_ms']:.1f}x, "
                          f"optimized {lat['mc8_optimized']['median_ms'] / lat['one']['median_ms']:.2f}x the latency of "
                          f"PGN (one map); split check max |diff| = {r['mc']['split_max_abs_diff']:.1e}.")
         lines += [*(f"- {note}" for note in r["notes"]), ""]
@@ -112,7 +114,8 @@ def _backprop(doc: dict[str, Any]) -> list[str]:
              "graft's quantity), `output` one per pixel of the model's output through its resize of the logits "
              "(the per-output-pixel map of `--resolution output`; a megapixel needs 10^6 passes). Costs are per image "
              "megapixel, so both methods are charged for the same map of the same image.", "",
-             "| model | crop | resolution | map | naive s/pixel | naive s per image MP | closed form (torch) s per image MP | speedup (torch, same crop) |",
+             "| model | crop | resolution | map | naive s/pixel | naive s per image MP "
+             "| closed form (torch) s per image MP | speedup (torch, same crop) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in doc["backprop"]:
         for resolution in RESOLUTIONS:
@@ -133,7 +136,8 @@ def _backprop(doc: dict[str, Any]) -> list[str]:
 
 
 def _memory(doc: dict[str, Any]) -> list[str]:
-    lines = ["| model | method | size | peak RSS MiB | increase over the loaded libraries MiB |", "|---|---|---|---|---|"]
+    lines = ["| model | method | size | peak RSS MiB | increase over the loaded libraries MiB |",
+             "|---|---|---|---|---|"]
     for r in doc["memory"]:
         size = _size(r.get("crop", r["size"])) + (" (crop)" if "crop" in r else "")
         lines.append(f"| {r['model']} | {r['method']} | {size} | {r['peak_rss_mb']:.0f} | {r['increase_mb']:.0f} |")
@@ -149,8 +153,9 @@ def _fp16(doc: dict[str, Any]) -> list[str]:
     lines = ["| model | size | fp32 ms | fp16 ms | fp16/fp32 |", "|---|---|---|---|---|"]
     for r in section["records"]:
         lat = r["latency_ms"]
-        lines.append(f"| {section['model']} ({section['variant']}) | {_size(r['size'])} | {lat['fp32']['median_ms']:.1f} | "
-                     f"{lat['fp16']['median_ms']:.1f} | {_ratio(r['ratio_to_fp32']['fp16'])} |")
+        lines.append(f"| {section['model']} ({section['variant']}) | {_size(r['size'])} "
+                     f"| {lat['fp32']['median_ms']:.1f} | {lat['fp16']['median_ms']:.1f} "
+                     f"| {_ratio(r['ratio_to_fp32']['fp16'])} |")
     return lines
 
 
@@ -158,12 +163,14 @@ def _profile(doc: dict[str, Any]) -> list[str]:
     lines = ["Per node the minimum kernel time over the runs; sums over the graph. `PGN nodes`: the graft's; "
              "`inserted`: nodes ONNX Runtime adds only to the grafted model (layout changes); "
              "kernel ratio = 1 + (PGN + inserted) / plain total.", "",
-             "| model | shape | kernel ms grafted / plain | kernel ratio | PGN nodes ms | inserted ms | costliest PGN nodes |",
+             "| model | shape | kernel ms grafted / plain | kernel ratio | PGN nodes ms | inserted ms "
+             "| costliest PGN nodes |",
              "|---|---|---|---|---|---|---|"]
     for p in doc["profile"]:
         top = ", ".join(f"{n['op']} {n['ms']:.2f}" for n in p["top_pgn_nodes"][:5])
-        lines.append(f"| {p['model']} | {_size(p['shape'])} | {p['total_kernel_ms']:.1f} / {p['plain_kernel_ms']:.1f} | "
-                     f"{p['kernel_ratio']:.3f} | {p['pgn_kernel_ms']:.2f} | {p['inserted_kernel_ms']:.2f} | {top} |")
+        lines.append(f"| {p['model']} | {_size(p['shape'])} | {p['total_kernel_ms']:.1f} / {p['plain_kernel_ms']:.1f} "
+                     f"| {p['kernel_ratio']:.3f} | {p['pgn_kernel_ms']:.2f} | {p['inserted_kernel_ms']:.2f} "
+                     f"| {top} |")
     return lines
 
 
@@ -201,6 +208,7 @@ def write(doc: dict[str, Any], out: Path, name: str, force: bool) -> list[Path]:
         path = out / f"{PREFIX}{name}_{plot}.png"
         written.append(atomic_write(path, lambda tmp, d=draw: d(doc, tmp), force=force))
         plots.append(path.name)
-    written.append(atomic_write_text(out / f"{PREFIX}{name}.json", json.dumps(doc, indent=1, sort_keys=True), force=force))
+    written.append(atomic_write_text(out / f"{PREFIX}{name}.json", json.dumps(doc, indent=1, sort_keys=True),
+                                     force=force))
     written.append(atomic_write_text(out / f"{PREFIX}{name}.md", markdown(doc, plots), force=force))
     return written

@@ -45,7 +45,8 @@ def _memory(plan: Plan, settings: Settings, work: Path) -> list[dict[str, Any]]:
                   for v in ("plain", "one", "ten", "ten_keep", "one_output")}
         for optimized in (False, True):
             name = f"ort_mc8_{'optimized' if optimized else 'naive'}"
-            probes[name] = ("ort", {"path": str(mc_file(model, optimized, work)), "shape": size, "backend": settings.backend})
+            probes[name] = ("ort", {"path": str(mc_file(model, optimized, work)), "shape": size,
+                                    "backend": settings.backend})
         probes |= {f"torch_{v}": ("torch", {"model": model, "shape": size, "variant": v}) for v in ("plain", "ten")}
         probes["torch_backprop_crop"] = ("backprop", {"model": model, "crop": plan.crops[0], "pixels": BACKPROP_PIXELS})
         for name, (kind, kwargs) in probes.items():

@@ -26,7 +26,8 @@ def _overhead(doc: dict[str, Any]) -> list[dict[str, Any]]:
     if record is None:
         return []
     kernel = {p["model"].split("/")[1].removesuffix(".pgn.onnx"): p["kernel_ratio"]
-              for p in doc.get("profile", []) if p["model"].startswith(HEADLINE_MODEL + "/") and p["shape"] == HEADLINE_SIZE}
+              for p in doc.get("profile", [])
+              if p["model"].startswith(HEADLINE_MODEL + "/") and p["shape"] == HEADLINE_SIZE}
     found = []
     for variant, limit, text in OVERHEAD_TARGETS:
         ratio = record["ratio_to_plain"].get(variant)
@@ -61,7 +62,8 @@ def _mc(doc: dict[str, Any]) -> list[dict[str, Any]]:
         naive = latency["mc8_naive"]["median_ms"] / pgn
         optimized = latency["mc8_optimized"]["median_ms"] / pgn
         size = "x".join(map(str, record["size"]))
-        found.append({"target": f"{record['model']} {size}: PGN (one map) >= {MC_NAIVE_FACTOR:g}x faster than naive MC dropout (8)",
+        found.append({"target": f"{record['model']} {size}: PGN (one map) >= {MC_NAIVE_FACTOR:g}x faster "
+                                "than naive MC dropout (8)",
                       "value": naive, "threshold": MC_NAIVE_FACTOR, "met": naive >= MC_NAIVE_FACTOR})
         found.append({"target": f"{record['model']} {size}: PGN (one map) faster than optimized MC dropout (8)",
                       "value": optimized, "threshold": 1.0, "met": optimized > 1.0})

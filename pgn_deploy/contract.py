@@ -216,10 +216,12 @@ class PGNSpec:
         return [pgn_output_name(label, p) for label in self.labels for p in self.p]
 
     def to_json(self) -> dict[str, Any]:
+        """This object as a JSON-ready dict (the form stored in the model's metadata)."""
         return dataclasses.asdict(self) | {"p": list(self.p), "labels": list(self.labels)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PGNSpec:
+        """Rebuild from :meth:`to_json`'s dict; missing optional keys take their defaults."""
         fields = {f.name for f in dataclasses.fields(cls)}
         # metadata written before ``upsample`` existed: the maps went through the model's ops
         return cls(**({"upsample": "resize"} | {k: v for k, v in data.items() if k in fields}))
@@ -251,6 +253,7 @@ class InputInfo:
     assumed_normalization: bool = False
 
     def to_json(self) -> dict[str, Any]:
+        """This object as a JSON-ready dict (the form stored in the model's metadata)."""
         d = dataclasses.asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
         d["size"] = list(self.size) if self.size else None
@@ -258,6 +261,7 @@ class InputInfo:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> InputInfo:
+        """Rebuild from :meth:`to_json`'s dict; missing optional keys take their defaults."""
         d = dict(data)
         d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
         d["size"] = tuple(d["size"]) if d.get("size") else None
@@ -288,10 +292,12 @@ class HeadInfo:
     feature_resize: list[str] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
+        """This object as a JSON-ready dict (the form stored in the model's metadata)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HeadInfo:
+        """Rebuild from :meth:`to_json`'s dict; missing optional keys take their defaults."""
         return cls(**{k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(cls)}})
 
 
@@ -327,6 +333,7 @@ class Metadata:
         return [*self.pgn_outputs, *self.baselines]
 
     def to_json(self) -> dict[str, Any]:
+        """This object as a JSON-ready dict (the form stored in the model's metadata)."""
         return {
             "format_version": self.format_version,
             "producer": self.producer or f"pgn_deploy {_version()}",
@@ -347,10 +354,12 @@ class Metadata:
         }
 
     def dumps(self) -> str:
+        """The metadata as the JSON text stored under the ``pgn_deploy`` key."""
         return json.dumps(self.to_json(), sort_keys=True)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Metadata:
+        """Rebuild from :meth:`to_json`'s dict; missing optional keys take their defaults."""
         version = data.get("format_version")
         if version != FORMAT_VERSION:
             raise MissingMetadataError(
@@ -376,6 +385,7 @@ class Metadata:
 
     @classmethod
     def loads(cls, text: str) -> Metadata:
+        """Parse :meth:`dumps`' text; a malformed document raises :class:`MissingMetadataError`."""
         try:
             return cls.from_json(json.loads(text))
         except (KeyError, TypeError, ValueError) as exc:

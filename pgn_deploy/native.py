@@ -74,6 +74,7 @@ class Runtime:
 
     @property
     def model_path(self) -> str:
+        """The model file's path, as a string."""
         return self._runtime.model_path
 
     @property

@@ -27,7 +27,8 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("p", P_VALUES)
-@pytest.mark.parametrize("form,label", [("paper", "uni"), ("paper", "oh"), ("exact", "uni"), ("exact", "oh"), ("exact", "gt")])
+@pytest.mark.parametrize("form,label", [("paper", "uni"), ("paper", "oh"),
+                                        ("exact", "uni"), ("exact", "oh"), ("exact", "gt")])
 @pytest.mark.parametrize("bias", [False, True])
 def test_factorization_equals_explicit_outer_product(p, form, label, bias):
     feats, _, _, logits = random_head(1, dims=(7, 3))
@@ -92,7 +93,8 @@ def test_pgn_maps_resizes_like_the_logits():
     maps = R.pgn_maps(feats, logits.detach(), spec, output_size=(8, 12))
     assert sorted(maps) == sorted(spec.map_names)
     direct = R.pgn_map(feats, logits.detach(), 0.5, "uni")
-    expected = torch.nn.functional.interpolate(direct[:, None], size=(8, 12), mode="bilinear", align_corners=False)[:, 0]
+    expected = torch.nn.functional.interpolate(direct[:, None], size=(8, 12), mode="bilinear",
+                                               align_corners=False)[:, 0]
     assert torch.equal(maps["pgn_uni_p0.5"], expected)
     kept = R.pgn_maps(feats, logits.detach(), PGNSpec(keep_feature_size=True), output_size=(8, 12))
     assert kept["pgn_uni_p0.5"].shape == (2, 4, 6)

@@ -36,6 +36,7 @@ def test_image(height: int = 40, width: int = 52, seed: int = 0) -> np.ndarray:
 
 
 def main(out: Path) -> None:
+    """Write the files listed in the module docstring into ``out`` (created if missing), replacing old copies."""
     out.mkdir(parents=True, exist_ok=True)
     for name in ("model.pgn.onnx", "nopred.pgn.onnx", "plain.onnx"):
         (out / name).unlink(missing_ok=True)

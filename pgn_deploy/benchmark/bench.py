@@ -144,7 +144,8 @@ class BenchReport:
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
-        """The report as a JSON object (what ``pgn-bench --json`` prints)."""
+        """JSON-ready dict: model, backend, config (``shape`` = H x W), per-variant ``latency_ms`` and
+        ``throughput_ips`` (images/s), ``ratio`` (grafted/plain or None), ``memory`` (RSS in MB) and ``machine``."""
         config = dataclasses.asdict(self.config)
         config["shape"] = list(self.shape)
         config["maps"] = list(self.config.maps) if self.config.maps else None

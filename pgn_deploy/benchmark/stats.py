@@ -29,6 +29,7 @@ class LatencyStats:
     std_ms: float
 
     def to_json(self) -> dict[str, float | int]:
+        """The fields as a JSON-ready dict: ``n`` and the statistics in milliseconds."""
         return dataclasses.asdict(self)
 
 
@@ -70,6 +71,7 @@ class Ratio:
         return (self.value - 1.0) * 100.0
 
     def to_json(self) -> dict[str, float]:
+        """``value``, ``low``, ``high``, ``confidence`` and ``overhead_percent``, as a JSON-ready dict."""
         return dataclasses.asdict(self) | {"overhead_percent": self.overhead_percent}
 
 

@@ -50,7 +50,8 @@ def time_calls(
     Stops after ``iterations`` calls, or at the first call ending after ``duration_s`` seconds
     of timed calls (at least one call).
     """
-    return time_interleaved({"call": call}, warmup=warmup, rounds=iterations, duration_s=duration_s, clock=clock)["call"]
+    return time_interleaved({"call": call}, warmup=warmup, rounds=iterations, duration_s=duration_s,
+                            clock=clock)["call"]
 
 
 def time_interleaved(

@@ -13,6 +13,7 @@ from pgn_deploy.runtime.backends.base import backend_names
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``pgn-bench``."""
     parser = make_parser("pgn-bench", "Time a grafted model (pgn-export) on one backend: latency "
                          "min/median/mean/p90/p99/max, throughput, peak memory; with --compare-plain "
                          "also the plain model derived from it, interleaved, and the grafted/plain ratio.")
@@ -22,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shape", help="input HxW (default: the size in the metadata, else 512x1024)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls (rounds) first (default 5)")
     budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--iterations", type=int, help="timed calls (with --compare-plain: rounds, each one untimed and one timed call per model)")
+    budget.add_argument("--iterations", type=int, help="timed calls (with --compare-plain: rounds, each one "
+                        "untimed and one timed call per model)")
     budget.add_argument("--duration", type=float, help="seconds of timed calls (default 10)")
     parser.add_argument("--threads", type=int, default=0, help="CPU intra-op threads (0: the library's default)")
     parser.add_argument("--clock", choices=list(CLOCKS), default="wall",
@@ -54,6 +56,7 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``pgn-bench``: parse ``argv`` (default ``sys.argv[1:]``), run, return the exit status."""
     return run_cli(build_parser(), _command, argv)
 
 

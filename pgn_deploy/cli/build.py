@@ -8,6 +8,7 @@ from pgn_deploy.cli.common import emit, make_parser, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``pgn-build``."""
     parser = make_parser(
         "pgn-build",
         "Build MODEL.pgn.onnx into a strongly typed TensorRT plan (precision = what the ONNX "
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``pgn-build``: parse ``argv`` (default ``sys.argv[1:]``), run, return the exit status."""
     parser = build_parser()
 
     def command(args: argparse.Namespace) -> int:

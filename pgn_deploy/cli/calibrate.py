@@ -11,6 +11,7 @@ from pgn_deploy.runtime.calibrate import calibrate
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``pgn-calibrate``."""
     parser = make_parser("pgn-calibrate", "Measure every score map's quantiles on in-distribution images "
                          "and store them in the model's metadata (default thresholds, comparable heatmaps).")
     parser.add_argument("model", help="grafted model (.pgn.onnx) or TensorRT plan (.plan with its .json)")
@@ -28,6 +29,7 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``pgn-calibrate``: parse ``argv`` (default ``sys.argv[1:]``), run, return the exit status."""
     return run_cli(build_parser(), _command, argv)
 
 

@@ -75,7 +75,7 @@ def _against(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``pgn-check``: run the command line ``argv``; returns the exit status."""
+    """``pgn-check``: parse ``argv`` (default ``sys.argv[1:]``), run, return the exit status."""
     return run_cli(build_parser(), lambda args: _against(args) if args.against else _check(args), argv)
 
 

@@ -45,12 +45,10 @@ class Report(Protocol):
     """What a command's API returns: it renders itself as text and as JSON."""
 
     def to_text(self) -> str:
-        """What the command prints without --json."""
-        ...
+        """Human-readable lines for the terminal."""
 
     def to_json(self) -> Any:
-        """What the command prints with --json."""
-        ...
+        """JSON-ready data for ``--json``."""
 
 
 def whole_number(minimum: int) -> Callable[[str], int]:

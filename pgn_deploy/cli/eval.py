@@ -10,6 +10,7 @@ from pgn_deploy.cli.common import make_parser, print_json, run_cli, show_progres
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``pgn-eval``."""
     from pgn_deploy.eval.metrics.pixel import BINNINGS
     from pgn_deploy.eval.paper.datasets import TRACKS
     from pgn_deploy.runtime.backends.base import backend_names
@@ -75,6 +76,7 @@ def _command(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``pgn-eval``: parse ``argv`` (default ``sys.argv[1:]``), run, return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     return run_cli(build_parser(), lambda args: _command(args, argv), argv)
 

@@ -25,6 +25,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_flag: str | 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``pgn-export``."""
     parser = make_parser(
         "pgn-export",
         "Export a segmentation checkpoint to ONNX with PGN uncertainty maps grafted in as extra outputs.",
@@ -89,6 +90,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``pgn-export``: parse ``argv`` (default ``sys.argv[1:]``), run, return the exit status."""
     return run_cli(build_parser(), _export, argv)
 
 

@@ -8,6 +8,7 @@ from pgn_deploy.cli.common import EXIT_FAILED, emit, make_parser, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``pgn-lint``."""
     parser = make_parser(
         "pgn-lint",
         "Check a grafted model against the TensorRT ONNX parser's op table (or ONNX Runtime), "
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``pgn-lint``: parse ``argv`` (default ``sys.argv[1:]``), run, return the exit status."""
     parser = build_parser()
 
     def command(args: argparse.Namespace) -> int:

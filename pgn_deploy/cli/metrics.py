@@ -58,5 +58,5 @@ def command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``pgn-metrics``: run the command line ``argv``; returns the exit status."""
+    """``pgn-metrics``: parse ``argv`` (default ``sys.argv[1:]``), run, return the exit status."""
     return run_cli(build_parser(), command, argv)

@@ -61,7 +61,7 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``pgn-run``: run the command line ``argv``; returns the exit status."""
+    """``pgn-run``: parse ``argv`` (default ``sys.argv[1:]``), run, return the exit status."""
     return run_cli(build_parser(), _command, argv)
 
 

@@ -9,6 +9,7 @@ from pgn_deploy.contract import BadInputError, parse_shape
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``pgn-synthroad``."""
     from pgn_deploy.synthroad.generator import DEFAULT_SIZE
     from pgn_deploy.synthroad.layouts import LAYOUTS
 
@@ -44,4 +45,5 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``pgn-synthroad``: parse ``argv`` (default ``sys.argv[1:]``), run, return the exit status."""
     return run_cli(build_parser(), _command, argv)

@@ -8,6 +8,7 @@ from pgn_deploy.cli.common import emit, make_parser, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``pgn-triton``."""
     parser = make_parser(
         "pgn-triton",
         "Write REPO/NAME/{config.pbtxt,1/model.onnx|model.plan} for a grafted model, with dynamic "
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``pgn-triton``: parse ``argv`` (default ``sys.argv[1:]``), run, return the exit status."""
     parser = build_parser()
 
     def command(args: argparse.Namespace) -> int:

@@ -41,6 +41,7 @@ class TensorRange:
         return math.inf if self.max_abs == 0 else FP16_MAX / self.max_abs
 
     def to_json(self) -> dict[str, Any]:
+        """The fields plus ``margin`` (``65504 / max_abs``, may be ``inf``), as a dict."""
         return {**dataclasses.asdict(self), "margin": self.margin}
 
 

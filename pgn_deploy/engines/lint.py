@@ -44,6 +44,7 @@ class Finding:
     message: str
 
     def to_json(self) -> dict[str, str]:
+        """``{"severity": ..., "check": ..., "message": ...}``, all strings."""
         return dataclasses.asdict(self)
 
 
@@ -59,10 +60,12 @@ class LintReport:
 
     @property
     def errors(self) -> list[Finding]:
+        """The findings of severity ``error``, in the order they were found."""
         return [f for f in self.findings if f.severity == "error"]
 
     @property
     def ok(self) -> bool:
+        """True when no finding is an error (warnings and infos do not fail the lint)."""
         return not self.errors
 
     def to_text(self) -> str:
@@ -73,6 +76,8 @@ class LintReport:
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict: model, target, table, ``ok``, ``findings`` and, when ranges were measured,
+        ``fp16_ranges`` (the tensor count and the ``REPORTED_RANGES`` tightest margins)."""
         data: dict[str, Any] = {
             "model": self.model, "target": self.target, "table": self.table, "ok": self.ok,
             "findings": [f.to_json() for f in self.findings],
@@ -177,7 +182,8 @@ def check_ops(model: Any, types: dict[str, Any]) -> list[Finding]:
             continue
         data = _data_input(node)
         trt_type = trt_ops.ONNX_TO_TRT_TYPE.get(_elem_type(types.get(data)) or -1) if data else None
-        if trt_type and trt_type != "DOUBLE" and trt_type not in supported and (node.op_type, trt_type) not in reported_types:
+        if (trt_type and trt_type != "DOUBLE" and trt_type not in supported
+                and (node.op_type, trt_type) not in reported_types):
             reported_types.add((node.op_type, trt_type))
             found.append(Finding("error", "op", (
                 f"{label}: TensorRT runs {node.op_type} on {', '.join(sorted(supported))}, not {trt_type}")))
@@ -210,7 +216,8 @@ def _restrictions(node: Any, label: str, constants: set[str]) -> list[Finding]:
         if _attr(node, "antialias", 0):
             found.append(Finding("error", "op", f"{label}: Resize antialias is not supported by TensorRT"))
         if _attr(node, "keep_aspect_ratio_policy", "stretch") != "stretch":
-            found.append(Finding("error", "op", f"{label}: Resize keep_aspect_ratio_policy must be 'stretch' for TensorRT"))
+            found.append(Finding("error", "op",
+                                 f"{label}: Resize keep_aspect_ratio_policy must be 'stretch' for TensorRT"))
     if op in ("AveragePool", "MaxPool", "LpPool"):
         kernel = _attr(node, "kernel_shape", [])
         if len(kernel) not in (2, 3):
@@ -282,9 +289,11 @@ def check_shapes(model: Any, inferred: Any, meta: Metadata) -> list[Finding]:
         if value.name == meta.input.name:
             image_dims = dims
             if len(dims) != 4:
-                found.append(Finding("error", "shape", f"image input {value.name!r} has rank {len(dims)}, expected N x C x H x W"))
+                found.append(Finding("error", "shape",
+                                     f"image input {value.name!r} has rank {len(dims)}, expected N x C x H x W"))
             elif not isinstance(dims[1], int):
-                found.append(Finding("error", "shape", f"image input {value.name!r} has a dynamic channel count; convolutions need it fixed"))
+                found.append(Finding("error", "shape", (
+                    f"image input {value.name!r} has a dynamic channel count; convolutions need it fixed")))
             elif any(not isinstance(d, int) for d in dims[2:]) and not meta.input.size:
                 found.append(Finding("info", "shape", (
                     f"image input {value.name!r} has a dynamic height/width and the metadata no size: "
@@ -310,7 +319,8 @@ def check_pgn_float32(model: Any, meta: Metadata) -> list[Finding]:
     if not wrong:
         return [Finding("info", "pgn", f"the PGN subgraph is float32 (network precision {meta.precision})")]
     shown = ", ".join(wrong[:5]) + (f" and {len(wrong) - 5} more" if len(wrong) > 5 else "")
-    return [Finding("error", "pgn", f"PGN tensors in half precision: {shown}; convert with pgn_deploy.engines.precision")]
+    return [Finding("error", "pgn",
+                    f"PGN tensors in half precision: {shown}; convert with pgn_deploy.engines.precision")]
 
 
 def check_ort_session(model: Any) -> list[Finding]:

@@ -289,7 +289,7 @@ class PGNClient:
 
     @property
     def default_score(self) -> str:
-        """The served model's default score output (its first PGN map)."""
+        """The map masks, instances and heatmaps use by default: the first PGN map, else the first score map."""
         return (self.metadata.pgn_outputs or self.metadata.score_outputs)[0]
 
     def run(self, image: np.ndarray, color: str = "RGB") -> Any:
@@ -319,5 +319,5 @@ class PGNClient:
                       calibration=self.metadata.calibration)
 
     def close(self) -> None:
-        """Close the gRPC channel."""
+        """Close the gRPC connection; the client cannot be used afterwards."""
         self._client.close()

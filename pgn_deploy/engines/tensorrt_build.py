@@ -46,6 +46,7 @@ class ShapeRange:
     max: tuple[int, ...]
 
     def to_json(self) -> dict[str, list[int]]:
+        """``{"min": [...], "opt": [...], "max": [...]}``, one int per dimension."""
         return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
 
 
@@ -65,6 +66,8 @@ class BuildReport:
                 f"{self.info.metadata.precision}, built in {self.seconds:.1f} s; sidecar {self.sidecar}")
 
     def to_json(self) -> dict[str, Any]:
+        """Plan and sidecar paths (strings), the build time in ``seconds`` (rounded to ms) and the
+        sidecar's fields, as a JSON-ready dict."""
         return {"plan": str(self.plan), "sidecar": str(self.sidecar), "seconds": round(self.seconds, 3),
                 **self.info.to_json()}
 
@@ -84,7 +87,8 @@ def trtexec_shape_specs(min_shapes: str | None, opt_shapes: str | None, max_shap
     tables: dict[str, dict[str, str]] = {}
     for flag, text in given.items():
         if not text:
-            raise BadInputError(f"{flag} is missing: trtexec-style shapes need --minShapes, --optShapes and --maxShapes")
+            raise BadInputError(f"{flag} is missing: trtexec-style shapes need --minShapes, --optShapes "
+                                "and --maxShapes")
         table: dict[str, str] = {}
         for item in text.split(","):
             name, sep, shape = item.strip().rpartition(":")
@@ -108,7 +112,8 @@ def parse_shape_specs(specs: Sequence[str]) -> dict[str, ShapeRange]:
         name, sep, shapes = spec.rpartition(":")
         parts = shapes.split("/")
         if not sep or not name or len(parts) != 3:
-            raise BadInputError(f"--shapes {spec!r}: expected NAME:MIN/OPT/MAX, e.g. input:1x3x256x256/1x3x512x512/4x3x1024x1024")
+            raise BadInputError(f"--shapes {spec!r}: expected NAME:MIN/OPT/MAX, "
+                                "e.g. input:1x3x256x256/1x3x512x512/4x3x1024x1024")
         low, opt, high = (parse_shape(p, what=f"--shapes {name}") for p in parts)
         if not len(low) == len(opt) == len(high):
             raise BadInputError(f"--shapes {name}: min, opt and max must have the same rank")

@@ -80,7 +80,7 @@ class RepositoryReport:
                 f"{self.config}, {self.model_file}")
 
     def to_json(self) -> dict[str, Any]:
-        """The report as a JSON object (paths as strings)."""
+        """The fields as a JSON-ready dict, paths as strings."""
         return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
 
 

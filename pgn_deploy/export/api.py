@@ -58,6 +58,7 @@ class ExportResult:
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
+        """``{"path": str, "metadata": the grafted metadata as a JSON-ready dict}``."""
         return {"path": str(self.path), "metadata": self.metadata.to_json()}
 
 

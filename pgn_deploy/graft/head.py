@@ -82,7 +82,8 @@ class Head:
             head_logits=self.head_logits.name,
             logits_output=self.output.name,
             resize="+".join(resize_mode(n) for n in resize) or "none",
-            align_corners=any(attribute(n, "coordinate_transformation_mode", "half_pixel") == "align_corners" for n in resize),
+            align_corners=any(attribute(n, "coordinate_transformation_mode", "half_pixel") == "align_corners"
+                              for n in resize),
             feature_resize=[
                 "+".join(resize_mode(n) for n in b.path if n.op_type == "Resize") or "none"
                 for b in self.branches

@@ -121,19 +121,22 @@ class _PGNGraph:
         chain = [] if self.at_output or self.spec.keep_feature_size else self.head.chain
         like = self.head.head_logits if self._feature_sized else self.head.logits
         wanted = self.spec.upsample == "matmul" or (
-            self.spec.upsample == "auto" and self.classifier_rows is not None and self.classifier_rows <= MATMUL_MAX_ROWS)
+            self.spec.upsample == "auto" and self.classifier_rows is not None
+            and self.classifier_rows <= MATMUL_MAX_ROWS)
         resize = matmul_resizer(self.b, chain, self.head.head_logits, self.head.logits) if chain and wanted else None
         for value, name in zip(maps, names):
             self._emit(resize(value) if resize else self._mirror(chain, value), name, like)
         return "matmul" if resize else "resize"
 
-    def _emit(self, value: ir.Value, name: str, like: ir.Value, dtype: ir.DataType = FLOAT, channels: int | None = 1) -> None:
+    def _emit(self, value: ir.Value, name: str, like: ir.Value, dtype: ir.DataType = FLOAT,
+              channels: int | None = 1) -> None:
         """Make ``value`` the graph output ``name`` (renamed: it is one of ours), typed ``dtype``
         N x ``channels`` x H x W (``None``: N x H x W) with ``like``'s dims."""
         value.name = self.b.claim(name)
         dims = list(like.shape) if like.shape is not None and like.shape.rank() == 4 else [None] * 4
         value.dtype = dtype
-        value.shape = ir.Shape([dims[0], dims[2], dims[3]] if channels is None else [dims[0], channels, dims[2], dims[3]])
+        value.shape = ir.Shape([dims[0], dims[2], dims[3]] if channels is None
+                               else [dims[0], channels, dims[2], dims[3]])
         self.b.graph.outputs.append(value)
 
     def _pred(self) -> str:
@@ -160,7 +163,8 @@ class _PGNGraph:
     def _gt_input(self) -> ir.Value:
         """The ``pgn_gt`` input (int64 N x H x W), nearest-sampled to the working resolution."""
         dims = list(self.head.logits.shape) if self.head.logits.shape is not None else [None] * 4
-        gt = ir.Value(name=self.b.claim(GT_INPUT), type=ir.TensorType(ir.DataType.INT64), shape=ir.Shape([dims[0], dims[2], dims[3]]))
+        gt = ir.Value(name=self.b.claim(GT_INPUT), type=ir.TensorType(ir.DataType.INT64),
+                      shape=ir.Shape([dims[0], dims[2], dims[3]]))
         self.b.graph.inputs.append(gt)
         if self.at_output:
             return gt
@@ -177,7 +181,8 @@ class _PGNGraph:
         return gt
 
     # ------------------------------------------------------------------ the maps
-    def _pgn_map(self, probs: ir.Value, features: list[_Features], label: str, p: float, gt: ir.Value | None) -> ir.Value:
+    def _pgn_map(self, probs: ir.Value, features: list[_Features], label: str, p: float,
+                 gt: ir.Value | None) -> ir.Value:
         feature_sum = self._feature_sum(features, p)
         class_sum = self._class_sum(probs, label, p, gt)
         product = feature_sum if class_sum is None else self.b.op("Mul", [class_sum, feature_sum])
@@ -207,7 +212,8 @@ class _PGNGraph:
                 return None if p == 1.0 else self._p_sum(probs, p, nonneg=True)
             return self._p_sum(self._off_target(probs, label, gt), p, nonneg=True)
         if label == "uni":
-            centered = self.b.memo(("centered", probs), lambda: self.b.op("Sub", [probs, self.b.const(1.0 / self.num_classes)]))
+            centered = self.b.memo(("centered", probs),
+                                   lambda: self.b.op("Sub", [probs, self.b.const(1.0 / self.num_classes)]))
             return self._p_sum(centered, p, nonneg=False)
         # exact oh/gt: g = S off the target and S_t - 1 = -(sum of the others) at the target,
         # summed from the others rather than 1 - S_t (no cancellation when S_t is near 1).
@@ -215,7 +221,8 @@ class _PGNGraph:
         rest = self.b.memo(("rest", label), lambda: self._channel_sum(off_target, self.num_classes))
         target_term = self._power(rest, p)
         if label == "gt":  # a class id outside [0, C) (an ignore label) has no target: g = S
-            has_target = self.b.memo(("has_target",), lambda: self.b.reduce("ReduceMax", self._target_mask(label, probs, gt, as_float=True)))
+            has_target = self.b.memo(("has_target",), lambda: self.b.reduce(
+                "ReduceMax", self._target_mask(label, probs, gt, as_float=True)))
             target_term = self.b.op("Mul", [target_term, has_target])
         return self.b.op("Add", [self._p_sum(off_target, p, nonneg=True), target_term])
 
@@ -314,7 +321,8 @@ class _PGNGraph:
         in [0, 1], finite for any finite logits (the largest ``e`` is 1, the sum >= 1). Shares
         ``e`` and its sum with :meth:`_log_probabilities` of the same logits. Not ONNX's
         ``Softmax(axis=1)``: see the module docstring."""
-        return self.b.memo(("softmax", logits), lambda: self.b.op("Div", [self._shifted_exp(logits), self._exp_sum(logits)]))
+        return self.b.memo(("softmax", logits),
+                           lambda: self.b.op("Div", [self._shifted_exp(logits), self._exp_sum(logits)]))
 
     def _log_probabilities(self, logits: ir.Value) -> ir.Value:
         """Log-softmax over the classes, ``z - max_c z - log sum_c exp(z - max_c z)``: finite
@@ -334,7 +342,8 @@ class _PGNGraph:
 
     def _exp_sum(self, logits: ir.Value) -> ir.Value:
         """``sum_c exp(z - max_c z)`` (N x 1 x h x w, >= 1), once per logits."""
-        return self.b.memo(("exp_sum", logits), lambda: self._channel_sum(self._shifted_exp(logits), self.num_classes, logits))
+        return self.b.memo(("exp_sum", logits),
+                           lambda: self._channel_sum(self._shifted_exp(logits), self.num_classes, logits))
 
     def _branch_features(self, branch: Branch) -> _Features:
         """psi of one branch as float32, resized like the branch (and like the logits when the
@@ -348,7 +357,8 @@ class _PGNGraph:
             and all(n.op_type != "Resize" or attribute(n, "mode", "nearest") in _CONVEX_MODES for n in nodes)
         )
         channels = psi.shape[1] if psi.shape is not None and psi.shape.rank() == 4 else None
-        return _Features(self._mirror(nodes, self.b.to_float(psi)), nonneg, channels if isinstance(channels, int) else None)
+        return _Features(self._mirror(nodes, self.b.to_float(psi)), nonneg,
+                         channels if isinstance(channels, int) else None)
 
     def _mirror(self, nodes: list[ir.Node], x: ir.Value) -> ir.Value:
         """Apply the model's spatial ops ``nodes`` (Resize/Slice, forward order) to ``x``."""

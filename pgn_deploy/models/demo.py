@@ -45,6 +45,7 @@ class BasicBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """N x ``cin`` x H x W -> N x ``cout`` x ceil(H / stride) x ceil(W / stride): ReLU(block(x) + skip(x))."""
         return F.relu(self.conv2(self.conv1(x)) + self.skip(x))
 
 
@@ -61,6 +62,8 @@ class Backbone(nn.Module):
         self.stage3 = nn.Sequential(BasicBlock(w2, w3, 2), BasicBlock(w3, w3))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """N x 3 x H x W -> (stride-2 stem, stride-4 stage-1, stride-16 stage-3) feature maps,
+        with ``widths[0]``, ``widths[1]`` and ``widths[3]`` channels."""
         stem = self.stem(x)
         low = self.stage1(stem)
         return stem, low, self.stage3(self.stage2(low))
@@ -78,6 +81,8 @@ class ASPP(nn.Module):
         self.project = conv_bn_relu(cout * (len(rates) + 2), cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """N x ``cin`` x h x w -> N x ``cout`` x h x w: every branch and the pooled image feature,
+        concatenated and projected by a 1x1 conv."""
         pooled = _resize(self.pool(x), x)
         return self.project(torch.cat([b(x) for b in self.branches] + [pooled], dim=1))
 
@@ -108,6 +113,7 @@ class DemoDeepLabV3Plus(nn.Module):
         self.classifier = nn.Conv2d(head, num_classes, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """N x 3 x H x W float32 (normalised RGB) -> logits, N x ``num_classes`` x H x W float32."""
         stem, low, high = self.backbone(x)
         high = _resize(self.aspp(high), low)
         mid = _resize(self.decoder(torch.cat([high, self.low(low)], dim=1)), stem)

@@ -149,6 +149,7 @@ class FramePool:
         return torch.tensor(weights, dtype=torch.float32)
 
     def refresh(self, count: int) -> None:
+        """Replace the ``count`` oldest frames with the next frames of the split, in generation order."""
         for _ in range(count):
             self.frames[self.oldest] = self._next()
             self.oldest = (self.oldest + 1) % len(self.frames)

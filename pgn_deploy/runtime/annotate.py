@@ -94,7 +94,8 @@ class AnnotateReport:
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
-        """The report as JSON-safe data: non-finite numbers become ``None``."""
+        """The fields as a JSON-ready dict (``inputs`` and ``failed``: one dict per input); strict
+        JSON: non-finite numbers become ``None``."""
         return _finite(dataclasses.asdict(self))
 
 

@@ -42,6 +42,7 @@ class CalibrationReport:
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
+        """``{"model": path as a string, "backend": ..., "n_images": ..., "calibration": ...}``."""
         return {"model": str(self.path), "backend": self.backend, "n_images": self.n_images,
                 "calibration": self.calibration}
 

@@ -98,6 +98,7 @@ class VideoReader:
             yield frame
 
     def close(self) -> None:
+        """Release the video file; iterating afterwards yields no frames."""
         self._capture.release()
 
     def __enter__(self) -> VideoReader:

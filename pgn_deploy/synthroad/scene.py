@@ -70,6 +70,7 @@ class Street:
 
     @property
     def camera(self) -> Camera:
+        """The camera of the street's canvas."""
         return self.canvas.camera
 
     def colorize(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -273,7 +273,8 @@ def test_cli_missing_and_plain_models(tmp_path, capsys):
 def test_study_scaling_slope_is_the_log_log_fit():
     from benchmarks.overhead import scaling
 
-    records = [{"model": "m", "pixels": n, "latency_ms": {"plain": {"median_ms": 2.0 * n}, "ten": {"median_ms": 3.0 * n ** 0.5}}}
+    records = [{"model": "m", "pixels": n,
+                "latency_ms": {"plain": {"median_ms": 2.0 * n}, "ten": {"median_ms": 3.0 * n ** 0.5}}}
                for n in (1000, 4000, 16000)]
     fits = {f["variant"]: f["slope"] for f in scaling(records)}
     assert fits == {"plain": pytest.approx(1.0), "ten": pytest.approx(0.5)}
@@ -309,7 +310,8 @@ def test_backprop_targets_charge_both_methods_per_image_megapixel_and_use_the_la
         return {"naive_s_per_image_megapixel": per_mp}
 
     doc = {"plan": {"focus": [500, 1000]},  # 0.5 image megapixels
-           "profile": [{"model": "m/one.pgn.onnx", "shape": [500, 1000], "pgn_kernel_ms": 0.8, "inserted_kernel_ms": 0.2},
+           "profile": [{"model": "m/one.pgn.onnx", "shape": [500, 1000], "pgn_kernel_ms": 0.8,
+                        "inserted_kernel_ms": 0.2},
                        {"model": "m/one_output.pgn.onnx", "shape": [500, 1000], "pgn_kernel_ms": 100.0,
                         "inserted_kernel_ms": 0.0}],
            "backprop": [{"model": "m", "crop": [100, 200], "feature": naive(1.0), "output": naive(1000.0)},

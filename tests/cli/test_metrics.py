@@ -33,10 +33,10 @@ def dataset(tmp_path: Path) -> tuple[Path, Path]:
     scores.mkdir()
     labels.mkdir()
     for i in range(4):
-        s, l = make_frame(i)
-        np.save(scores / f"frame.{i:02d}.pgn_uni_p0.5.npy", s)
-        cv2.imwrite(str(labels / f"frame.{i:02d}_labels_semantic.png"), l)
-        cv2.imwrite(str(labels / f"frame.{i:02d}_labels_semantic_color.png"), np.dstack([l] * 3))
+        score_map, label_map = make_frame(i)
+        np.save(scores / f"frame.{i:02d}.pgn_uni_p0.5.npy", score_map)
+        cv2.imwrite(str(labels / f"frame.{i:02d}_labels_semantic.png"), label_map)
+        cv2.imwrite(str(labels / f"frame.{i:02d}_labels_semantic_color.png"), np.dstack([label_map] * 3))
     return scores, labels
 
 
@@ -88,11 +88,11 @@ def test_a_pgn_run_folder_with_several_maps_and_images(tmp_path, capsys):
     run_out.mkdir()
     labels.mkdir()
     for i in range(3):
-        s, l = make_frame(i)
-        np.save(run_out / f"img{i}.pgn_uni_p0.5.npy", s)
-        np.save(run_out / f"img{i}.entropy.npy", 1 - s)
-        cv2.imwrite(str(run_out / f"img{i}.seg.png"), np.dstack([l * 100] * 3))
-        cv2.imwrite(str(labels / f"img{i}.png"), l)
+        score_map, label_map = make_frame(i)
+        np.save(run_out / f"img{i}.pgn_uni_p0.5.npy", score_map)
+        np.save(run_out / f"img{i}.entropy.npy", 1 - score_map)
+        cv2.imwrite(str(run_out / f"img{i}.seg.png"), np.dstack([label_map * 100] * 3))
+        cv2.imwrite(str(labels / f"img{i}.png"), label_map)
     code, _, err = run(["--scores", str(run_out), "--labels", str(labels)], capsys)
     assert code == 2 and "choose one map with --map" in err
     code, out, _ = run(["--scores", str(run_out), "--map", "pgn_uni_p0.5", "--scores", str(run_out),
@@ -123,15 +123,15 @@ def test_pairing_prefers_the_longest_stem(tmp_path):
 
 
 def write_pair(tmp_path: Path, scores: np.ndarray, labels: np.ndarray, score_name: str = "x.npy"):
-    s, l = tmp_path / "s", tmp_path / "l"
-    s.mkdir(exist_ok=True)
-    l.mkdir(exist_ok=True)
+    score_dir, label_dir = tmp_path / "s", tmp_path / "l"
+    score_dir.mkdir(exist_ok=True)
+    label_dir.mkdir(exist_ok=True)
     if score_name.endswith(".npy"):
-        np.save(s / score_name, scores)
+        np.save(score_dir / score_name, scores)
     else:
-        cv2.imwrite(str(s / score_name), scores)
-    cv2.imwrite(str(l / "x.png"), labels)
-    return s, l
+        cv2.imwrite(str(score_dir / score_name), scores)
+    cv2.imwrite(str(label_dir / "x.png"), labels)
+    return score_dir, label_dir
 
 
 GOOD_LABELS = np.array([[0, 1], [255, 0]], np.uint8)
@@ -148,39 +148,40 @@ GOOD_LABELS = np.array([[0, 1], [255, 0]], np.uint8)
     (np.zeros((2, 2), np.float32), GOOD_LABELS, "y.npy", "y.npy has no label"),
 ])
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, capsys, scores, labels, score_name, message):
-    s, l = write_pair(tmp_path, scores, labels, score_name)
-    code, out, err = run(["--scores", str(s), "--labels", str(l)], capsys)
+    score_dir, label_dir = write_pair(tmp_path, scores, labels, score_name)
+    code, out, err = run(["--scores", str(score_dir), "--labels", str(label_dir)], capsys)
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and err.startswith("pgn-metrics: error: ")
     assert message in err and score_name in err and "Traceback" not in err
 
 
 def test_folder_errors(tmp_path, capsys):
-    s, l = write_pair(tmp_path, np.zeros((2, 2), np.float32), GOOD_LABELS)
+    score_dir, label_dir = write_pair(tmp_path, np.zeros((2, 2), np.float32), GOOD_LABELS)
     empty = tmp_path / "empty"
     empty.mkdir()
     cases = [
-        (["--scores", str(empty), "--labels", str(l)], "no score files"),
-        (["--scores", str(s), "--labels", str(tmp_path / "missing")], "labels folder does not exist"),
-        (["--scores", str(s), "--labels", str(l), "--name", "a", "--name", "b"], "2 name(s) for 1 scores folder"),
+        (["--scores", str(empty), "--labels", str(label_dir)], "no score files"),
+        (["--scores", str(score_dir), "--labels", str(tmp_path / "missing")], "labels folder does not exist"),
+        (["--scores", str(score_dir), "--labels", str(label_dir), "--name", "a", "--name", "b"],
+         "2 name(s) for 1 scores folder"),
     ]
-    cv2.imwrite(str(l / "z.png"), GOOD_LABELS)
-    cases.append((["--scores", str(s), "--labels", str(l)], "z.png has no scores file"))
+    cv2.imwrite(str(label_dir / "z.png"), GOOD_LABELS)
+    cases.append((["--scores", str(score_dir), "--labels", str(label_dir)], "z.png has no scores file"))
     for argv, message in cases:
         code, _, err = run(argv, capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
-    (l / "z.png").unlink()
-    np.save(s / "x.entropy.npy", np.zeros((2, 2), np.float32))
-    code, _, err = run(["--scores", str(s), "--labels", str(l)], capsys)
+    (label_dir / "z.png").unlink()
+    np.save(score_dir / "x.entropy.npy", np.zeros((2, 2), np.float32))
+    code, _, err = run(["--scores", str(score_dir), "--labels", str(label_dir)], capsys)
     assert code == 2 and "both pair with label x.png" in err
 
 
 def test_a_split_without_anomalies_is_reported(tmp_path, capsys):
-    s, l = write_pair(tmp_path, np.zeros((2, 2), np.float32), np.zeros((2, 2), np.uint8))
-    code, _, err = run(["--scores", str(s), "--labels", str(l)], capsys)
+    score_dir, label_dir = write_pair(tmp_path, np.zeros((2, 2), np.float32), np.zeros((2, 2), np.uint8))
+    code, _, err = run(["--scores", str(score_dir), "--labels", str(label_dir)], capsys)
     assert code == 2 and "no anomaly pixels" in err
     with pytest.raises(BadInputError):
-        main(["--scores", str(s), "--labels", str(l), "--debug"])
+        main(["--scores", str(score_dir), "--labels", str(label_dir), "--debug"])
 
 
 def test_npy_files_load_from_many_threads_as_plain_arrays(tmp_path):

@@ -278,7 +278,8 @@ def test_trt_backend_run_logic_on_host_fakes(monkeypatch, tmp_path):
         out = backend.run({"x": x}, ["y"])
         assert list(out) == ["y"] and out["y"].dtype == np.float32
         np.testing.assert_array_equal(out["y"], 2 * x)
-    with pytest.raises(BadInputError, match=r"outside what the plan accepts \(the plan's profile: min 1x1x2x2, max 4x1x8x8"):
+    with pytest.raises(BadInputError,
+                       match=r"outside what the plan accepts \(the plan's profile: min 1x1x2x2, max 4x1x8x8"):
         backend.run({"x": np.zeros((5, 1, 2, 2), np.float32)}, ["y"])
     with pytest.raises(BadInputError, match="no outputs nope"):
         backend.run({"x": np.zeros((1, 1, 2, 2), np.float32)}, ["nope"])

@@ -58,7 +58,8 @@ EXPORTERS = ("torchscript", "dynamo")
 BATCH, HEIGHT, WIDTH = 3, 75, 101
 
 
-@pytest.fixture(scope="module", params=[(a, e) for a in ARCHITECTURES for e in EXPORTERS], ids=lambda c: f"{c[0]}-{c[1]}")
+@pytest.fixture(scope="module", params=[(a, e) for a in ARCHITECTURES for e in EXPORTERS],
+                ids=lambda c: f"{c[0]}-{c[1]}")
 def exported(request) -> tuple[str, onnx.ModelProto]:
     """(architecture, plain ONNX model), exported once per module and exporter."""
     name, exporter = request.param
@@ -107,7 +108,8 @@ def test_paper_maps_pred_and_baselines(exported, images):
         np.testing.assert_allclose(outputs[key][:, 0], baselines[key].numpy(), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("exported", [(a, "torchscript") for a in ARCHITECTURES], indirect=True, ids=lambda c: f"{c[0]}-{c[1]}")
+@pytest.mark.parametrize("exported", [(a, "torchscript") for a in ARCHITECTURES], indirect=True,
+                         ids=lambda c: f"{c[0]}-{c[1]}")
 def test_exact_output_resolution_equals_reference_and_autograd(exported):
     """On the TorchScript exports (the subgraph's math does not depend on the exporter; the
     dynamo exports are checked against the reference above). 64 x 96: the model's resize never
@@ -122,5 +124,6 @@ def test_exact_output_resolution_equals_reference_and_autograd(exported):
     outputs = run_with_head(grafted, {"input": images, "pgn_gt": gt})
     check_against_reference(outputs, read_metadata(grafted), gt)
     rng = np.random.default_rng(2)
-    pixels = [(int(rng.integers(2)), int(rng.integers(logits_size[0])), int(rng.integers(logits_size[1]))) for _ in range(3)]
+    pixels = [(int(rng.integers(2)), int(rng.integers(logits_size[0])), int(rng.integers(logits_size[1])))
+              for _ in range(3)]
     check_against_autograd(grafted, outputs, pixels, gt)

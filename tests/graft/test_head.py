@@ -27,7 +27,8 @@ def _image(batch: int = 2, height: int = 24, width: int = 32) -> np.ndarray:
     return np.random.default_rng(0).standard_normal((batch, 3, height, width)).astype(np.float32)
 
 
-def _with_tail(model: onnx.ModelProto, tail: list[tuple[str, list[str], dict]], inits: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+def _with_tail(model: onnx.ModelProto, tail: list[tuple[str, list[str], dict]],
+               inits: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
     """``model`` whose output ``out`` is renamed and fed through ``tail`` ops (op, extra inputs,
     attributes) to a new rank-4 output ``out``."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
@@ -75,7 +76,8 @@ def two_heads() -> onnx.ModelProto:
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
 def test_a_classifier_network_is_refused_naming_the_ops_it_saw(exporter):
     torchvision = pytest.importorskip("torchvision")
-    model = export_onnx(torchvision.models.resnet18(weights=None, num_classes=5), torch.randn(1, 3, 64, 64), exporter=exporter)
+    model = export_onnx(torchvision.models.resnet18(weights=None, num_classes=5), torch.randn(1, 3, 64, 64),
+                        exporter=exporter)
     with pytest.raises(UnsupportedModelError, match=r"output 'out': rank 2 \(made by Gemm .*fed by .*\)") as info:
         graft(model, PGNSpec())
     assert "\n" not in str(info.value)
@@ -156,7 +158,8 @@ def test_unnamed_classifier_convs_get_a_name(head_model):
 
 
 def test_a_spatial_slice_after_the_resize_is_mirrored(head_model):
-    crop = {"starts": np.array([1, 2], np.int64), "ends": np.array([-1, -2], np.int64), "axes": np.array([2, 3], np.int64)}
+    crop = {"starts": np.array([1, 2], np.int64), "ends": np.array([-1, -2], np.int64),
+            "axes": np.array([2, 3], np.int64)}
     cropped = _with_tail(head_model, [("Slice", list(crop), {})], crop)
     # both models mirror the model's ops (a Resize-then-Slice chain has no MatMul form), so the
     # crop of the full maps is exact
@@ -189,10 +192,12 @@ def test_a_bias_add_after_a_bias_free_conv_is_part_of_the_head():
     net = TinySegNet(channels=(6,), strides=(2,))
     net.classifiers[0].bias = None
     model = export_onnx(net, torch.randn(1, 3, 16, 16), exporter="torchscript")
-    index, conv = next((i, n) for i, n in enumerate(model.graph.node) if n.op_type == "Conv" and "classifiers" in n.input[1])
+    index, conv = next((i, n) for i, n in enumerate(model.graph.node)
+                       if n.op_type == "Conv" and "classifiers" in n.input[1])
     for node in model.graph.node:
         node.input[:] = ["biased" if i == conv.output[0] else i for i in node.input]
-    model.graph.node.insert(index + 1, helper.make_node("Add", [conv.output[0], "const_bias"], ["biased"], name="bias_add"))
+    model.graph.node.insert(index + 1,
+                            helper.make_node("Add", [conv.output[0], "const_bias"], ["biased"], name="bias_add"))
     model.graph.initializer.append(numpy_helper.from_array(np.ones((1, 5, 1, 1), np.float32), "const_bias"))
     head = find_head(model)
     assert head.head_logits == "biased" and head.conv_nodes == [conv.name] and head.resize == "bilinear"

@@ -269,7 +269,8 @@ def random_heads(draw):
     strides = [draw(st.sampled_from([1, 2, 4])) for _ in range(branches)]
     resolution = draw(st.sampled_from(["feature", "output", "keep"]))
     form = draw(st.sampled_from(["paper", "exact"]))
-    labels = draw(st.lists(st.sampled_from(["uni", "oh"] + (["gt"] if form == "exact" else [])), min_size=1, max_size=3, unique=True))
+    labels = draw(st.lists(st.sampled_from(["uni", "oh"] + (["gt"] if form == "exact" else [])),
+                           min_size=1, max_size=3, unique=True))
     p = draw(st.lists(st.one_of(st.sampled_from(P_VALUES), st.floats(0.2, 3.0)), min_size=1, max_size=3, unique=True))
     # psi resized (at output resolution, or a branch at another stride) with p < 1: no pixel
     # may land exactly on a grid point of the source (|x|^p of a ReLU zero mixed in with a

@@ -52,7 +52,8 @@ def _aligned_features(outputs: dict[str, np.ndarray], meta: Metadata) -> list[to
     return [reference.resize_like_logits(f, size, m) if m != "none" else f for f, m in zip(features, modes)]
 
 
-def reference_maps(outputs: dict[str, np.ndarray], meta: Metadata, gt: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def reference_maps(outputs: dict[str, np.ndarray], meta: Metadata,
+                   gt: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The float64 reference maps (N x H x W) on the graph's own head tensors."""
     head = meta.head
     maps = reference.pgn_maps(
@@ -89,7 +90,8 @@ def float32_slack(outputs: dict[str, np.ndarray], meta: Metadata) -> dict[str, n
     logits = torch.from_numpy(outputs[head.logits if at_output else head.head_logits]).double()
     features = _aligned_features(outputs, meta)
     if at_output:
-        features = [reference.resize_like_logits(f, _output_size(outputs, meta), _mode(meta), head.align_corners) for f in features]
+        features = [reference.resize_like_logits(f, _output_size(outputs, meta), _mode(meta), head.align_corners)
+                    for f in features]
     probs = torch.softmax(logits, dim=1)
     num_classes = logits.shape[1]
     for label in spec.labels:
@@ -106,7 +108,8 @@ def float32_slack(outputs: dict[str, np.ndarray], meta: Metadata) -> dict[str, n
             pgn = reference.pgn_map(features, logits, p, label, spec.form, spec.bias)
             error = (relative * pgn).nan_to_num(0.0)[:, None]
             if not at_output and not spec.keep_feature_size:
-                error = reference.resize_like_logits(error, _output_size(outputs, meta), _mode(meta), head.align_corners)
+                error = reference.resize_like_logits(error, _output_size(outputs, meta), _mode(meta),
+                                                     head.align_corners)
             slack[name] = error[:, 0].numpy()
     return slack
 
@@ -141,7 +144,8 @@ def autograd_values(
     features = _aligned_features(outputs, meta)
     logits = sum(torch.einsum("ce,nehw->nchw", w, psi) for w, psi in zip(weights, features)) + bias[:, None, None]
     if meta.spec.resolution == "output" and meta.head.resize != "none":
-        logits = reference.resize_like_logits(logits, outputs[meta.head.logits].shape[-2:], meta.head.resize, meta.head.align_corners)
+        logits = reference.resize_like_logits(logits, outputs[meta.head.logits].shape[-2:], meta.head.resize,
+                                              meta.head.align_corners)
     params = weights + ([bias] if meta.spec.bias else [])
     gt_tensor = torch.from_numpy(gt) if gt is not None else None
     if gt_tensor is not None and gt_tensor.shape[-2:] != logits.shape[-2:]:
@@ -149,7 +153,8 @@ def autograd_values(
     return reference.autograd_pgn(logits, params, pixels, p, label, gt_tensor).detach().numpy()
 
 
-def assert_maps_close(actual: np.ndarray, expected: np.ndarray, rtol: float, name: str = "", slack: np.ndarray | None = None) -> None:
+def assert_maps_close(actual: np.ndarray, expected: np.ndarray, rtol: float, name: str = "",
+                      slack: np.ndarray | None = None) -> None:
     """Graph map (N x 1 x H x W float32) vs expected (N x H x W): relative error ``rtol`` with a
     floor of ``rtol`` times the map's largest value (values near 0 carry only absolute meaning),
     plus ``slack`` (N x H x W, absolute) where float32 cannot do better (:func:`float32_slack`)."""
@@ -166,7 +171,8 @@ def assert_maps_close(actual: np.ndarray, expected: np.ndarray, rtol: float, nam
     )
 
 
-def check_against_reference(outputs: dict[str, np.ndarray], meta: Metadata, gt: np.ndarray | None = None, rtol: float = 1e-4) -> None:
+def check_against_reference(outputs: dict[str, np.ndarray], meta: Metadata, gt: np.ndarray | None = None,
+                            rtol: float = 1e-4) -> None:
     """Every PGN map of a grafted model's ``outputs`` against the float64 reference."""
     expected = reference_maps(outputs, meta, gt)
     slack = float32_slack(outputs, meta)

@@ -47,7 +47,8 @@ class DeepLabV3Plus(nn.Module):
         super().__init__()
         w = width
         self.stem = nn.Sequential(_conv_bn_relu(3, w, stride=2), _conv_bn_relu(w, 2 * w, stride=2))  # 1/4
-        self.encoder = nn.Sequential(_conv_bn_relu(2 * w, 4 * w, stride=2), _conv_bn_relu(4 * w, 4 * w, stride=2))  # 1/16
+        self.encoder = nn.Sequential(_conv_bn_relu(2 * w, 4 * w, stride=2),
+                                     _conv_bn_relu(4 * w, 4 * w, stride=2))  # 1/16
         self.aspp = _ASPP(4 * w, 4 * w)
         self.low_project = _conv_bn_relu(2 * w, w, 1)
         self.decoder = nn.Sequential(_conv_bn_relu(5 * w, 4 * w), _conv_bn_relu(4 * w, 4 * w))

@@ -47,7 +47,7 @@ class OutputComparison:
     median_pointwise_error: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The row as a JSON object."""
+        """The fields as a JSON-ready dict."""
         return dataclasses.asdict(self)
 
 
@@ -64,7 +64,7 @@ class ComparisonReport:
 
     @property
     def passed(self) -> bool:
-        """Whether every output is within its tolerance."""
+        """True when every output is within its tolerance."""
         return all(o.passed for o in self.outputs)
 
     def to_text(self) -> str:
@@ -78,7 +78,7 @@ class ComparisonReport:
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
-        """The report as a JSON object (``passed`` included)."""
+        """Both models and runners, the image count, ``passed`` and one dict per output, as a JSON-ready dict."""
         return {"model_a": self.model_a, "model_b": self.model_b, "runner_a": self.runner_a,
                 "runner_b": self.runner_b, "images": self.images, "passed": self.passed,
                 "outputs": [o.to_json() for o in self.outputs]}
@@ -120,7 +120,8 @@ class ContractCompare:
         self.pointwise: dict[str, list[float]] = collections.defaultdict(list)
 
     def __call__(self, result_a: Any, result_b: Any) -> collections.OrderedDict:
-        """Verdict per output (True: within tolerance) for one input."""
+        """Compare one iteration: ``{output: within tolerance}``, pred by agreement % >= ``pred_min``, maps by
+        relative error <= their tolerance; records the values (and maps' median pointwise error) for :meth:`summary`."""
         verdicts = collections.OrderedDict()
         for name in self.outputs:
             a, b = np.asarray(result_a[name]), np.asarray(result_b[name])
@@ -136,7 +137,8 @@ class ContractCompare:
         return verdicts
 
     def summary(self) -> list[OutputComparison]:
-        """The worst value of each output over every input."""
+        """One row per output: its worst recorded value (lowest agreement %, largest relative error, with the
+        largest per-image median pointwise error) against its tolerance."""
         rows = []
         for name in self.outputs:
             if name == self.meta.pred:

@@ -81,6 +81,7 @@ class CheckResult:
 
     @property
     def passed(self) -> bool:
+        """True unless the check failed (a skipped check passes)."""
         return self.status != "fail"
 
 
@@ -97,6 +98,7 @@ class ParityReport:
 
     @property
     def passed(self) -> bool:
+        """True when no check failed."""
         return all(r.passed for r in self.results)
 
     def to_text(self) -> str:
@@ -116,6 +118,8 @@ class ParityReport:
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
+        """Model, reference, input shape, samples, seed, the ``TOLERANCES`` table, ``passed`` and every
+        result's fields, as a JSON-ready dict."""
         return {
             "model": self.model,
             "reference": self.reference,

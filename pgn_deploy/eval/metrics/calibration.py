@@ -61,6 +61,7 @@ class ECEResult:
     score_max: float
 
     def to_json(self) -> dict[str, Any]:
+        """``ECE``, the bin count, pixels, the normalization and the score range, as a JSON-ready dict."""
         return {"ECE": self.ece, "bins": int(self.bin_counts.size), "pixels": self.pixels,
                 "normalize": self.normalize, "score_min": self.score_min, "score_max": self.score_max}
 
@@ -77,6 +78,11 @@ class CalibrationAccumulator:
         self._counts = Float32Counts(2)  # columns: wrong, correct
 
     def summarize(self, scores: np.ndarray, pred: np.ndarray, gt: np.ndarray, where: str = "frame") -> Any:
+        """One frame reduced to per-score counts of (wrong, correct) non-void pixels, for :meth:`add_summary`.
+
+        Pure and thread-safe. Raises BadInputError (naming ``where``) for shapes that differ or scores that
+        are NaN or infinite.
+        """
         valid = _valid_pixels(scores, gt, where)
         if np.shape(pred) != np.shape(gt):
             raise BadInputError(f"{where}: prediction is {np.shape(pred)} but the ground truth is {np.shape(gt)}")
@@ -84,6 +90,7 @@ class CalibrationAccumulator:
         return summarize_values(np.asarray(scores, np.float32)[valid], correct, 2)
 
     def add_summary(self, summary: Any) -> None:
+        """Add a :meth:`summarize` result (cheap; not thread-safe)."""
         self._counts.add_summary(summary)
 
     def add(self, scores: np.ndarray, pred: np.ndarray, gt: np.ndarray, where: str = "frame") -> None:
@@ -107,6 +114,7 @@ class CalibrationAccumulator:
         return 1.0 - (values - low) / (high - low)
 
     def result(self) -> ECEResult:
+        """The ECE and reliability diagram of every frame added; raises BadInputError when no non-void pixel was."""
         values, sums = self._counts.result()
         if values.size == 0:
             raise BadInputError("no non-void pixels were added: ECE is undefined")
@@ -155,6 +163,7 @@ class AuSEResult:
     pixels: int
 
     def to_json(self) -> dict[str, Any]:
+        """``AuSE``, ``AuSE_published``, pixels and the number of curve steps, as a JSON-ready dict."""
         return {"AuSE": self.ause, "AuSE_published": self.ause_published, "pixels": self.pixels,
                 "steps": int(self.fractions.size)}
 
@@ -177,6 +186,11 @@ class SparsificationAccumulator:
         self._by_error = Float32Counts(2)
 
     def summarize(self, uncertainty: np.ndarray, probs: np.ndarray, gt: np.ndarray, where: str = "frame") -> Any:
+        """One frame reduced to (counts by uncertainty, counts by Brier error), for :meth:`add_summary`.
+
+        Pure and thread-safe. Raises BadInputError (naming ``where``) for shapes that differ, NaN or infinite
+        uncertainties or ground-truth classes outside 0..C-1 and 255.
+        """
         valid = _valid_pixels(uncertainty, gt, where)
         error = brier_error(probs, gt, where)
         weights = np.stack([np.ones_like(error), error], axis=1)
@@ -184,6 +198,7 @@ class SparsificationAccumulator:
                 summarize_values(error.astype(np.float32), 0, 2, weights))
 
     def add_summary(self, summary: Any) -> None:
+        """Add a :meth:`summarize` result (cheap; not thread-safe)."""
         self._by_uncertainty.add_summary(summary[0])
         self._by_error.add_summary(summary[1])
 
@@ -192,6 +207,7 @@ class SparsificationAccumulator:
         self.add_summary(self.summarize(uncertainty, probs, gt, where))
 
     def result(self) -> AuSEResult:
+        """The AuSE and the curves over every frame added; raises BadInputError when no non-void pixel was."""
         values, by_unc = self._by_uncertainty.result()
         _, by_err = self._by_error.result()
         if values.size == 0:

@@ -130,11 +130,13 @@ class ComponentAccumulator:
         self.add_frame(frame_components(scores, labels, threshold, self.track, where))
 
     def add_frame(self, frame: FrameComponents) -> None:
+        """Add one frame's per-component sIoU and PPV (already computed)."""
         self.frames += 1
         self._siou.append(frame.siou)
         self._ppv.append(frame.ppv)
 
     def result(self) -> ComponentResult:
+        """Mean sIoU, mean PPV and F1 per tau of every component added (NaN where there is none)."""
         siou = np.concatenate(self._siou) if self._siou else np.zeros(0)
         ppv = np.concatenate(self._ppv) if self._ppv else np.zeros(0)
         f1 = []

@@ -233,6 +233,7 @@ class MetaResult:
     features: tuple[str, ...]
 
     def to_json(self) -> dict[str, Any]:
+        """``{metric: value, <metric>_folds: [...], k, seed, segments, images, features: count}``."""
         return {self.metric: self.value, f"{self.metric}_folds": list(self.folds), "k": self.k,
                 "seed": self.seed, "segments": self.segments, "images": self.images,
                 "features": len(self.features)}

@@ -61,6 +61,7 @@ class PixelResult:
 
     @property
     def pixels(self) -> int:
+        """ROI pixels counted: ``positives + negatives`` (void pixels excluded)."""
         return self.positives + self.negatives
 
     @property
@@ -165,6 +166,7 @@ class PixelAccumulator:
         return smiyc_frame_bins(scores, labels == 1)
 
     def add_summary(self, summary: Any) -> None:
+        """Add a :meth:`summarize` result (cheap; not thread-safe); counts one frame."""
         self.frames += 1
         if self._counts is not None:
             self._counts.add_summary(summary)

@@ -49,8 +49,7 @@ class Frame(Protocol):
     name: str
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(scores, labels)`` of the frame."""
-        ...
+        """``(scores, labels)`` of the frame, unchecked (see :func:`check_frame`)."""
 
 
 def check_frame(scores: np.ndarray, labels: np.ndarray, where: str = "frame") -> tuple[np.ndarray, np.ndarray]:
@@ -146,11 +145,11 @@ class FilePair:
 
     @property
     def name(self) -> str:
-        """The scores file and its label file, for messages."""
+        """``<scores path> (labels <label file name>)``, for error messages."""
         return f"{self.scores_path} (labels {self.labels_path.name})"
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
-        """Read both files (:func:`read_scores`, :func:`read_labels`)."""
+        """``(scores, labels)`` as read from the two files (unchecked: see :func:`check_frame`)."""
         return read_scores(self.scores_path), read_labels(self.labels_path)
 
 
@@ -163,7 +162,7 @@ class ArrayFrame:
     labels: np.ndarray
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
-        """The arrays as given."""
+        """``(scores, labels)``, the arrays held (unchecked: see :func:`check_frame`)."""
         return self.scores, self.labels
 
 

@@ -179,6 +179,8 @@ class MCDropoutScorer:
         self.samples, self.batch = samples, batch
 
     def __call__(self, image: np.ndarray, color: str = "BGR") -> dict[str, np.ndarray]:
+        """``{mc_entropy, mc_variance}`` of one uint8 H x W x 3 image (``color`` order): entropy of the mean
+        softmax and the per-class variance averaged over classes, each H x W float32."""
         count, mean, m2 = 0, None, None
         for first in range(0, self.samples, self.batch):
             probs = self.model.probs(image, color, copies=min(self.batch, self.samples - first))
@@ -210,6 +212,8 @@ class EnsembleScorer:
         self.members = [_OnnxLogits(path, info) for path in model_paths]
 
     def __call__(self, image: np.ndarray, color: str = "BGR") -> dict[str, np.ndarray]:
+        """``{ens_entropy, ens_msp}`` of one uint8 H x W x 3 image (``color`` order): entropy and
+        1 - max of the members' mean softmax, each H x W float32."""
         mean = np.mean([member.probs(image, color)[0] for member in self.members], axis=0)
         return {
             "ens_entropy": entropy(mean).astype(np.float32),

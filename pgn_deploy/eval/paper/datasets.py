@@ -142,10 +142,12 @@ class Dataset:
 
     @property
     def track(self) -> str | None:
+        """The SMIYC track of an OoD kind (``obstacle`` or ``anomaly``), None for an in-distribution kind."""
         return TRACKS[self.kind]
 
     @property
     def is_ood(self) -> bool:
+        """True for the OoD kinds (those with a track)."""
         return self.track is not None
 
     def __len__(self) -> int:

@@ -66,6 +66,7 @@ class Undefined:
     reason: str
 
     def to_json(self) -> dict[str, Any]:
+        """``{"undefined": reason}``."""
         return {"undefined": self.reason}
 
 
@@ -94,6 +95,8 @@ class InDistResult:
     frames: int
 
     def to_json(self) -> dict[str, Any]:
+        """Per map its ECE and AuSE, per Figure 3 feature set its meta classification and regression,
+        and the segment and frame counts, as a JSON-ready dict."""
         return {
             "maps": {name: {"ece": self.ece[name].to_json(), "ause": self.ause[name].to_json()} for name in self.ece},
             "figure3": {name: {"classification": self.meta_classification[name].to_json(),
@@ -131,6 +134,7 @@ class InDistSplit:
                                              image=len(self._tables)))
 
     def result(self) -> InDistResult:
+        """Table 1 and Figure 3 of every frame added; raises BadInputError when none was."""
         if not self._tables:
             raise BadInputError("no frames were added")
         table = SegmentTable.concat(self._tables)

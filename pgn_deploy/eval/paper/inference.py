@@ -54,7 +54,7 @@ class TTA:
 
     @property
     def active(self) -> bool:
-        """Whether anything but one plain view runs."""
+        """True unless this is plain inference (one scale 1.0, no flip)."""
         return self.flip or self.scales != (1.0,)
 
     @property
@@ -92,8 +92,7 @@ class Scorer(Protocol):
     names: tuple[str, ...]
 
     def __call__(self, image: np.ndarray, color: str = "BGR") -> dict[str, np.ndarray]:
-        """The baseline's maps of one uint8 H x W x 3 image."""
-        ...
+        """The maps ``names`` of one uint8 H x W x 3 image in ``color`` order: ``{name: H x W float32}``."""
 
 
 @dataclasses.dataclass
@@ -131,7 +130,8 @@ class MapCache:
         self._prints: dict[str, dict[str, Any]] = {}
 
     def path(self, name: str, frame_id: str) -> Path:
-        """Where the array ``name`` of frame ``frame_id`` lives (its stamp: this path + ``.json``)."""
+        """Where array ``name`` of frame ``frame_id`` is cached (its stamp: this path + ``.json``);
+        raises BadInputError when there is no cache."""
         if self.root is None:
             raise BadInputError("this evaluation has no map cache")
         return self.root / name / f"{frame_id}.npy"

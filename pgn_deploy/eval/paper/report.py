@@ -66,6 +66,7 @@ class Table:
     note: str = ""
 
     def markdown(self) -> list[str]:
+        """The table as Markdown lines: a heading, one row per key (``n/a`` where undefined), the note."""
         lines = [f"### {self.title}", "", "| method | " + " | ".join(self.columns) + " |",
                  "|---|" + "---:|" * len(self.columns)]
         for key, row in self.rows.items():
@@ -106,9 +107,11 @@ class EvalReport:
 
     @property
     def kind(self) -> str:
+        """The dataset kind of the header (``cityscapes`` or an OoD kind), used in file names."""
         return self.header["dataset"]["kind"]
 
     def to_json(self) -> dict[str, Any]:
+        """The report as a JSON-ready dict (NaN and infinities as ``None``; plots by file name)."""
         return finite({
             "header": self.header,
             "methods": {name: {"label": i.label, "method": i.method, "cost": i.cost}
@@ -121,6 +124,7 @@ class EvalReport:
         })
 
     def to_text(self) -> str:
+        """The report as Markdown: command, model, dataset, tables, timing, plots and notes."""
         head, dataset = self.header, self.header["dataset"]
         lines = [f"# pgn-eval: {dataset['kind']}", "", "```sh", head["command"], "```", "",
                  f"* model: `{head['model']['path']}` (sha256 {head['model']['sha256'][:16]}..., "
@@ -178,13 +182,16 @@ class ReportPaths:
 
     @property
     def markdown(self) -> Path:
+        """``out`` / the Markdown report's file name for ``kind``."""
         return self.out / REPORT_MD.format(kind=self.kind)
 
     @property
     def json(self) -> Path:
+        """``out`` / the JSON report's file name for ``kind``."""
         return self.out / REPORT_JSON.format(kind=self.kind)
 
     def plot(self, name: str) -> Path:
+        """``out`` / the file name of plot ``name`` for ``kind``."""
         return self.out / PLOT.format(kind=self.kind, plot=name)
 
     def check(self, force: bool) -> None:

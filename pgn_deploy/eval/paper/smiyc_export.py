@@ -61,6 +61,7 @@ class SmiycWriter:
         self._max_abs = dict.fromkeys(self.names, 0.0)
 
     def path(self, name: str, frame: Frame) -> Path:
+        """The HDF5 file of map ``name`` for ``frame``: ``root/anomaly_p/<name>/<SMIYC dataset>/<frame id>.hdf5``."""
         return self.root / "anomaly_p" / name / self.dataset.smiyc_name(frame) / f"{frame.id}.hdf5"
 
     def check_targets(self) -> None:
@@ -106,6 +107,7 @@ class SmiycWriter:
             Path(tmp).unlink(missing_ok=True)
 
     def to_json(self) -> dict[str, object]:
+        """Root, file layout, dtype, HDF5 dataset name and the per-map scale (``2**e``) and exponents."""
         return {"root": str(self.root), "layout": "anomaly_p/<method>/<dataset>/<frame id>.hdf5",
                 "dtype": "float16", "hdf5_dataset": HDF5_DATASET,
                 "scale": {name: f"2**{e}" for name, e in self.exponents.items()},

@@ -60,12 +60,15 @@ class CudaStream:
 
     @property
     def handle(self) -> int:
+        """The stream as an integer (``cudaStream_t``), what ``execute_async_v3`` takes."""
         return int(self._stream)
 
     def synchronize(self) -> None:
+        """Block until everything queued on the stream has finished; raises BackendUnavailableError on a CUDA error."""
         _check(cudart().cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
 
     def close(self) -> None:
+        """Destroy the stream; a no-op when it is already closed."""
         if self._stream is not None:
             _check(cudart().cudaStreamDestroy(self._stream), "cudaStreamDestroy")
             self._stream = None
@@ -103,6 +106,7 @@ class DeviceBuffer:
                "cudaMemcpyAsync")
 
     def close(self) -> None:
+        """Free the device memory, if any; ``ptr`` and ``nbytes`` become 0 (the buffer can grow again)."""
         if self.ptr:
             _check(cudart().cudaFree(self.ptr), "cudaFree")
         self.ptr, self.nbytes = 0, 0

@@ -95,6 +95,10 @@ class OrtBackend(Backend):
         self.session = None
 
     def run(self, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
+        """Run once on host arrays ``feeds``; returns ``{name: host array}`` for ``output_names``.
+
+        Raises BadInputError when ONNX Runtime refuses the input (shape, dtype), PGNError on any other failure.
+        """
         try:
             if self._binding_device is None:
                 return dict(zip(output_names, self.session.run(output_names, feeds)))

@@ -46,6 +46,7 @@ class PlanSidecar:
     format: int = SIDECAR_FORMAT
 
     def to_json(self) -> dict[str, Any]:
+        """Every field as a JSON-ready dict: the content of the sidecar file."""
         return {
             "format": self.format,
             "metadata": self.metadata.to_json(),
@@ -58,10 +59,12 @@ class PlanSidecar:
         }
 
     def dumps(self) -> str:
+        """The sidecar file's text: JSON with sorted keys, indented by 2, ending in a newline."""
         return json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PlanSidecar:
+        """The sidecar of a parsed JSON dict; raises ModelLoadError when its ``format`` is not ``SIDECAR_FORMAT``."""
         if data.get("format") != SIDECAR_FORMAT:
             raise ModelLoadError(
                 f"plan sidecar format {data.get('format')!r} is not supported (expected "

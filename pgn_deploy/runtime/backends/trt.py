@@ -73,6 +73,11 @@ class TrtBackend(Backend):
                 f"{fmt(map(str, shapes['max']))}; rebuild with pgn-build --shapes to change it)")
 
     def run(self, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
+        """Run once on host arrays ``feeds``; returns ``{name: host array}`` for ``output_names``.
+
+        Raises BadInputError for an unknown output, a missing input or a shape outside the plan's profile,
+        PGNError for a data-dependent output shape or a failed execution. Calls are serialized by a lock.
+        """
         unknown = sorted(set(output_names) - set(self.output_names))
         if unknown:
             raise BadInputError(f"the plan has no outputs {', '.join(unknown)}")
@@ -93,7 +98,8 @@ class TrtBackend(Backend):
             for name in self.output_names:
                 shape = tuple(self._context.get_tensor_shape(name))
                 if any(d < 0 for d in shape):
-                    raise PGNError(f"output {name!r} has a data-dependent shape {shape}, which the trt backend does not support")
+                    raise PGNError(f"output {name!r} has a data-dependent shape {shape}, "
+                                   "which the trt backend does not support")
                 host = np.empty(shape, dtype=self._dtypes[name])
                 self._context.set_tensor_address(name, self._buffers[name].reserve(host.nbytes))
                 hosts[name] = host

@@ -25,8 +25,8 @@ def split(seed: int, frames: int = 5, shape: tuple[int, int] = (40, 60), levels:
 
 
 def pooled(frames):
-    scores = np.concatenate([s.ravel() for s, _ in frames])
-    labels = np.concatenate([l.ravel() for _, l in frames])
+    scores = np.concatenate([frame_scores.ravel() for frame_scores, _ in frames])
+    labels = np.concatenate([frame_labels.ravel() for _, frame_labels in frames])
     roi = labels != 255
     return scores[roi], labels[roi]
 
@@ -50,8 +50,8 @@ def brute_force(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float, f
 def test_auprc_and_auroc_equal_sklearn(levels):
     frames = split(0, levels=levels)
     acc = PixelAccumulator()
-    for s, l in frames:
-        acc.add(s, l)
+    for frame_scores, frame_labels in frames:
+        acc.add(frame_scores, frame_labels)
     result = acc.result()
     scores, labels = pooled(frames)
     assert result.auprc == pytest.approx(average_precision_score(labels, scores), abs=1e-9)
@@ -63,7 +63,8 @@ def test_auprc_and_auroc_equal_sklearn(levels):
 
 def test_fpr95_and_best_f1_equal_brute_force():
     frames = split(1, levels=60)
-    result = pixel_metrics(*map(np.concatenate, zip(*[(s.ravel(), l.ravel()) for s, l in frames])))
+    result = pixel_metrics(*map(np.concatenate, zip(*[(frame_scores.ravel(), frame_labels.ravel())
+                                                      for frame_scores, frame_labels in frames])))
     fpr95, best_f1, threshold = brute_force(*pooled(frames))
     assert result.fpr95 == fpr95
     assert result.best_f1 == pytest.approx(best_f1, abs=1e-12)
@@ -73,8 +74,8 @@ def test_fpr95_and_best_f1_equal_brute_force():
 def test_streaming_equals_in_memory_and_chunking_does_not_matter():
     frames = split(2, frames=7, levels=None) + [(np.float32([[-0.0, 0.0, 3.5]]), np.uint8([[1, 0, 1]]))]
     acc = PixelAccumulator()
-    for s, l in frames:
-        acc.add(s, l)
+    for frame_scores, frame_labels in frames:
+        acc.add(frame_scores, frame_labels)
     streamed = acc.result()
     scores, labels = pooled(frames)
     in_memory = pixel_metrics(scores, labels)
@@ -157,11 +158,12 @@ def test_smiyc_bins_follow_the_benchmark_rules():
 
 def test_smiyc_is_close_to_exact_but_not_equal_on_continuous_scores():
     frames = split(5, frames=3, shape=(60, 80), levels=None)
-    frames = [(1 / (1 + np.exp(-s)), l) for s, l in frames]  # scores in (0, 1)
+    frames = [(1 / (1 + np.exp(-frame_scores)), frame_labels)  # scores in (0, 1)
+              for frame_scores, frame_labels in frames]
     exact, binned = PixelAccumulator("exact"), PixelAccumulator("smiyc")
-    for s, l in frames:
-        exact.add(s, l)
-        binned.add(s, l)
+    for frame_scores, frame_labels in frames:
+        exact.add(frame_scores, frame_labels)
+        binned.add(frame_scores, frame_labels)
     e, b = exact.result(), binned.result()
     assert b.binning == "smiyc" and b.thresholds < e.thresholds
     assert b.auprc == pytest.approx(e.auprc, abs=5e-3) and b.auprc != e.auprc
