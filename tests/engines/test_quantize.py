@@ -24,7 +24,7 @@ from pgn_deploy.engines.quantize import (
 from pgn_deploy.engines.subgraph import split_nodes
 from pgn_deploy.reference import pgn_maps
 from pgn_deploy.runtime.preprocess import preprocess_image
-from tests.support.engine_models import SIZE, grafted, images
+from tests.support.engine_models import grafted, images
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +166,7 @@ def test_grafted_file_converts_through_pgn_export(tmp_path, calib_dir, capsys):
     assert "exists" in capsys.readouterr().err  # never overwritten without --force
 
 
-def _with_zero_channel(tmp_path) -> onnx.ModelProto:
+def _with_zero_channel() -> tuple[onnx.ModelProto, str]:
     """tiny with one output channel of its first conv pruned to zeros (scale 0 cannot be quantized)."""
     model = onnx.load(grafted("tiny"))
     meta = read_metadata(model)
@@ -179,12 +179,46 @@ def _with_zero_channel(tmp_path) -> onnx.ModelProto:
     return model, conv.name
 
 
-def test_unquantizable_constant_keeps_its_node_float32(tmp_path, calib_dir):
-    model, conv = _with_zero_channel(tmp_path)
+def test_unquantizable_constant_keeps_its_node_float32(calib_dir):
+    model, conv = _with_zero_channel()
     meta = read_metadata(model)
     assert unquantizable_nodes(model, split_nodes(model, meta)[0]) == {conv: "an all-zero output channel (scale 0)"}
     quantized = quantize_model(model, read_calibration(meta, [calib_dir]))
     node = next(n for n in quantized.graph.node if n.name == conv)
     weights = {i.name: i for i in quantized.graph.initializer}
     assert node.input[1] in weights and weights[node.input[1]].data_type == TensorProto.FLOAT
-    assert read_metadata(quantized).quantization["excluded"]["unquantizable"] == {conv: "an all-zero output channel (scale 0)"}
+    reason = "an all-zero output channel (scale 0)"
+    assert read_metadata(quantized).quantization["excluded"]["unquantizable"] == {conv: reason}
+
+
+def _save(model: onnx.ModelProto, path) -> str:
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def _findings(path) -> list[tuple[str, str]]:
+    from pgn_deploy.engines.lint import lint_model
+
+    return [(f.severity, f.message) for f in lint_model(path, "trt").findings if f.check == "qdq"]
+
+
+def test_lint_accepts_the_quantized_model_and_checks_explicit_quantization(tiny_int8, tmp_path, calib_dir):
+    findings = _findings(_save(tiny_int8, tmp_path / "ok.onnx"))
+    assert [s for s, _ in findings] == ["info"] and "fit TensorRT's explicit quantization" in findings[0][1]
+
+    broken = onnx.ModelProto.FromString(tiny_int8.SerializeToString())
+    inits = {i.name: i for i in broken.graph.initializer}
+    weight_q = next(n for n in broken.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in inits
+                    and numpy_helper.to_array(inits[n.input[1]]).size > 1)
+    zero = inits[weight_q.input[2]]
+    zero.CopyFrom(numpy_helper.from_array(np.ones_like(numpy_helper.to_array(zero)), zero.name))
+    axis = next(a for a in weight_q.attribute if a.name == "axis")
+    axis.i = 1
+    messages = [m for s, m in _findings(_save(broken, tmp_path / "bad.onnx")) if s == "error"]
+    assert any("non-zero zero point" in m for m in messages)
+    assert any("per output channel (axis 0" in m for m in messages)
+
+    model = onnx.load(grafted("tiny"))
+    naive = quantize_model(model, read_calibration(read_metadata(model), [calib_dir]), quantize_pgn=True)
+    messages = [m for s, m in _findings(_save(naive, tmp_path / "naive.onnx")) if s == "error"]
+    assert any("inside the PGN subgraph" in m for m in messages)
