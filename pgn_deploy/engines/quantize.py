@@ -272,6 +272,10 @@ def quantize_model(model: Any, calibration: CalibrationSet, precision: str = "in
     quantized = quantize_graph(named, precision, calibration.data, meta.input.name, method, excluded)
     reconnected = reconnect_pgn_inputs(quantized, set(pgn)) if pgn_reads_float and not quantize_pgn else 0
     _remove_unused_qdq(quantized)
+    if not any(node.op_type in QDQ_OPS for node in quantized.graph.node):
+        raise UnsupportedModelError(
+            f"ModelOpt quantized no node of the network to {precision} (nothing it supports is left after the "
+            "exclusions); the fp32 model is the right file")
     meta.precision = precision
     meta.quantization = {
         "precision": precision,

@@ -222,3 +222,68 @@ def test_lint_accepts_the_quantized_model_and_checks_explicit_quantization(tiny_
     naive = quantize_model(model, read_calibration(read_metadata(model), [calib_dir]), quantize_pgn=True)
     messages = [m for s, m in _findings(_save(naive, tmp_path / "naive.onnx")) if s == "error"]
     assert any("inside the PGN subgraph" in m for m in messages)
+
+
+def _fake_tensorrt(monkeypatch, capability: str) -> list[dict]:
+    """TensorRT 10.15 and a GPU of ``capability`` faked on the host; the build records its arguments."""
+    import types
+
+    from pgn_deploy.engines import tensorrt_build
+    from pgn_deploy.runtime.backends import cuda, plan_sidecar
+    from pgn_deploy.runtime.backends.plan_sidecar import GpuInfo
+
+    monkeypatch.setattr(plan_sidecar, "require", lambda *a: types.SimpleNamespace(__version__="10.15.1.29"))
+    monkeypatch.setattr(cuda, "current_gpu", lambda *a: GpuInfo(name="Fake GPU", compute_capability=capability))
+    calls: list[dict] = []
+
+    def build(trt, model_path, profile, workspace_mib, timing_cache, tf32):
+        calls.append({"model": model_path, "profile": profile})
+        return b"plan"
+
+    monkeypatch.setattr(tensorrt_build, "_build_engine_bytes", build)
+    return calls
+
+
+SHAPES = ["input:1x3x96x128/1x3x96x128/2x3x96x128"]
+
+
+def test_build_of_a_qdq_model_is_strongly_typed_and_checked_first(tiny_int8, tmp_path, monkeypatch):
+    from pgn_deploy.contract import UnsupportedModelError
+    from pgn_deploy.engines.tensorrt_build import build_plan
+    from pgn_deploy.runtime.backends.plan_sidecar import read_sidecar
+
+    calls = _fake_tensorrt(monkeypatch, "8.7")
+    report = build_plan(_save(tiny_int8, tmp_path / "tiny.int8.pgn.onnx"), tmp_path / "tiny.int8.plan", SHAPES)
+    flags = read_sidecar(report.plan).flags
+    assert flags["strongly_typed"] is True and flags["precision"] == "int8" and len(calls) == 1
+
+    broken = onnx.ModelProto.FromString(tiny_int8.SerializeToString())
+    zero = next(i for i in broken.graph.initializer if i.name.endswith("zero_point"))
+    zero.CopyFrom(numpy_helper.from_array(np.ones_like(numpy_helper.to_array(zero)), zero.name))
+    with pytest.raises(UnsupportedModelError, match="Q/DQ layout does not fit TensorRT: .*zero point"):
+        build_plan(_save(broken, tmp_path / "broken.pgn.onnx"), tmp_path / "broken.plan", SHAPES)
+    assert len(calls) == 1 and not (tmp_path / "broken.plan").exists()
+
+
+def test_fp8_plan_needs_compute_capability_8_9(tiny_int8, tmp_path, monkeypatch):
+    from pgn_deploy.contract import UnsupportedModelError, write_metadata
+    from pgn_deploy.engines.tensorrt_build import build_plan
+
+    calls = _fake_tensorrt(monkeypatch, "8.6")
+    as_fp8 = onnx.ModelProto.FromString(tiny_int8.SerializeToString())
+    meta = read_metadata(as_fp8)
+    meta.precision = "fp8"
+    write_metadata(as_fp8, meta)
+    with pytest.raises(UnsupportedModelError, match="FP8 plans need compute capability 8.9"):
+        build_plan(_save(as_fp8, tmp_path / "fp8.pgn.onnx"), tmp_path / "fp8.plan", SHAPES)
+    assert calls == [] and not (tmp_path / "fp8.plan").exists()
+
+
+def test_fp8_of_a_model_with_nothing_fp8_can_take_refuses(calib_dir):
+    """ModelOpt's FP8 mode leaves tiny's one 3-channel conv alone: no Q/DQ at all is refused, not
+    written as an 'fp8' model that is float32."""
+    from pgn_deploy.contract import UnsupportedModelError
+
+    model = onnx.load(grafted("tiny"))
+    with pytest.raises(UnsupportedModelError, match="quantized no node"):
+        quantize_model(model, read_calibration(read_metadata(model), [calib_dir]), "fp8")
