@@ -183,7 +183,10 @@ def test_unquantizable_constant_keeps_its_node_float32(calib_dir):
     model, conv = _with_zero_channel()
     meta = read_metadata(model)
     assert unquantizable_nodes(model, split_nodes(model, meta)[0]) == {conv: "an all-zero output channel (scale 0)"}
-    quantized = quantize_model(model, read_calibration(meta, [calib_dir]))
+    quantized = quantize_model(model, read_calibration(meta, [calib_dir]), keep_head=False)
+    made_by = {out: n for n in quantized.graph.node for out in n.output}
+    head = next(n for n in quantized.graph.node if n.name == meta.head.conv_nodes[0])
+    assert made_by[head.input[1]].op_type == "DequantizeLinear"  # the rest of the network is quantized
     node = next(n for n in quantized.graph.node if n.name == conv)
     weights = {i.name: i for i in quantized.graph.initializer}
     assert node.input[1] in weights and weights[node.input[1]].data_type == TensorProto.FLOAT
