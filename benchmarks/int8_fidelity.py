@@ -223,6 +223,17 @@ def markdown(doc: dict[str, Any]) -> str:
             shown = "1" if ratio is None else f"{ratio['value']:.2f} [{ratio['low']:.2f}, {ratio['high']:.2f}]"
             lines.append(f"| {name} | {stats['median_ms']:.1f} | {shown} |")
         lines += [""]
+    lines += ["## Notes", "",
+              "- deeplabv3_mobilenet_v3_large has random weights: it predicts one class everywhere (so pred agrees "
+              "100 % and msp/entropy are constant: their correlations are reported as 0 or 1), and its OoD numbers "
+              "measure nothing; only the demo model's fidelity means something.",
+              "- Latency: why INT8 is not faster on ONNX Runtime CPU is in the optimized graph ORT builds "
+              "(`SessionOptions.optimized_model_filepath`): the Q/DQ placement targets TensorRT, and ORT's CPU "
+              "provider fuses only part of it into integer kernels; the rest runs as float convs plus extra "
+              "Quantize/Dequantize passes over the activations. See docs/engines.md.",
+              "- TensorRT INT8 speed was not measured (no GPU and no TensorRT on this machine).",
+              "- The load average above (other jobs on the 2 cores) makes the latency intervals wide; the fidelity "
+              "numbers do not depend on load.", ""]
     return "\n".join(lines) + "\n"
 
 
