@@ -232,6 +232,9 @@ def markdown(doc: dict[str, Any]) -> str:
               "provider fuses only part of it into integer kernels; the rest runs as float convs plus extra "
               "Quantize/Dequantize passes over the activations. See docs/engines.md.",
               "- TensorRT INT8 speed was not measured (no GPU and no TensorRT on this machine).",
+              "- In the JSON of the 2026-12-02 run, `quantization.pgn_reads_float` recorded whether PGN inputs had "
+              "to be reconnected (false for `default`, whose float32 classifier leaves no Q/DQ on psi at all); the "
+              "metadata now records `pgn_reads_float` (true) and `reconnected_inputs` (the count) separately.",
               "- The load average above (other jobs on the 2 cores) makes the latency intervals wide; the fidelity "
               "numbers do not depend on load.", ""]
     return "\n".join(lines) + "\n"

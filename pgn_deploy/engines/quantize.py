@@ -34,8 +34,10 @@ FP8 Q/DQ, so an FP8 model was never executed here (calibration itself runs in fl
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import io
 import os
 import re
 import tempfile
@@ -215,7 +217,8 @@ def quantize_graph(model: Any, precision: str, calibration: np.ndarray, input_na
         source, target = Path(tmp) / "model.onnx", Path(tmp) / "model.quant.onnx"
         onnx.save(named, str(source))
         try:
-            with quiet_modelopt():
+            # ONNX Runtime's calibrator print()s its progress: keep stdout clean for --json
+            with quiet_modelopt(), contextlib.redirect_stdout(io.StringIO()):
                 quantization.quantize(
                     str(source),
                     quantize_mode=precision,
@@ -288,7 +291,8 @@ def quantize_model(model: Any, calibration: CalibrationSet, precision: str = "in
             "unquantizable": kept,
             "kept_float": chosen,
         },
-        "pgn_reads_float": bool(reconnected),
+        "pgn_reads_float": pgn_reads_float and not quantize_pgn,
+        "reconnected_inputs": reconnected,
         "qdq_nodes": sum(node.op_type in QDQ_OPS for node in quantized.graph.node),
         "tool": f"nvidia-modelopt {_modelopt_version()}",
     }

@@ -102,6 +102,22 @@ def test_metadata_records_precision_calibration_and_exclusions(tiny_int8, calib_
     assert record["excluded"]["pgn_nodes"] == len(split_nodes(onnx.load(grafted("tiny")), meta)[1])
     assert record["excluded"]["classifier"] == meta.head.conv_nodes
     assert record["qdq_nodes"] == sum(node.op_type in QDQ_OPS for node in tiny_int8.graph.node)
+    assert record["pgn_reads_float"] is True and record["reconnected_inputs"] == 0  # the classifier is float32
+
+
+def test_pgn_inputs_are_reconnected_when_the_classifier_is_quantized(calib_dir):
+    """With the classifier quantized, ModelOpt puts Q/DQ on psi; the PGN nodes are pointed back at float psi."""
+    model = onnx.load(grafted("tiny"))
+    meta = read_metadata(model)
+    quantized = quantize_model(model, read_calibration(meta, [calib_dir]), keep_head=False)
+    record = read_metadata(quantized).quantization
+    assert record["reconnected_inputs"] >= 1 and record["excluded"]["classifier"] == []
+    made_by = {out: node for node in quantized.graph.node for out in node.output}
+    _, pgn = split_nodes(quantized, meta)
+    assert not [name for node in pgn for name in node.input
+                if name in made_by and made_by[name].op_type == "DequantizeLinear"]
+    head = next(n for n in quantized.graph.node if n.name == meta.head.conv_nodes[0])
+    assert made_by[head.input[0]].op_type == "DequantizeLinear"  # the classifier itself reads int8 psi
 
 
 def test_naive_quantization_puts_qdq_into_pgn(calib_dir):
