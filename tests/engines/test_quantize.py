@@ -24,7 +24,7 @@ from pgn_deploy.engines.quantize import (
 from pgn_deploy.engines.subgraph import split_nodes
 from pgn_deploy.reference import pgn_maps
 from pgn_deploy.runtime.preprocess import preprocess_image
-from tests.support.engine_models import grafted, images
+from tests.support.engine_models import SIZE, grafted, images
 
 
 @pytest.fixture(scope="module")
@@ -306,3 +306,29 @@ def test_fp8_of_a_model_with_nothing_fp8_can_take_refuses(calib_dir):
     model = onnx.load(grafted("tiny"))
     with pytest.raises(UnsupportedModelError, match="quantized no node"):
         quantize_model(model, read_calibration(read_metadata(model), [calib_dir]), "fp8")
+
+
+def test_pgn_check_compares_int8_with_fp32_on_an_ood_dataset(tiny_int8, tmp_path, capsys):
+    """Either order: the fp32 file is the reference; pooled fidelity rows and AuPRC/FPR95 changes per map."""
+    from pgn_deploy.cli import check
+    from pgn_deploy.eval.checks.compare import compare_models
+    from pgn_deploy.synthroad.layouts import write_synthroad
+
+    write_synthroad(tmp_path / "ood", 2, seed=3, layouts=["roadanomaly21"], size=SIZE, progress=False)
+    int8 = _save(tiny_int8, tmp_path / "tiny.int8.pgn.onnx")
+    report = compare_models(int8, grafted("tiny"), datasets=[f"road_anomaly21:{tmp_path / 'ood'}"])
+    assert report.model_a == str(grafted("tiny")) and report.images == 2
+    meta = read_metadata(tiny_int8)
+    rows = {(row.name, row.metric): row for row in report.outputs}
+    assert rows[meta.pred, "agreement_%"].tolerance == 99.0
+    for name in meta.pgn_outputs:
+        row = rows[name, "median_relative_error"]
+        assert row.tolerance == 0.02 and row.min_pearson == 0.99 and -1 <= row.pearson <= 1
+        for metric in ("AuPRC_change_points", "FPR95_change_points"):
+            change = rows[f"{name}@road_anomaly21", metric]
+            assert change.value == pytest.approx(change.other_value - change.reference_value)
+    same = compare_models(grafted("tiny"), grafted("tiny"), datasets=[f"road_anomaly21:{tmp_path / 'ood'}"])
+    assert same.passed and all(row.value == 0 for row in same.outputs if row.metric.endswith("_points"))
+    code = check.main([int8, "--against", str(grafted("tiny")), "--dataset", f"road_anomaly21:{tmp_path / 'ood'}"])
+    out = capsys.readouterr().out
+    assert code == (0 if report.passed else 1) and "(reference)" in out and "AuPRC_change_points" in out
