@@ -309,7 +309,9 @@ class Metadata:
     (float32, N x 1 x H x W); ``pred``: name of the argmax output or ``None``; ``baselines``: the
     baseline map outputs; ``calibration``: per-map statistics from ``pgn-calibrate``
     (``{name: {"q": {"0.5": v, ...}, "max": v}}``) or ``None``; ``precision``: the network's
-    precision (``fp32``, ``fp16``, ``bf16``); the PGN subgraph is always float32.
+    precision (``fp32``, ``fp16``, ``bf16``, ``int8``, ``fp8``); the PGN subgraph is always float32;
+    ``quantization``: for ``int8``/``fp8`` models, how they were quantized (calibration method,
+    image count and sha256, what was excluded; :mod:`pgn_deploy.engines.quantize`), else ``None``.
     """
 
     spec: PGNSpec
@@ -324,6 +326,7 @@ class Metadata:
     calibration: dict[str, Any] | None = None
     precision: str = "fp32"
     gt_input: str | None = None
+    quantization: dict[str, Any] | None = None
     producer: str = ""
     format_version: int = FORMAT_VERSION
 
@@ -351,6 +354,7 @@ class Metadata:
             "calibration": self.calibration,
             "precision": self.precision,
             "gt_input": self.gt_input,
+            **({"quantization": self.quantization} if self.quantization is not None else {}),
         }
 
     def dumps(self) -> str:
@@ -380,6 +384,7 @@ class Metadata:
             calibration=data.get("calibration"),
             precision=data.get("precision", "fp32"),
             gt_input=data.get("gt_input"),
+            quantization=data.get("quantization"),
             producer=data.get("producer", ""),
         )
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from pgn_deploy.cli.common import emit, make_parser, run_cli
 from pgn_deploy.contract import FORMS, LABELS, RESOLUTIONS, UPSAMPLES
-from pgn_deploy.engines.precision import PRECISIONS
+from pgn_deploy.engines.precision import ALL_PRECISIONS
 from pgn_deploy.export.api import DEFAULT_EXPORTER
 from pgn_deploy.export.onnx_export import EXPORTERS
 
@@ -54,8 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
     parser.add_argument("--exporter", choices=EXPORTERS, help=f"PyTorch ONNX exporter (default {DEFAULT_EXPORTER})")
     parser.add_argument("-o", "--output", metavar="OUT.onnx", help="output file (default <stem>.pgn.onnx beside CKPT)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="precision of the network; the PGN subgraph and the outputs stay float32")
+    parser.add_argument("--precision", choices=ALL_PRECISIONS, default="fp32",
+                        help="precision of the network; the PGN subgraph and the outputs stay float32 "
+                             "(int8/fp8: Q/DQ quantization, needs --calib). CKPT may also be a grafted "
+                             ".pgn.onnx file: it is then converted as it is")
+    parser.add_argument("--calib", nargs="+", metavar="IMAGES",
+                        help="with --precision int8/fp8: calibration image files or folders")
+    parser.add_argument("--calib-max", type=int, metavar="N", help="use at most N calibration images")
+    parser.add_argument("--calib-method", choices=("entropy", "max"), default="entropy",
+                        help="activation range calibration (default entropy)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
     return parser
 
@@ -83,6 +90,9 @@ def _export(args: argparse.Namespace) -> int:
         arch_kwargs=args.arch_kwargs,
         trust_pickle=args.trust_pickle,
         precision=args.precision,
+        calib=args.calib,
+        calib_max=args.calib_max,
+        calib_method=args.calib_method,
         force=args.force,
     )
     emit(args, result)

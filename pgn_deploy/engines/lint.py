@@ -11,7 +11,14 @@ Checks (each finding is an ``error``, a ``warning`` or an ``info``; any error fa
   (cast down by TensorRT), uint8 away from the graph's edges, int64 outputs;
 * ``shape``: graph inputs with a known rank and a static channel count, outputs with a known
   rank and the input's batch dimension, ops with data-dependent output shapes;
-* ``pgn``: the PGN subgraph and the PGN outputs are float32 (also in fp16/bf16 models);
+* ``pgn``: the PGN subgraph and the PGN outputs are float32 (also in fp16/bf16/int8/fp8 models);
+* ``qdq`` (target ``trt``, models with Q/DQ nodes): what TensorRT's explicit quantization needs:
+  every QuantizeLinear feeds only DequantizeLinear nodes and every DequantizeLinear reads a
+  QuantizeLinear or a constant; zero points are 0 (TensorRT quantizes symmetrically); scales
+  are positive and finite; activation scales are per tensor; a Conv/ConvTranspose/Gemm/MatMul
+  weight's scales are per channel on the output-channel axis (per tensor: a warning); a Conv
+  whose input and weight do not both come through Q/DQ runs in float (a warning); no Q/DQ
+  node inside the PGN subgraph;
 * ``session`` (target ``ort``): ONNX Runtime creates a session for the model;
 * ``fp16-range`` (with calibration images): the float16 margin of every network tensor
   (:mod:`pgn_deploy.engines.fp16_range`).
@@ -28,7 +35,7 @@ from pgn_deploy.contract import BadInputError, Metadata, PGNError, load_onnx, re
 from pgn_deploy.engines import trt_ops
 from pgn_deploy.engines.feeds import image_batches, input_dtype
 from pgn_deploy.engines.fp16_range import FP16_MAX, TensorRange, measure_ranges
-from pgn_deploy.engines.subgraph import half_precision_in_pgn
+from pgn_deploy.engines.subgraph import half_precision_in_pgn, split_nodes
 
 TARGETS = ("trt", "ort")
 DEFAULT_WARN_MARGIN = 4.0
@@ -323,6 +330,124 @@ def check_pgn_float32(model: Any, meta: Metadata) -> list[Finding]:
                     f"PGN tensors in half precision: {shown}; convert with pgn_deploy.engines.precision")]
 
 
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1, "Gemm": 0, "MatMul": 1}
+"""Op type -> the axis of its (second input) weight that holds the output channels."""
+
+
+def _constant_arrays(model: Any) -> dict[str, Any]:
+    """Initializers and Constant-node values as numpy arrays, by tensor name."""
+    from onnx import numpy_helper
+
+    arrays = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    arrays[node.output[0]] = numpy_helper.to_array(attr.t)
+    return arrays
+
+
+def _qdq_axis(node: Any) -> int:
+    return next((attr.i for attr in node.attribute if attr.name == "axis"), 1)
+
+
+def _check_qdq_parameters(node: Any, constants: dict[str, Any], weight_axis: tuple[int, int] | None) -> list[Finding]:
+    """Scale and zero point of one Q or DQ node; ``weight_axis``: (output-channel axis, channels)
+    when the node quantizes a weight."""
+    import numpy as np
+
+    label = _node_label(node)
+    scale = constants.get(node.input[1]) if len(node.input) > 1 else None
+    if scale is None:
+        return [Finding("error", "qdq", f"{label}: the scale is not a constant (TensorRT needs it at build time)")]
+    found = []
+    if not (np.isfinite(scale).all() and (scale > 0).all()):
+        found.append(Finding("error", "qdq", f"{label}: scales must be positive and finite"))
+    zero = constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if zero is not None and np.any(zero.astype(np.float64) != 0):
+        found.append(Finding("error", "qdq", f"{label}: non-zero zero point; TensorRT quantizes symmetrically"))
+    if weight_axis is None:
+        if scale.size != 1:
+            found.append(Finding("error", "qdq", f"{label}: activation scales must be per tensor, got {scale.size}"))
+        return found
+    axis, channels = weight_axis
+    if scale.size == 1:
+        found.append(Finding("warning", "qdq", f"{label}: per-tensor weight scale; per-channel (axis {axis}) is "
+                                               "what TensorRT and ModelOpt use for accuracy"))
+    elif _qdq_axis(node) != axis or scale.size != channels:
+        found.append(Finding("error", "qdq", (
+            f"{label}: weight scales on axis {_qdq_axis(node)} ({scale.size} values); TensorRT needs them per "
+            f"output channel (axis {axis}, {channels} values)")))
+    return found
+
+
+def check_quantization(model: Any, meta: Metadata) -> list[Finding]:
+    """TensorRT's explicit-quantization rules for a model with Q/DQ nodes (module doc)."""
+    nodes = list(model.graph.node)
+    qdq = [node for node in nodes if node.op_type in QDQ_OPS]
+    if not qdq:
+        return []
+    made_by = {out: node for node in nodes for out in node.output}
+    readers: dict[str, list[Any]] = {}
+    for node in nodes:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    constants = _constant_arrays(model)
+    weights: dict[str, tuple[int, int]] = {}  # DQ output -> (axis, channels) for weight DQs
+    for node in nodes:
+        axis = WEIGHT_AXIS.get(node.op_type)
+        if axis is None or len(node.input) < 2:
+            continue
+        dq = made_by.get(node.input[1])
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        source = made_by.get(dq.input[0])
+        raw = constants.get(source.input[0] if source is not None and source.op_type == "QuantizeLinear"
+                            else dq.input[0])
+        if raw is not None and raw.ndim > axis:
+            weights[dq.output[0]] = (axis, raw.shape[axis])
+    found = []
+    for node in qdq:
+        label = _node_label(node)
+        if node.op_type == "QuantizeLinear":
+            bad = [r for r in readers.get(node.output[0], []) if r.op_type != "DequantizeLinear"]
+            if bad:
+                found.append(Finding("error", "qdq", f"{label} feeds {bad[0].op_type} directly; TensorRT needs "
+                                                     "every QuantizeLinear followed by DequantizeLinear"))
+            dq_out = [r.output[0] for r in readers.get(node.output[0], []) if r.op_type == "DequantizeLinear"]
+            weight = next((weights[o] for o in dq_out if o in weights), None)
+        else:
+            source = made_by.get(node.input[0])
+            if source is not None and source.op_type != "QuantizeLinear" and node.input[0] not in constants:
+                found.append(Finding("error", "qdq", f"{label} reads {source.op_type} output; TensorRT needs a "
+                                                     "QuantizeLinear or a constant before every DequantizeLinear"))
+            weight = weights.get(node.output[0])
+        found += _check_qdq_parameters(node, constants, weight)
+    for node in nodes:
+        if node.op_type != "Conv":
+            continue
+        sides = [made_by.get(name) for name in node.input[:2]]
+        quantized = [side is not None and side.op_type == "DequantizeLinear" for side in sides]
+        if any(quantized) and not all(quantized):
+            which = "input" if not quantized[0] else "weight"
+            found.append(Finding("warning", "qdq", f"{_node_label(node)}: its {which} has no Q/DQ; TensorRT runs "
+                                                   "it in float (fuse Q/DQ on both input and weight for INT8)"))
+    _, pgn = split_nodes(model, meta)
+    inside = [node.name or node.op_type for node in pgn if node.op_type in QDQ_OPS]
+    if inside:
+        found.append(Finding("error", "qdq", f"{len(inside)} Q/DQ node(s) inside the PGN subgraph "
+                                             f"({', '.join(inside[:3])}); requantize with pgn_deploy.engines.quantize"))
+    if not any(f.severity == "error" for f in found):
+        convs = sum(1 for node in nodes if node.op_type == "Conv"
+                    and all(made_by.get(n) is not None and made_by[n].op_type == "DequantizeLinear"
+                            for n in node.input[:2]))
+        found.append(Finding("info", "qdq", (
+            f"{len(qdq)} Q/DQ nodes fit TensorRT's explicit quantization ({convs} Conv node(s) in "
+            f"{meta.precision}; zero points 0, per-channel weight scales); the PGN subgraph has none")))
+    return found
+
+
 def check_ort_session(model: Any) -> list[Finding]:
     """ONNX Runtime (CPU) loads the model."""
     import onnxruntime as ort
@@ -380,13 +505,17 @@ def lint_model(
     findings = check_opsets(model, target)
     if target == "trt":
         findings += check_ops(model, types)
+        findings += check_quantization(model, meta)
     else:
         findings += check_ort_session(model)
     findings += check_dtypes(model, types, target)
     findings += check_shapes(model, inferred, meta)
     findings += check_pgn_float32(model, meta)
     ranges = None
-    if calib:
+    if calib and meta.precision in ("int8", "fp8"):
+        findings.append(Finding("info", "fp16-range", f"the network is {meta.precision} (Q/DQ): no float16 "
+                                                      "margin to measure"))
+    elif calib:
         batches = image_batches(meta.input, input_dtype(model, meta.input.name), calib, max_images)
         ranges = measure_ranges(model, meta, batches)
         findings += check_fp16_ranges(ranges, meta.precision, warn_margin)

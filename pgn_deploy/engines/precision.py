@@ -24,7 +24,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,9 @@ from pgn_deploy.contract import (
 from pgn_deploy.engines.subgraph import half_precision_in_pgn, pgn_node_names
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+QUANT_PRECISIONS = ("int8", "fp8")
+"""Precisions made by Q/DQ quantization with calibration images (:mod:`pgn_deploy.engines.quantize`)."""
+ALL_PRECISIONS = (*PRECISIONS, *QUANT_PRECISIONS)
 NODE_NAME_PREFIX = "pgn_deploy/node_"
 
 
@@ -67,7 +70,7 @@ def name_all_nodes(model: Any) -> None:
 
 
 @contextlib.contextmanager
-def _quiet_modelopt() -> Iterator[None]:
+def quiet_modelopt() -> Iterator[None]:
     """ModelOpt logs INFO lines to stdout; keep stdout clean for ``--json`` output."""
     names = ["modelopt", *(n for n in logging.root.manager.loggerDict if n.startswith("modelopt."))]
     loggers = [logging.getLogger(name) for name in names]
@@ -102,7 +105,7 @@ def convert_graph(model: Any, precision: str, keep_float32: list[str], keep_io_f
     with tempfile.TemporaryDirectory(prefix="pgn_convert_") as tmp:
         source = Path(tmp) / "model.onnx"
         onnx.save(converted, str(source))
-        with _quiet_modelopt():
+        with quiet_modelopt():
             result = autocast.convert_to_mixed_precision(
                 onnx_path=str(source),
                 low_precision_type=precision,
@@ -161,3 +164,34 @@ def convert_precision(
     out = check_output_path(out, force)
     model = load_onnx(model_path)
     return save_onnx(convert_model(model, precision, keep_io_float32), out, force=force)
+
+
+def check_calibration_use(precision: str, calib: Sequence[str | os.PathLike[str]] | None) -> None:
+    """Calibration images are needed for ``int8``/``fp8`` and meaningless for the others."""
+    if precision not in ALL_PRECISIONS:
+        raise BadInputError(f"unknown precision {precision!r}; choose from {', '.join(ALL_PRECISIONS)}")
+    if precision in QUANT_PRECISIONS and not calib:
+        raise BadInputError(f"--precision {precision} needs calibration images (--calib IMAGES)")
+    if precision not in QUANT_PRECISIONS and calib:
+        raise BadInputError(f"--calib is only used with --precision {' or '.join(QUANT_PRECISIONS)}")
+
+
+def convert_file(
+    model_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    precision: str,
+    calib: Sequence[str | os.PathLike[str]] | None = None,
+    calib_max: int | None = None,
+    calib_method: str = "entropy",
+    force: bool = False,
+) -> Path:
+    """Any precision copy of the grafted fp32 model at ``model_path``: fp16/bf16 through
+    :func:`convert_precision`, int8/fp8 through
+    :func:`pgn_deploy.engines.quantize.quantize_precision` (needs ``calib`` images). Returns ``out``."""
+    check_calibration_use(precision, calib)
+    if precision in QUANT_PRECISIONS:
+        from pgn_deploy.engines.quantize import quantize_precision
+
+        return quantize_precision(model_path, out, list(calib or []), precision, calib_max, calib_method,
+                                  force=force)
+    return convert_precision(model_path, out, precision, force=force)

@@ -2,7 +2,10 @@
 
 The network's precision is what the ONNX file says (TensorRT 10.12 deprecated weakly typed
 networks, TensorRT 11 removed them with the FP16/BF16 builder flags): build an fp16 plan from
-the fp16 ONNX that :func:`pgn_deploy.engines.precision.convert_precision` writes. Parsing,
+the fp16 ONNX that :func:`pgn_deploy.engines.precision.convert_precision` writes, an INT8 or
+FP8 plan from the Q/DQ ONNX of :func:`pgn_deploy.engines.quantize.quantize_precision` (explicit
+quantization: no INT8/FP8 builder flag, the Q/DQ nodes say it; their layout is checked with
+:func:`pgn_deploy.engines.lint.check_quantization` before TensorRT is imported). Parsing,
 configuration and building go through Polygraphy's TensorRT loaders; this module adds the
 optimization profile (one min/opt/max range per dynamic input), the checks that fail early
 with one clear line (no tensorrt, no GPU, TensorRT < 10, a bad ``--shapes``), and the atomic
@@ -229,6 +232,7 @@ def build_plan(
     model = load_onnx(model_path, load_weights=False)
     meta = read_metadata(model)
     profile = plan_profile(model, meta, parse_shape_specs(shapes))
+    check_explicit_quantization(model, meta)
     if workspace_mib is not None and workspace_mib <= 0:
         raise BadInputError(f"--workspace must be a positive number of MiB, got {workspace_mib}")
     plan = Path(out) if out is not None else default_plan_path(model_path)
@@ -241,8 +245,10 @@ def build_plan(
     from pgn_deploy.runtime.backends.cuda import current_gpu
 
     gpu = current_gpu()
+    check_gpu_precision(meta.precision, gpu.compute_capability)
     flags = {
         "strongly_typed": True,
+        "precision": meta.precision,
         "tf32": tf32,
         "workspace_mib": workspace_mib,
         "timing_cache": str(timing_cache) if timing_cache else None,
@@ -263,6 +269,32 @@ def build_plan(
         plan.parent.mkdir(parents=True, exist_ok=True)
     _write_plan(plan, bytes(engine), info, force)
     return BuildReport(plan=plan, sidecar=sidecar_path(plan), info=info, seconds=seconds)
+
+
+FP8_MIN_CAPABILITY = (8, 9)
+"""TensorRT runs FP8 from compute capability 8.9 (Ada) on: Hopper, Blackwell."""
+
+
+def check_explicit_quantization(model: Any, meta: Metadata) -> None:
+    """A Q/DQ model whose layout TensorRT's explicit quantization rejects fails here in one line
+    (the first ``qdq`` error of :func:`pgn_deploy.engines.lint.check_quantization`)."""
+    from pgn_deploy.engines.lint import check_quantization
+
+    errors = [f.message for f in check_quantization(model, meta) if f.severity == "error"]
+    if errors:
+        more = f" (and {len(errors) - 1} more; run pgn-lint)" if len(errors) > 1 else ""
+        raise UnsupportedModelError(f"the Q/DQ layout does not fit TensorRT: {errors[0]}{more}")
+
+
+def check_gpu_precision(precision: str, compute_capability: str) -> None:
+    """FP8 plans need a GPU of compute capability 8.9 or newer."""
+    if precision != "fp8":
+        return
+    major, _, minor = compute_capability.partition(".")
+    if (int(major), int(minor or 0)) < FP8_MIN_CAPABILITY:
+        raise UnsupportedModelError(
+            f"FP8 plans need compute capability {'.'.join(map(str, FP8_MIN_CAPABILITY))} or newer (Ada, Hopper, "
+            f"Blackwell); this GPU has {compute_capability}: build the int8 or fp16 model instead")
 
 
 def _build_engine_bytes(trt: Any, model_path: Path, profile: dict[str, ShapeRange],

@@ -120,6 +120,9 @@ def export_model(
     arch_kwargs: Mapping[str, Any] | str | None = None,
     trust_pickle: bool = False,
     precision: str = "fp32",
+    calib: Sequence[str | Path] | None = None,
+    calib_max: int | None = None,
+    calib_method: str = "entropy",
     force: bool = False,
 ) -> ExportResult:
     """Export ``checkpoint`` with the PGN maps grafted in; returns the path and the metadata.
@@ -134,11 +137,25 @@ def export_model(
     batch and size dynamic). ``opset``/``exporter``: passed to the PyTorch exporter
     (``"torchscript"`` by default, or ``"dynamo"``). ``arch_kwargs``: a dict or JSON text.
     ``precision``: ``fp32``, or ``fp16``/``bf16`` for a network in half precision with the PGN
-    subgraph and the outputs kept float32 (:func:`pgn_deploy.engines.precision.convert_model`).
+    subgraph and the outputs kept float32 (:func:`pgn_deploy.engines.precision.convert_model`),
+    or ``int8``/``fp8`` for a Q/DQ network calibrated on the ``calib`` images (at most
+    ``calib_max``, ``calib_method`` ``entropy`` or ``max``;
+    :func:`pgn_deploy.engines.quantize.quantize_model`). A ``checkpoint`` that is already a
+    grafted ``.pgn.onnx`` is converted to ``precision`` as it is (the PGN arguments are not used).
     """
-    from pgn_deploy.engines.precision import check_precision
+    from pgn_deploy.engines.precision import QUANT_PRECISIONS, check_calibration_use
 
-    check_precision(precision)
+    check_calibration_use(precision, calib)
+    if _is_grafted_onnx(checkpoint):
+        from pgn_deploy.engines.precision import convert_file
+
+        source = Path(checkpoint)
+        stem = source.name.removesuffix(".onnx").removesuffix(".pgn")
+        output = Path(output) if output is not None else source.with_name(f"{stem}.{precision}.pgn.onnx")
+        if output.resolve() == source.resolve():
+            raise BadInputError(f"{output}: the output would overwrite the input model")
+        path = convert_file(checkpoint, output, precision, calib, calib_max, calib_method, force=force)
+        return ExportResult(path=path, metadata=read_metadata(path))
     spec = make_spec(p, labels, form, bias, resolution, keep_feature_size, pred, baselines, upsample)
     shape = None if input_shape is None else parse_shape(input_shape, 4, "input shape")
     kwargs = parse_arch_kwargs(arch_kwargs)
@@ -172,12 +189,27 @@ def export_model(
             loaded.module, example, None, exporter=exporter or DEFAULT_EXPORTER, opset=opset, dynamic=True
         )
     grafted = graft(onnx_model, spec, head=head, input_info=info, class_names=loaded.class_names)
-    if precision != "fp32":
+    if precision in QUANT_PRECISIONS:
+        from pgn_deploy.engines.quantize import quantize_model, read_calibration
+
+        calibration = read_calibration(read_metadata(grafted), list(calib or []), calib_max)
+        grafted = quantize_model(grafted, calibration, precision, calib_method)
+    elif precision != "fp32":
         from pgn_deploy.engines.precision import convert_model
 
         grafted = convert_model(grafted, precision)
     path = save_onnx(grafted, output, force=force)
     return ExportResult(path=path, metadata=read_metadata(grafted))
+
+
+def _is_grafted_onnx(checkpoint: str | Path) -> bool:
+    """Whether ``checkpoint`` is an ONNX file that already carries ``pgn_deploy`` metadata."""
+    from pgn_deploy.contract import METADATA_KEY, load_onnx
+
+    path = Path(checkpoint)
+    if path.suffix != ".onnx" or not path.is_file():
+        return False
+    return any(prop.key == METADATA_KEY for prop in load_onnx(path, load_weights=False).metadata_props)
 
 
 def check_segmentation_output(module: Any, example: Any) -> None:
