@@ -8,33 +8,39 @@ from collections.abc import Sequence
 from pgn_deploy.cli.common import make_parser, print_json, run_cli
 from pgn_deploy.runtime.backends.base import backend_names
 from pgn_deploy.runtime.calibrate import calibrate
-from pgn_deploy.runtime.stats import THRESHOLD_QUANTILE
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``pgn-calibrate`` argument parser."""
     parser = make_parser("pgn-calibrate", "Measure every score map's quantiles on in-distribution images "
                          "and store them in the model's metadata (default thresholds, comparable heatmaps).")
     parser.add_argument("model", help="grafted model (.pgn.onnx) or TensorRT plan (.plan with its .json)")
     parser.add_argument("images", nargs="+", help="in-distribution image files, folders or videos")
-    parser.add_argument("-o", "--out", help="write a calibrated copy here instead of rewriting MODEL")
-    parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    parser.add_argument("-o", "--output", metavar="OUT.onnx", help="write the calibrated copy to this file")
+    parser.add_argument("--in-place", action="store_true", help="rewrite MODEL itself (instead of -o)")
+    parser.add_argument("--normalize", action="store_true",
+                        help="also add the in-graph <map>_norm (in-distribution percentile rank) and ood_mask outputs; "
+                             "a model that has them gets them rebuilt from the new quantiles anyway")
+    parser.add_argument("--force", action="store_true", help="overwrite -o if it exists")
     parser.add_argument("--backend", default="auto", choices=["auto", *backend_names()])
     return parser
 
 
 def _command(args: argparse.Namespace) -> int:
-    report = calibrate(args.model, args.images, args.out, force=args.force, backend=args.backend)
+    report = calibrate(args.model, args.images, args.output, in_place=args.in_place, force=args.force,
+                       normalize=args.normalize, backend=args.backend)
     if args.json:
         print_json(report.to_json())
         return 0
     print(f"calibrated on {report.n_images} image(s) with {report.backend}; wrote {report.path}")
     for name, entry in report.calibration.items():
-        print(f"  {name}: q{THRESHOLD_QUANTILE} = {entry['q'][THRESHOLD_QUANTILE]:.6g} (default threshold), "
-              f"max = {entry['max']:.6g}")
+        print(f"  {name}: default threshold {entry['threshold']:.6g} ({entry['threshold_rule']} of the "
+              f"in-distribution pixels), max = {entry['max']:.6g}")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``pgn-calibrate`` with ``argv``; returns the exit status."""
     return run_cli(build_parser(), _command, argv)
 
 

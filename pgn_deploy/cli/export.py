@@ -5,10 +5,11 @@ import argparse
 from collections.abc import Sequence
 
 from pgn_deploy.cli.common import make_parser, print_json, run_cli
-from pgn_deploy.contract import FORMS, LABELS, RESOLUTIONS, UPSAMPLES
+from pgn_deploy.contract import FORMS, INPUT_FORMATS, LABELS, RESOLUTIONS, UPSAMPLES
 from pgn_deploy.engines.precision import PRECISIONS
 from pgn_deploy.export.api import DEFAULT_EXPORTER
 from pgn_deploy.export.onnx_export import EXPORTERS
+from pgn_deploy.runtime.stats import THRESHOLD_RULE
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_flag: str | None = None) -> None:
@@ -25,6 +26,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_flag: str | 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``pgn-export`` argument parser."""
     parser = make_parser(
         "pgn-export",
         "Export a segmentation checkpoint to ONNX with PGN uncertainty maps grafted in as extra outputs.",
@@ -56,6 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="precision of the network; the PGN subgraph and the outputs stay float32")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    deploy = parser.add_argument_group("deployment")
+    deploy.add_argument("--calib", nargs="+", metavar="IMAGES",
+                        help="in-distribution images, folders or videos: store each map's quantiles and default "
+                             f"threshold ({THRESHOLD_RULE} of the in-distribution pixels) in the model")
+    deploy.add_argument("--normalize", action="store_true",
+                        help="add <map>_norm outputs (in-distribution percentile rank, 0..1) and a uint8 ood_mask "
+                             "output whose threshold is the optional input ood_threshold (needs --calib)")
+    deploy.add_argument("--input-format", choices=INPUT_FORMATS, default="float-nchw",
+                        help="what the graph input takes: the preprocessed float N x 3 x H x W tensor (default) or "
+                             "uint8 N x H x W x 3 camera frames (RGB or BGR) normalised inside the graph")
+    deploy.add_argument("--mean", type=float, nargs=3, metavar="M", help="input mean per channel (with --std)")
+    deploy.add_argument("--std", type=float, nargs=3, metavar="S", help="input std per channel (with --mean)")
+    deploy.add_argument("--outputs", nargs="+", metavar="NAME",
+                        help="keep only these outputs (e.g. pred and the maps, without the logits)")
     return parser
 
 
@@ -83,21 +99,35 @@ def _export(args: argparse.Namespace) -> int:
         trust_pickle=args.trust_pickle,
         precision=args.precision,
         force=args.force,
+        calib=args.calib,
+        normalize=args.normalize,
+        input_format=args.input_format,
+        outputs=args.outputs,
+        mean=args.mean,
+        std=args.std,
     )
     if args.json:
         print_json(result.to_json())
     else:
         meta = result.metadata
-        outputs = [*meta.original_outputs, *meta.pgn_outputs, *([meta.pred] if meta.pred else []), *meta.baselines]
+        outputs = [*meta.original_outputs, *meta.pgn_outputs, *([meta.pred] if meta.pred else []), *meta.baselines,
+                   *(meta.normalized[m] for m in meta.score_outputs if m in meta.normalized), *([meta.ood_mask["output"]] if meta.ood_mask else [])]
         print(f"wrote {result.path}")
         print(f"  head: {', '.join(meta.head.conv_nodes)} ({meta.num_classes} classes)")
         print(f"  outputs: {', '.join(outputs)}")
+        print(f"  input: {meta.input.name} ({meta.input.format})")
+        if meta.calibration:
+            rule = next(iter(meta.calibration.values())).get("threshold_rule")
+            print(f"  calibrated: {len(meta.calibration)} maps, default thresholds = {rule} of in-distribution pixels")
+        if meta.ood_mask:
+            print(f"  ood_mask: {meta.ood_mask['map']}_norm >= ood_threshold (default {meta.ood_mask['default']:g})")
         if meta.input.assumed_normalization:
             print("  note: input mean/std are assumed defaults (the checkpoint has no 'input' dict)")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``pgn-export`` with ``argv``; returns the exit status."""
     return run_cli(build_parser(), _export, argv)
 
 

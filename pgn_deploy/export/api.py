@@ -47,6 +47,7 @@ class ExportResult:
     metadata: Metadata
 
     def to_json(self) -> dict[str, Any]:
+        """JSON-ready form."""
         return {"path": str(self.path), "metadata": self.metadata.to_json()}
 
 
@@ -109,6 +110,12 @@ def export_model(
     trust_pickle: bool = False,
     precision: str = "fp32",
     force: bool = False,
+    calib: Sequence[Any] | None = None,
+    normalize: bool = False,
+    input_format: str = "float-nchw",
+    outputs: Sequence[str] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> ExportResult:
     """Export ``checkpoint`` with the PGN maps grafted in; returns the path and the metadata.
 
@@ -123,10 +130,22 @@ def export_model(
     (``"torchscript"`` by default, or ``"dynamo"``). ``arch_kwargs``: a dict or JSON text.
     ``precision``: ``fp32``, or ``fp16``/``bf16`` for a network in half precision with the PGN
     subgraph and the outputs kept float32 (:func:`pgn_deploy.engines.precision.convert_model`).
+    ``calib``: in-distribution images (arrays or paths, see
+    :func:`pgn_deploy.runtime.calibrate.measure_calibration`) measured with the exported model
+    (after the precision conversion) and stored as its calibration. ``normalize`` (needs
+    ``calib``), ``input_format`` and ``outputs``: the deployment steps of
+    :func:`pgn_deploy.graft.deploy.prepare_deployment`. ``mean``/``std``: the input
+    normalization (3 values each), instead of the checkpoint's ``input`` dict or the assumed
+    ImageNet statistics.
     """
     from pgn_deploy.engines.precision import check_precision
+    from pgn_deploy.graft.preprocess import check_input_format
 
     check_precision(precision)
+    check_input_format(input_format)
+    if normalize and not calib:
+        raise BadInputError("--normalize needs --calib IMAGES (in-distribution images to take the quantiles from)")
+    normalization = _given_normalization(mean, std)
     spec = make_spec(p, labels, form, bias, resolution, keep_feature_size, pred, baselines, upsample)
     shape = None if input_shape is None else parse_shape(input_shape, 4, "input shape")
     kwargs = parse_arch_kwargs(arch_kwargs)
@@ -157,13 +176,55 @@ def export_model(
         onnx_model = export_onnx(
             loaded.module, example, None, exporter=exporter or DEFAULT_EXPORTER, opset=opset, dynamic=True
         )
+    if normalization is not None:
+        info = dataclasses.replace(info, mean=normalization[0], std=normalization[1], assumed_normalization=False)
     grafted = graft(onnx_model, spec, head=head, input_info=info, class_names=loaded.class_names)
     if precision != "fp32":
         from pgn_deploy.engines.precision import convert_model
 
         grafted = convert_model(grafted, precision)
+    if calib:
+        grafted = _calibrated(grafted, calib, output)
+    from pgn_deploy.graft.deploy import prepare_deployment
+
+    grafted = prepare_deployment(grafted, normalize=normalize, input_format=input_format, outputs=outputs)
     path = save_onnx(grafted, output, force=force)
     return ExportResult(path=path, metadata=read_metadata(grafted))
+
+
+def _calibrated(model: Any, images: Sequence[Any], output: Path) -> Any:
+    """``model`` with the calibration measured on ``images`` (ONNX Runtime CPU, through a
+    temporary file beside ``output``) in its metadata."""
+    import tempfile
+
+    from pgn_deploy.contract import write_metadata
+    from pgn_deploy.runtime.calibrate import measure_calibration
+    from pgn_deploy.runtime.runner import Runtime
+
+    with tempfile.TemporaryDirectory(prefix=".pgn_calib_", dir=output.parent) as folder:
+        staged = Path(folder) / "model.onnx"
+        save_onnx(model, staged)
+        runtime = Runtime(staged, "ort-cpu")
+        calibration, _ = measure_calibration(runtime, list(images))
+    meta = read_metadata(model)
+    meta.calibration = calibration
+    write_metadata(model, meta)
+    return model
+
+
+def _given_normalization(mean: Sequence[float] | None,
+                         std: Sequence[float] | None) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """``(mean, std)`` from ``--mean``/``--std`` (both or neither; 3 values each, std > 0)."""
+    if mean is None and std is None:
+        return None
+    if mean is None or std is None:
+        raise BadInputError("give --mean and --std together")
+    mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    if len(mean) != 3 or len(std) != 3:
+        raise BadInputError(f"--mean and --std need 3 values each (one per channel), got {len(mean)} and {len(std)}")
+    if min(std) <= 0:
+        raise BadInputError("--std values must be > 0")
+    return mean, std
 
 
 def check_segmentation_output(module: Any, example: Any) -> None:

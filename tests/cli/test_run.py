@@ -173,7 +173,7 @@ def test_a_calibrated_model_gives_default_masks_and_shared_heatmap_ranges(model,
     from pgn_deploy.runtime import calibrate
 
     calibrated = tmp_path / "calibrated.pgn.onnx"
-    calibrate(model, [inputs / "a.png", inputs / "b.jpg"], calibrated, backend="ort-cpu")
+    calibrate(model, [inputs / "a.png", inputs / "b.jpg"], calibrated, backend="ort-cpu")  # a copy
     out = tmp_path / "out"
     code, stdout, _ = run([str(calibrated), str(inputs / "a.png"), str(inputs / "deep"), "--out", str(out),
                            "--json"], capsys)
