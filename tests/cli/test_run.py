@@ -9,12 +9,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-from pgn_deploy.runtime.visualize import PANEL_WIDTH
 import pytest
 
 from pgn_deploy.cli.run import main
 from pgn_deploy.runtime import Runtime
+from pgn_deploy.runtime.visualize import PANEL_WIDTH
 from tests.support.runtime_models import build_model
 
 

@@ -113,7 +113,8 @@ def test_uint8_input_gives_the_maps_of_the_float_model_fed_by_python(calibrated,
     (image_input,) = sess.get_inputs()
     assert image_input.type == "tensor(uint8)" and image_input.shape[3] == 3
     images = frames(2, seed=11) + [frames(1, seed=12)[0][:20]]
-    ref, got = Runtime(float_path, "ort-cpu").run(images, color=color), Runtime(uint8_path, "ort-cpu").run(images, color=color)
+    ref = Runtime(float_path, "ort-cpu").run(images, color=color)
+    got = Runtime(uint8_path, "ort-cpu").run(images, color=color)
     for a, b in zip(ref, got):
         np.testing.assert_array_equal(a.pred, b.pred)
         for name in a.scores:
