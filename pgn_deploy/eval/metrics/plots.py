@@ -68,7 +68,8 @@ def plot_pixel_curves(results: Mapping[str, PixelResult], folder: str | Path, fo
     first = next(iter(results.values()), None)
     if first is not None and first.positives + first.negatives:
         chance = first.positives / (first.positives + first.negatives)
-        pr_axes.axhline(chance, color="black", linewidth=0.9, linestyle="--", label=f"chance ({100 * chance:.2f} % OoD)")
+        pr_axes.axhline(chance, color="black", linewidth=0.9, linestyle="--",
+                        label=f"chance ({100 * chance:.2f} % OoD)")
     lower = 10.0 ** np.floor(np.log10(max(smallest, 1e-9)))
     roc_axes.set_xscale("log")
     roc_axes.set_xlim(lower, 1.0)
