@@ -3,10 +3,12 @@
 For every calibrated score map ``m`` (N x 1 x H x W float32) the graph gets an output
 ``m_norm``: the map's in-distribution percentile rank in [0, 1], the piecewise linear function
 through the stored quantiles defined by :func:`pgn_deploy.runtime.stats.percentile_rank`
-(0 below the calibration minimum, 1 at and above its maximum). With ``K`` knot segments it is
-two 1 x 1 convolutions around a ``Clip``: ``Conv(1 -> K)`` gives ``(x - v_k) / (v_k+1 - v_k)``
-per segment, ``Clip(0, 1)``, ``Conv(K -> 1)`` weighs each segment by its level step; tied knots
-(a jump of the rank at one value) add ``GreaterOrEqual(x, v_k)`` steps. NaN stays NaN.
+(0 below the calibration minimum, 1 at and above its maximum). With ``K`` knot segments the
+map is broadcast against K x 1 x 1 constants: ``Clip((x - v_k) / (v_k+1 - v_k), 0, 1)`` per
+segment, weighed by its level step and summed over the segments (``ReduceSum``); tied knots
+(a jump of the rank at one value) add ``GreaterOrEqual(x, v_k)`` steps; a final ``Clip(0, 1)``.
+(Measured on ONNX Runtime CPU, this is faster than the same sums as 1 x 1 convolutions or a
+binary search with ``Gather``.) NaN stays NaN.
 
 ``ood_mask`` (uint8 N x 1 x H x W) is ``Cast(m_norm >= ood_threshold)`` for the default map,
 where ``ood_threshold`` is a float32 scalar graph input with an initializer default (the
@@ -121,24 +123,26 @@ def _rank(builder: GraphBuilder, score: ir.Value, entry: dict[str, Any], name: s
     """The percentile rank of ``score`` (N x 1 x H x W float32) as a new value named ``name``."""
     values, levels = rank_knots(entry)
     lo, hi, steps = values[:-1], values[1:], np.diff(levels)
-    slope_kept = (hi > lo) & (steps > 0)
+    sloped = (hi > lo) & (steps > 0)
     tied = (hi <= lo) & (steps > 0)
+
+    def per_segment(array: np.ndarray) -> ir.Value:
+        return builder.const(np.asarray(array, np.float32).reshape(1, -1, 1, 1))
+
     parts = []
-    if slope_kept.any():
-        width = (hi - lo)[slope_kept]
-        weight = (1.0 / width).reshape(-1, 1, 1, 1)
-        bias = -lo[slope_kept] / width
-        ramps = builder.op("Conv", [score, builder.const(weight), builder.const(bias)])
-        clipped = builder.op("Clip", [ramps, builder.const(0.0), builder.const(1.0)])
-        parts.append(builder.op("Conv", [clipped, builder.const(steps[slope_kept].reshape(1, -1, 1, 1))]))
+    if sloped.any():
+        width = (hi - lo)[sloped]
+        shifted = builder.op("Sub", [score, per_segment(lo[sloped])])
+        ramps = builder.op("Clip", [builder.op("Mul", [shifted, per_segment(1.0 / width)]),
+                                    builder.const(0.0), builder.const(1.0)])
+        parts.append(builder.reduce("ReduceSum", builder.op("Mul", [ramps, per_segment(steps[sloped])])))
     if tied.any():
-        at = builder.const(lo[tied].reshape(1, -1, 1, 1))
-        jumps = builder.op("Cast", [builder.op("GreaterOrEqual", [score, at])], {"to": int(ir.DataType.FLOAT)})
-        parts.append(builder.op("Conv", [jumps, builder.const(steps[tied].reshape(1, -1, 1, 1))]))
+        jumps = builder.op("Cast", [builder.op("GreaterOrEqual", [score, per_segment(lo[tied])])],
+                           {"to": int(ir.DataType.FLOAT)})
+        parts.append(builder.reduce("ReduceSum", builder.op("Mul", [jumps, per_segment(steps[tied])])))
     total = parts[0] if len(parts) == 1 else builder.op("Add", parts)
-    bounded = builder.op("Clip", [total, builder.const(0.0), builder.const(1.0)])
-    # Clip and Conv may turn NaN into a number: keep a NaN score NaN.
-    rank = builder.op("Where", [builder.op("IsNaN", [score]), score, bounded], names=[builder.claim(name)])
+    # a NaN score stays NaN through Sub, Mul and Clip (ONNX Runtime's Clip propagates it)
+    rank = builder.op("Clip", [total, builder.const(0.0), builder.const(1.0)], names=[builder.claim(name)])
     rank.dtype, rank.shape = ir.DataType.FLOAT, score.shape
     return rank
 

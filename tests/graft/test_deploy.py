@@ -55,6 +55,10 @@ def test_norm_outputs_equal_the_numpy_percentile_rank_and_are_monotone(calibrate
         assert np.all(np.diff(out[norm].ravel()[order]) >= 0), f"{norm} is not monotone in {name}"
         assert 0.0 <= out[norm].min() and out[norm].max() <= 1.0
     assert out["msp_norm"].min() == 0.0 or out["msp_norm"].max() == 1.0
+    batch[0, :, 5, 7] = np.nan  # a NaN pixel gives NaN scores around it: NaN ranks, never in the mask
+    out = run_all(model, {"input": batch})
+    nan = np.isnan(out["pgn_uni_p0.5"])
+    assert nan.any() and np.array_equal(np.isnan(out["pgn_uni_p0.5_norm"]), nan) and not out["ood_mask"][nan].any()
 
 
 def test_norm_of_a_sweep_through_tied_knots_is_the_step_function():
