@@ -22,7 +22,7 @@ def _figure(title: str, xlabel: str, ylabel: str):  # -> (Figure, Axes)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(6.4, 6.4), dpi=120)
+    figure = Figure(figsize=(7.2, 6.6), dpi=120)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     axes.set(title=title, xlabel=xlabel, ylabel=ylabel, ylim=(0, 1.01))
@@ -33,8 +33,10 @@ def _figure(title: str, xlabel: str, ylabel: str):  # -> (Figure, Axes)
 def _finish(figure, axes, path: Path, force: bool) -> None:  # noqa: ANN001 (matplotlib objects)
     """Legend below the axes (it never hides a curve), then write the PNG atomically."""
     handles, labels = axes.get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", fontsize="small", ncol=1, frameon=False)
-    figure.tight_layout(rect=(0, 0.035 * len(labels) + 0.03, 1, 1))
+    columns = 1 if len(labels) <= 4 else 2
+    rows = -(-len(labels) // columns)
+    figure.legend(handles, labels, loc="lower center", fontsize="small", ncol=columns, frameon=False)
+    figure.tight_layout(rect=(0, 0.032 * rows + 0.02, 1, 1))
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"), force=force)
 
 
