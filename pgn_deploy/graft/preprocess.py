@@ -5,9 +5,10 @@ N x H x W x 3 input of the same name and prepends, in this order (the order and 
 arithmetic of :func:`pgn_deploy.runtime.preprocess.preprocess_image`, so both give the same
 tensor):
 
-1. ``Transpose`` of the uint8 frames to N x 3 x H x W (a quarter of the bytes of a float
-   transpose; per-channel arithmetic on a last axis of size 3 is several times slower in ONNX
-   Runtime than on whole planes), then ``Cast`` to float32;
+1. ``Cast`` to float32, then ``Transpose`` to N x 3 x H x W (uint8 stays on the graph input:
+   TensorRT has no uint8 Transpose; the arithmetic runs on whole planes, since per-channel
+   arithmetic on a last axis of size 3 is several times slower in ONNX Runtime: 3.8 ms for
+   these steps at 512 x 1024 on one CPU thread, against 9.5 ms for the same in numpy);
 2. ``Gather(indices=[2, 1, 0], axis=1)`` when the frames' channel order (``uint8-nhwc-rgb`` or
    ``uint8-nhwc-bgr``) differs from the order the network was trained on;
 3. ``Div(scale)``, ``Sub(mean)``, ``Div(std)`` per channel (float32 constants of shape
@@ -113,9 +114,9 @@ def _preprocess_nodes(source: str, target: str, input_format: str, info: InputIn
         numpy_helper.from_array(np.asarray(info.mean, np.float32).reshape(1, 3, 1, 1), name("mean")),
         numpy_helper.from_array(np.asarray(info.std, np.float32).reshape(1, 3, 1, 1), name("std")),
     ]
-    nodes = [helper.make_node("Transpose", [source], [name("nchw")], name=name("to_nchw"), perm=[0, 3, 1, 2]),
-             helper.make_node("Cast", [name("nchw")], [name("float")], name=name("cast"), to=TensorProto.FLOAT)]
-    current = name("float")
+    nodes = [helper.make_node("Cast", [source], [name("float")], name=name("cast"), to=TensorProto.FLOAT),
+             helper.make_node("Transpose", [name("float")], [name("nchw")], name=name("to_nchw"), perm=[0, 3, 1, 2])]
+    current = name("nchw")
     frame_order = input_format.rsplit("-", 1)[1].upper()
     if frame_order != info.channel_order:
         inits.append(numpy_helper.from_array(np.array([2, 1, 0], np.int64), name("reverse_index")))
