@@ -111,7 +111,8 @@ def _export(args: argparse.Namespace) -> int:
     else:
         meta = result.metadata
         outputs = [*meta.original_outputs, *meta.pgn_outputs, *([meta.pred] if meta.pred else []), *meta.baselines,
-                   *(meta.normalized[m] for m in meta.score_outputs if m in meta.normalized), *([meta.ood_mask["output"]] if meta.ood_mask else [])]
+                   *(meta.normalized[m] for m in meta.score_outputs if m in meta.normalized),
+                   *([meta.ood_mask["output"]] if meta.ood_mask else [])]
         print(f"wrote {result.path}")
         print(f"  head: {', '.join(meta.head.conv_nodes)} ({meta.num_classes} classes)")
         print(f"  outputs: {', '.join(outputs)}")

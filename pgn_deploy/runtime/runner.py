@@ -122,6 +122,9 @@ class Runtime:
         inputs (:attr:`extra_inputs`), only with a preprocessed batch.
         """
         check_color(color)
+        if logits and self.metadata.head.logits_output in self.metadata.dropped_outputs:
+            raise BadInputError(f"{self.model_path} was exported without its logits (--outputs); logits=True "
+                                "needs a model that keeps them")
         images, batch, single = split_inputs(inputs)
         feeds = self._check_extra_feeds(extra_feeds, batch)
         fetch = self._fetch(logits)

@@ -144,6 +144,8 @@ def test_keep_outputs_drops_the_logits_and_what_only_they_need(calibrated, tmp_p
     C.save_onnx(model, path)
     result = Runtime(path, "ort-cpu").run(frames(1)[0])
     assert set(result.scores) == {"pgn_uni_p0.5"}
+    with pytest.raises(C.BadInputError, match="without its logits"):
+        Runtime(path, "ort-cpu").run(frames(1)[0], logits=True)
     with pytest.raises(C.BadInputError, match="class map"):
         keep_outputs(calibrated, ["pgn_uni_p0.5"])
     with pytest.raises(C.BadInputError, match="lacks"):
@@ -172,3 +174,12 @@ def test_fp16_models_keep_norm_mask_and_preprocessing_float32(calibrated):
     out = run_all(half, {"input": batch})
     for name, norm in meta.normalized.items():
         np.testing.assert_allclose(out[norm], percentile_rank(out[name], meta.calibration[name]), atol=2e-6)
+
+
+def test_deployed_model_passes_the_tensorrt_lint(calibrated, tmp_path):
+    """uint8 stays on the graph input (TensorRT has no uint8 Transpose), ranks and mask are float32/uint8 outputs."""
+    from pgn_deploy.engines.lint import lint_model
+
+    path = C.save_onnx(prepare_deployment(calibrated, normalize=True, input_format="uint8-nhwc-rgb"), tmp_path / "d.onnx")
+    report = lint_model(path, target="trt")
+    assert report.ok, [f.message for f in report.findings if f.severity == "error"]
