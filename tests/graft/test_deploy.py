@@ -180,6 +180,7 @@ def test_deployed_model_passes_the_tensorrt_lint(calibrated, tmp_path):
     """uint8 stays on the graph input (TensorRT has no uint8 Transpose), ranks and mask are float32/uint8 outputs."""
     from pgn_deploy.engines.lint import lint_model
 
-    path = C.save_onnx(prepare_deployment(calibrated, normalize=True, input_format="uint8-nhwc-rgb"), tmp_path / "d.onnx")
+    model = prepare_deployment(calibrated, normalize=True, input_format="uint8-nhwc-rgb")
+    path = C.save_onnx(model, tmp_path / "d.onnx")
     report = lint_model(path, target="trt")
     assert report.ok, [f.message for f in report.findings if f.severity == "error"]
