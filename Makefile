@@ -51,25 +51,31 @@ BENCH_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks --threads 1 --clock cpu --out benchmarks/results --force $(BENCH_ARGS)
 
-# The whole pipeline on the shipped demo model: export (uni and oh, p = 0.5, pred, baselines),
-# parity check against PyTorch, generated OoD scenes, overlays, and the OoD table of both tracks
+# The whole pipeline on the shipped demo model: export (uni and oh, p = 0.5, pred, baselines)
+# calibrated on in-distribution SynthRoad frames (seed 3; never the evaluated seed-7 frames) with
+# in-graph percentile ranks and OoD mask, parity check against PyTorch, generated OoD scenes,
+# masks and overlays with instance boxes, and the OoD table of both tracks
 # for PGN uni/oh, max softmax, entropy, MC dropout (8 samples) and a 3-member deep ensemble.
 DEMO := engines/demo
 DEMO_CKPT := export/models/demo_synthroad.pth
 DEMO_MODEL := $(DEMO)/demo_synthroad.pgn.onnx
 DEMO_MEMBERS := $(foreach s,1 2 3,export/models/demo_synthroad_seed$(s).pth)
 DEMO_FRAMES ?= 20
+DEMO_CALIB_FRAMES ?= 8
 demo: $(STAMP)
 	rm -rf $(DEMO) && mkdir -p $(DEMO)
-	@echo "== 1/5 pgn-export: graft PGN onto the shipped checkpoint"
-	$(BIN)/pgn-export $(DEMO_CKPT) --p 0.5 --label both --pred --baselines -o $(DEMO_MODEL)
-	@echo "== 2/5 pgn-check: the grafted model against PyTorch"
+	@echo "== 1/6 pgn-synthroad: $(DEMO_CALIB_FRAMES) in-distribution frames to calibrate on (seed 3, val split: no OoD object)"
+	$(BIN)/pgn-synthroad --out $(DEMO)/calibration --frames $(DEMO_CALIB_FRAMES) --seed 3 --layout cityscapes
+	@echo "== 2/6 pgn-export: graft PGN onto the shipped checkpoint, calibrate, in-graph percentile ranks and OoD mask"
+	$(BIN)/pgn-export $(DEMO_CKPT) --p 0.5 --label both --pred --baselines -o $(DEMO_MODEL) \
+	  --calib $(DEMO)/calibration/cityscapes/leftImg8bit --normalize
+	@echo "== 3/6 pgn-check: the grafted model against PyTorch"
 	$(BIN)/pgn-check $(DEMO_MODEL) --reference $(DEMO_CKPT)
-	@echo "== 3/5 pgn-synthroad: $(DEMO_FRAMES) out-of-distribution scenes per track (seed 7, unseen in training)"
+	@echo "== 4/6 pgn-synthroad: $(DEMO_FRAMES) out-of-distribution scenes per track (seed 7, unseen in training and calibration)"
 	$(BIN)/pgn-synthroad --out $(DEMO)/synthroad --frames $(DEMO_FRAMES) --seed 7 --layout roadobstacle21 roadanomaly21
-	@echo "== 4/5 pgn-run: segmentation, PGN heatmap, OoD mask and overlay per image"
+	@echo "== 5/6 pgn-run: segmentation, PGN heatmap, OoD mask, overlay with instance boxes per image"
 	$(BIN)/pgn-run $(DEMO_MODEL) $(DEMO)/synthroad/dataset_AnomalyTrack/images --out $(DEMO)/overlays
-	@echo "== 5/5 pgn-eval: the paper's OoD table on both tracks"
+	@echo "== 6/6 pgn-eval: the paper's OoD table on both tracks"
 	for track in road_obstacle21 road_anomaly21; do \
 	  $(BIN)/pgn-eval $(DEMO_MODEL) --dataset $$track:$(DEMO)/synthroad --out $(DEMO)/eval \
 	    --checkpoint $(DEMO_CKPT) --mc-dropout 8 --ensemble $(DEMO_MEMBERS) || exit 1; \

@@ -36,6 +36,10 @@ UPSAMPLES = ("auto", "matmul", "resize")
 PRED = "pred"
 BASELINES = ("msp", "entropy")
 GT_INPUT = "pgn_gt"
+NORM_SUFFIX = "_norm"
+OOD_MASK = "ood_mask"
+OOD_THRESHOLD_INPUT = "ood_threshold"
+INPUT_FORMATS = ("float-nchw", "uint8-nhwc-rgb", "uint8-nhwc-bgr")
 
 
 # --------------------------------------------------------------------------- errors
@@ -238,6 +242,10 @@ class InputInfo:
     ``assumed_normalization``: ``mean``/``std``/``channel_order`` are defaults assumed by
     pgn-export (ImageNet statistics for 3 channels, else mean 0, std 1), not read from the
     checkpoint.
+    ``format``: what the graph input takes. ``"float-nchw"``: the preprocessed float tensor
+    above. ``"uint8-nhwc-rgb"``/``"uint8-nhwc-bgr"``: camera frames as they come (uint8
+    N x H x W x 3 in that channel order, ``layout`` ``"NHWC"``); the graph casts, reorders the
+    channels to ``channel_order``, normalizes and transposes (:mod:`pgn_deploy.graft.preprocess`).
     """
 
     name: str = "input"
@@ -251,6 +259,17 @@ class InputInfo:
     dynamic_batch: bool = True
     dynamic_size: bool = True
     assumed_normalization: bool = False
+    format: str = "float-nchw"
+
+    @property
+    def uint8(self) -> bool:
+        """Whether the graph takes uint8 N x H x W x 3 frames (preprocessing inside the graph)."""
+        return self.format != "float-nchw"
+
+    @property
+    def frame_order(self) -> str:
+        """Channel order of the uint8 frames the graph takes (``RGB``/``BGR``)."""
+        return self.format.rsplit("-", 1)[1].upper() if self.uint8 else self.channel_order
 
     def to_json(self) -> dict[str, Any]:
         """This object as a JSON-ready dict (the form stored in the model's metadata)."""
@@ -308,10 +327,16 @@ class Metadata:
     ``original_outputs``: the model's own outputs, unchanged; ``pgn_outputs``: the PGN maps
     (float32, N x 1 x H x W); ``pred``: name of the argmax output or ``None``; ``baselines``: the
     baseline map outputs; ``calibration``: per-map statistics from ``pgn-calibrate``
-    (``{name: {"q": {"0.5": v, ...}, "max": v}}``) or ``None``; ``precision``: the network's
+    (``{name: {"q": {"0.5": v, ...}, "max": v, "threshold": v, "threshold_rule": "q0.995"}}``,
+    see :mod:`pgn_deploy.runtime.stats`) or ``None``; ``precision``: the network's
     precision (``fp32``, ``fp16``, ``bf16``, ``int8``, ``fp8``); the PGN subgraph is always float32;
     ``quantization``: for ``int8``/``fp8`` models, how they were quantized (calibration method,
     image count and sha256, what was excluded; :mod:`pgn_deploy.engines.quantize`), else ``None``.
+    ``normalized``: map -> name of its in-graph percentile-rank output (``<map>_norm``, float32
+    N x 1 x H x W in [0, 1]); ``ood_mask``: ``None`` or ``{"output", "map", "threshold_input",
+    "default", "rule"}``: a uint8 N x 1 x H x W output ``<map>_norm >= threshold`` whose
+    threshold is an optional float32 scalar graph input (default ``default``, a rank).
+    ``dropped_outputs``: outputs removed by ``--outputs`` (the metadata still names them).
     """
 
     spec: PGNSpec
@@ -329,6 +354,9 @@ class Metadata:
     quantization: dict[str, Any] | None = None
     producer: str = ""
     format_version: int = FORMAT_VERSION
+    normalized: dict[str, str] = dataclasses.field(default_factory=dict)
+    ood_mask: dict[str, Any] | None = None
+    dropped_outputs: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def score_outputs(self) -> list[str]:
@@ -350,6 +378,9 @@ class Metadata:
                 "pgn": self.pgn_outputs,
                 "pred": self.pred,
                 "baselines": self.baselines,
+                "normalized": self.normalized,
+                "ood_mask": self.ood_mask,
+                "dropped": self.dropped_outputs,
             },
             "calibration": self.calibration,
             "precision": self.precision,
@@ -386,6 +417,9 @@ class Metadata:
             gt_input=data.get("gt_input"),
             quantization=data.get("quantization"),
             producer=data.get("producer", ""),
+            normalized=dict(outputs.get("normalized") or {}),
+            ood_mask=outputs.get("ood_mask"),
+            dropped_outputs=list(outputs.get("dropped") or []),
         )
 
     @classmethod

@@ -67,11 +67,24 @@ def _tiny(folder: Path, name: str) -> Path:
 
     if name == "tiny":
         return build_model(folder / "tiny.pgn.onnx", pred=True)
+    if name == "tiny_uint8":
+        return _tiny_uint8(folder)
     resized = InputInfo(channel_order="BGR", size=(24, 32), resize=True)
     return build_model(folder / "tiny_resized.pgn.onnx", pred=False, input_info=resized, seed=1)
 
 
-MODELS = ("tiny", "tiny_resized", "demo", *TORCHVISION)
+def _tiny_uint8(folder: Path) -> Path:
+    """The tiny model calibrated, with ``<map>_norm``/``ood_mask`` and uint8 BGR frames as input."""
+    from pgn_deploy.contract import load_onnx, save_onnx
+    from pgn_deploy.graft.deploy import prepare_deployment
+    from pgn_deploy.runtime import calibrate
+
+    calibrated = calibrate(_tiny(folder, "tiny"), IMAGES[:2], folder / "calibrated.onnx", backend="ort-cpu").path
+    model = prepare_deployment(load_onnx(calibrated), normalize=True, input_format="uint8-nhwc-bgr")
+    return save_onnx(model, folder / "tiny_uint8.pgn.onnx")
+
+
+MODELS = ("tiny", "tiny_resized", "tiny_uint8", "demo", *TORCHVISION)
 
 
 def _require_native() -> None:
@@ -154,6 +167,23 @@ def _assert_results_equal(cpp, py) -> None:
 
 
 # --------------------------------------------------------------------------- equality
+@pytest.mark.parametrize("color", ["RGB", "BGR"])
+def test_uint8_input_in_cpp_equals_the_float_model_fed_by_python(tmp_path, color):
+    """The C++ library feeds a uint8-input model frames as they are; its maps equal the float
+    model's, preprocessed in Python, to 1e-5 relative."""
+    _require_native()
+    uint8_model = _tiny_uint8(tmp_path)
+    float_model = tmp_path / "calibrated.onnx"
+    assert native.Runtime(uint8_model, "ort-cpu").metadata["input"]["format"] == "uint8-nhwc-bgr"
+    cpp = native.Runtime(uint8_model, "ort-cpu").run(IMAGES, color=color)
+    py = Runtime(float_model, "ort-cpu").run(IMAGES, color=color)
+    for mine, theirs in zip(cpp, py):
+        np.testing.assert_array_equal(mine.pred, theirs.pred)
+        for name in theirs.scores:
+            _assert_map_close(mine.scores[name], theirs.scores[name], name)
+
+
+
 def test_metadata_reads_the_same(model, runtimes):
     _, cpp = runtimes
     assert cpp.metadata == read_metadata(model).to_json()

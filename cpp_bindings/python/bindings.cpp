@@ -57,10 +57,16 @@ py::dict metadata_dict(const pgn::Metadata& meta) {
     for (const auto& [name, entry] : *meta.calibration) {
       py::dict item("q"_a = entry.q);
       for (const auto& [key, value] : entry.stats) item[py::str(key)] = value;
+      for (const auto& [key, value] : entry.text) item[py::str(key)] = value;
       maps[py::str(name)] = item;
     }
     calibration = maps;
   }
+  py::object ood_mask = py::none();
+  if (meta.ood_mask)
+    ood_mask = py::dict("output"_a = meta.ood_mask->output, "map"_a = meta.ood_mask->map,
+                        "threshold_input"_a = meta.ood_mask->threshold_input,
+                        "default"_a = meta.ood_mask->default_threshold, "rule"_a = meta.ood_mask->rule);
   return py::dict(
       "format_version"_a = meta.format_version, "producer"_a = meta.producer,
       "spec"_a = py::dict("p"_a = spec.p, "labels"_a = spec.labels, "form"_a = spec.form, "bias"_a = spec.bias,
@@ -77,9 +83,10 @@ py::dict metadata_dict(const pgn::Metadata& meta) {
                            "std"_a = std::vector<double>(in.std.begin(), in.std.end()), "size"_a = size,
                            "resize"_a = in.resize, "dynamic_batch"_a = in.dynamic_batch,
                            "dynamic_size"_a = in.dynamic_size,
-                           "assumed_normalization"_a = in.assumed_normalization),
+                           "assumed_normalization"_a = in.assumed_normalization, "format"_a = in.format),
       "outputs"_a = py::dict("original"_a = meta.original_outputs, "pgn"_a = meta.pgn_outputs, "pred"_a = meta.pred,
-                             "baselines"_a = meta.baselines),
+                             "baselines"_a = meta.baselines, "normalized"_a = meta.normalized,
+                             "ood_mask"_a = ood_mask, "dropped"_a = meta.dropped_outputs),
       "calibration"_a = calibration, "precision"_a = meta.precision, "gt_input"_a = meta.gt_input);
 }
 

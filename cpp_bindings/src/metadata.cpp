@@ -118,6 +118,7 @@ InputInfo parse_input(const json& data) {
   input.dynamic_batch = value_or(data, "dynamic_batch", input.dynamic_batch);
   input.dynamic_size = value_or(data, "dynamic_size", input.dynamic_size);
   input.assumed_normalization = value_or(data, "assumed_normalization", input.assumed_normalization);
+  input.format = value_or(data, "format", input.format);
   return input;
 }
 
@@ -131,6 +132,8 @@ std::optional<std::map<std::string, MapCalibration>> parse_calibration(const jso
         map.q = value.get<std::map<std::string, double>>();
       else if (value.is_number())
         map.stats.emplace(key, value.get<double>());
+      else if (value.is_string())
+        map.text.emplace(key, value.get<std::string>());
     }
     calibration.emplace(name, std::move(map));
   }
@@ -164,6 +167,14 @@ Metadata from_json(const json& data) {
   meta.precision = value_or(data, "precision", meta.precision);
   if (data.contains("gt_input") && !data.at("gt_input").is_null()) meta.gt_input = data.at("gt_input").get<std::string>();
   meta.producer = value_or(data, "producer", meta.producer);
+  meta.normalized = value_or(outputs, "normalized", meta.normalized);
+  meta.dropped_outputs = value_or(outputs, "dropped", meta.dropped_outputs);
+  if (outputs.contains("ood_mask") && !outputs.at("ood_mask").is_null()) {
+    const json& mask = outputs.at("ood_mask");
+    meta.ood_mask = OodMaskInfo{at(mask, "output").get<std::string>(), at(mask, "map").get<std::string>(),
+                                at(mask, "threshold_input").get<std::string>(), at(mask, "default").get<double>(),
+                                at(mask, "rule").get<std::string>()};
+  }
   return meta;
 }
 

@@ -45,6 +45,7 @@ ElementType element_type(ONNXTensorElementDataType type) {
     case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16: return ElementType::Float16;
     case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: return ElementType::Int32;
     case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: return ElementType::Int64;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8: return ElementType::UInt8;
     default: return ElementType::Unsupported;
   }
 }
@@ -88,7 +89,7 @@ void append_tensorrt(Ort::SessionOptions& options, int device_id) {
 /// Per-caller state: the input value and the outputs of the last run, bound again as long as
 /// the input (pointer and shape) and the fetched names repeat.
 struct OrtContext : BackendContext {
-  const float* input_data = nullptr;
+  const void* input_data = nullptr;
   std::array<std::int64_t, 4> shape{};
   cv::Mat half;  // float16 copy of the input for a half-precision model
   Ort::Value input_value{nullptr};
@@ -153,13 +154,13 @@ class OrtBackend final : public Backend {
   std::optional<std::string> embedded_metadata() const override { return metadata_; }
   std::unique_ptr<BackendContext> new_context() const override { return std::make_unique<OrtContext>(); }
 
-  void run(BackendContext& context, const std::string& input_name, const float* input,
+  void run(BackendContext& context, const std::string& input_name, const void* input, ElementType input_type,
            const std::array<std::int64_t, 4>& shape, const std::vector<std::string>& fetch,
            std::vector<TensorView>& outputs) const override {
     auto& state = static_cast<OrtContext&>(context);
     const char* input_names[] = {input_name.c_str()};
     try {
-      bind_input(state, input_name, input, shape);
+      bind_input(state, input_name, input, input_type, shape);
       if (state.fetch != fetch) bind_fetch(state, fetch);
       if (state.outputs.empty()) {
         run_unbound(state, input_names);
@@ -188,22 +189,29 @@ class OrtBackend final : public Backend {
   }
 
   /// (Re)create the input value when the caller's buffer or the shape changed.
-  void bind_input(OrtContext& state, const std::string& input_name, const float* input,
+  void bind_input(OrtContext& state, const std::string& input_name, const void* input, ElementType given,
                   const std::array<std::int64_t, 4>& shape) const {
     const ElementType type = input_type(input_name);
+    if ((given == ElementType::UInt8) != (type == ElementType::UInt8))
+      throw UnsupportedModelError("the model's input " + input_name + (type == ElementType::UInt8
+                                  ? " takes uint8 frames, not a float tensor" : " does not take uint8 frames"));
     if (type == ElementType::Float16) {  // numpy's float32 -> float16 (round to nearest even)
       const int rows = static_cast<int>(shape[0] * shape[1] * shape[2]);
-      cv::Mat(rows, static_cast<int>(shape[3]), CV_32F, const_cast<float*>(input)).convertTo(state.half, CV_16F);
-    } else if (type != ElementType::Float32) {
-      throw UnsupportedModelError("the model's input " + input_name + " is neither float32 nor float16");
+      cv::Mat(rows, static_cast<int>(shape[3]), CV_32F, const_cast<void*>(input)).convertTo(state.half, CV_16F);
+    } else if (type != ElementType::Float32 && type != ElementType::UInt8) {
+      throw UnsupportedModelError("the model's input " + input_name + " is neither float32, float16 nor uint8");
     }
     if (state.input_value && state.input_data == input && state.shape == shape) return;
     const size_t count = static_cast<size_t>(shape[0] * shape[1] * shape[2] * shape[3]);
     if (type == ElementType::Float16)
       state.input_value = Ort::Value::CreateTensor(memory_, state.half.data, count * 2, shape.data(), 4,
                                                    ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16);
+    else if (type == ElementType::UInt8)
+      state.input_value = Ort::Value::CreateTensor<std::uint8_t>(
+          memory_, static_cast<std::uint8_t*>(const_cast<void*>(input)), count, shape.data(), 4);
     else
-      state.input_value = Ort::Value::CreateTensor<float>(memory_, const_cast<float*>(input), count, shape.data(), 4);
+      state.input_value = Ort::Value::CreateTensor<float>(memory_, static_cast<float*>(const_cast<void*>(input)), count,
+                                                          shape.data(), 4);
     state.input_data = input;
     state.shape = shape;
     state.outputs.clear();  // new input shape: output shapes are unknown again

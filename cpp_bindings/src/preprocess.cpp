@@ -29,7 +29,7 @@ void preprocess_image(const ImageView& image, const std::string& color, const In
     cv::resize(source, resized, cv::Size(width, height), 0, 0, cv::INTER_LINEAR);
     source = resized;
   }
-  const bool reverse = color != info.channel_order;
+  const bool reverse = color != info.frame_order();
   const float scale = static_cast<float>(info.scale);
   const size_t plane = static_cast<size_t>(height) * width;
   for (int c = 0; c < 3; ++c) {
@@ -48,6 +48,23 @@ void preprocess_image(const ImageView& image, const std::string& color, const In
         target[x] = v;
       }
     }
+  }
+}
+
+void frame_image(const ImageView& image, const std::string& color, const InputInfo& info, cv::Mat& resized,
+                 std::uint8_t* out) {
+  cv::Mat source(image.height, image.width, CV_8UC3, const_cast<std::uint8_t*>(image.data), image.stride());
+  const auto [height, width] = model_input_size(info, image.height, image.width);
+  if (height != image.height || width != image.width) {
+    cv::resize(source, resized, cv::Size(width, height), 0, 0, cv::INTER_LINEAR);
+    source = resized;
+  }
+  const bool reverse = color != info.frame_order();
+  for (int y = 0; y < height; ++y) {
+    const std::uint8_t* row = source.ptr<std::uint8_t>(y);
+    std::uint8_t* target = out + static_cast<size_t>(y) * width * 3;
+    for (int x = 0; x < width; ++x)
+      for (int c = 0; c < 3; ++c) target[3 * x + c] = row[3 * x + (reverse ? 2 - c : c)];
   }
 }
 

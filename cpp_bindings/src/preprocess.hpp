@@ -9,6 +9,7 @@
 #pragma once
 
 #include <array>
+#include <cstdint>
 #include <string>
 
 #include <opencv2/core.hpp>
@@ -24,6 +25,11 @@ std::array<int, 2> model_input_size(const InputInfo& info, int height, int width
 /// Refuse a size a fixed-size model cannot take (after the optional resize); ``what`` names the
 /// image ("image 0").
 void check_size(const InputInfo& info, const std::array<int, 2>& size, const std::string& what);
+
+/// For a model that takes uint8 frames (InputInfo::uint8()): write the h x w x 3 uint8 frame of
+/// ``image`` to ``out`` (steps 1 and 2 only; the graph does the rest).
+void frame_image(const ImageView& image, const std::string& color, const InputInfo& info, cv::Mat& resized,
+                 std::uint8_t* out);
 
 /// Write the 3 x h x w float32 input of ``image`` (a checked H x W x 3 view in ``color``) to
 /// ``out``; ``resized`` is a reusable buffer for step 2 (grown when needed, else untouched).

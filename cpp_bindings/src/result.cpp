@@ -1,6 +1,8 @@
 // Result's OoD post-processing (pgn_deploy.runtime.result.Result): same rules and messages.
 #include "pgn/result.hpp"
 
+#include <cmath>
+
 #include "pgn/errors.hpp"
 #include "postprocess.hpp"
 #include "python_text.hpp"
@@ -8,7 +10,8 @@
 namespace pgn {
 namespace {
 
-constexpr const char* kThresholdQuantile = "0.99";  // pgn_deploy.runtime.stats.THRESHOLD_QUANTILE
+// pgn_deploy.runtime.stats: an entry's "threshold", else (older calibrations) its q0.99.
+constexpr const char* kLegacyThresholdQuantile = "0.99";
 
 }  // namespace
 
@@ -27,7 +30,9 @@ double Result::threshold(std::optional<double> threshold, const std::string& sco
   if (calibration) {
     const auto entry = calibration->find(name);
     if (entry != calibration->end()) {
-      const auto quantile = entry->second.q.find(kThresholdQuantile);
+      const double stored = entry->second.stat("threshold");
+      if (!std::isnan(stored)) return stored;
+      const auto quantile = entry->second.q.find(kLegacyThresholdQuantile);
       if (quantile != entry->second.q.end()) return quantile->second;
     }
   }

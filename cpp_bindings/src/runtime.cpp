@@ -19,6 +19,7 @@ class Workspace {
  public:
   std::unique_ptr<BackendContext> context;
   std::vector<float> input;                // N x 3 x h x w model input
+  std::vector<std::uint8_t> frames;        // N x h x w x 3 model input (uint8 input formats)
   cv::Mat resized;                         // one resized uint8 image
   std::vector<TensorView> outputs;         // the backend's outputs of the last call
   cv::Mat plane;                           // a converted output plane (float16 or int64 outputs)
@@ -124,7 +125,8 @@ Runtime::Runtime(const std::string& model_path, const RuntimeOptions& options)
   fetch_logits_.push_back(metadata_.head.logits_output);
   check_model();
   for (const auto& name : backend_->input_names())
-    if (name != metadata_.input.name) extra_inputs_.push_back(name);
+    if (name != metadata_.input.name && !(metadata_.ood_mask && name == metadata_.ood_mask->threshold_input))
+      extra_inputs_.push_back(name);
 }
 
 Runtime::~Runtime() = default;
@@ -173,15 +175,26 @@ std::vector<Result> Runtime::run_images(const std::vector<ImageView>& images, bo
     const std::vector<size_t>& run = workspace.runs[r];
     const auto [height, width] = workspace.sizes[run.front()];
     const size_t stride = static_cast<size_t>(3) * height * width;
-    workspace.input.resize(run.size() * stride);
+    const auto count = static_cast<std::int64_t>(run.size());
+    if (info.uint8())
+      workspace.frames.resize(run.size() * stride);
+    else
+      workspace.input.resize(run.size() * stride);
     for (size_t k = 0; k < run.size(); ++k) {
       const auto start = Clock::now();
-      preprocess_image(images[run[k]], color, info, workspace.resized, workspace.input.data() + k * stride);
+      if (info.uint8())
+        frame_image(images[run[k]], color, info, workspace.resized, workspace.frames.data() + k * stride);
+      else
+        preprocess_image(images[run[k]], color, info, workspace.resized, workspace.input.data() + k * stride);
       workspace.preprocess_ms[run[k]] = ms_since(start);
     }
     const auto start = Clock::now();
-    backend_->run(*workspace.context, info.name, workspace.input.data(),
-                  {static_cast<std::int64_t>(run.size()), 3, height, width}, fetch, workspace.outputs);
+    if (info.uint8())
+      backend_->run(*workspace.context, info.name, workspace.frames.data(), ElementType::UInt8,
+                    {count, height, width, 3}, fetch, workspace.outputs);
+    else
+      backend_->run(*workspace.context, info.name, workspace.input.data(), ElementType::Float32,
+                    {count, 3, height, width}, fetch, workspace.outputs);
     const double inference_ms = ms_since(start) / static_cast<double>(run.size());
     for (size_t k = 0; k < run.size(); ++k) {
       const ImageView& image = images[run[k]];

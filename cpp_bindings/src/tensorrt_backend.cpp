@@ -41,6 +41,7 @@ ElementType element_type(nvinfer1::DataType type) {
     case nvinfer1::DataType::kHALF: return ElementType::Float16;
     case nvinfer1::DataType::kINT32: return ElementType::Int32;
     case nvinfer1::DataType::kINT64: return ElementType::Int64;
+    case nvinfer1::DataType::kUINT8: return ElementType::UInt8;
     default: return ElementType::Unsupported;
   }
 }
@@ -48,6 +49,7 @@ ElementType element_type(nvinfer1::DataType type) {
 size_t element_size(ElementType type) {
   switch (type) {
     case ElementType::Float16: return 2;
+    case ElementType::UInt8: return 1;
     case ElementType::Int64: return 8;
     default: return 4;
   }
@@ -135,19 +137,22 @@ class TrtBackend final : public Backend {
     return state;
   }
 
-  void run(BackendContext& context, const std::string& input_name, const float* input,
+  void run(BackendContext& context, const std::string& input_name, const void* input, ElementType given,
            const std::array<std::int64_t, 4>& shape, const std::vector<std::string>& fetch,
            std::vector<TensorView>& outputs) const override {
     auto& state = static_cast<TrtContext&>(context);
     check_cuda(cudaSetDevice(device_id_), "cudaSetDevice");
     const ElementType input_type = element_type(engine_->getTensorDataType(input_name.c_str()));
-    if (input_type != ElementType::Float32 && input_type != ElementType::Float16)
-      throw UnsupportedModelError("the plan's input " + input_name + " is neither float32 nor float16");
+    if (input_type != ElementType::Float32 && input_type != ElementType::Float16 && input_type != ElementType::UInt8)
+      throw UnsupportedModelError("the plan's input " + input_name + " is neither float32, float16 nor uint8");
+    if ((given == ElementType::UInt8) != (input_type == ElementType::UInt8))
+      throw UnsupportedModelError("the plan's input " + input_name + (input_type == ElementType::UInt8
+                                  ? " takes uint8 frames, not a float tensor" : " does not take uint8 frames"));
     const size_t count = static_cast<size_t>(shape[0] * shape[1] * shape[2] * shape[3]);
     if (state.shape != shape) bind_shapes(state, input_name, shape, count * element_size(input_type));
     const void* host_input = input;
     if (input_type == ElementType::Float16) {
-      cv::Mat(static_cast<int>(count / shape[3]), static_cast<int>(shape[3]), CV_32F, const_cast<float*>(input))
+      cv::Mat(static_cast<int>(count / shape[3]), static_cast<int>(shape[3]), CV_32F, const_cast<void*>(input))
           .convertTo(state.half, CV_16F);
       host_input = state.half.data;
     }

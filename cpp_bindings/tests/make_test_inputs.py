@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))  # for tests.support and pgn_deploy
 
 from pgn_deploy.contract import InputInfo  # noqa: E402
 from tests.support.runtime_models import build_model  # noqa: E402  (the Python runtime tests' models)

@@ -16,14 +16,19 @@ def build_parser() -> argparse.ArgumentParser:
                          "and store them in the model's metadata (default thresholds, comparable heatmaps).")
     parser.add_argument("model", help="grafted model (.pgn.onnx) or TensorRT plan (.plan with its .json)")
     parser.add_argument("images", nargs="+", help="in-distribution image files, folders or videos")
-    parser.add_argument("-o", "--output", metavar="OUT", help="write a calibrated copy here instead of rewriting MODEL")
-    parser.add_argument("--force", action="store_true", help="overwrite --output if it exists")
+    parser.add_argument("-o", "--output", metavar="OUT.onnx", help="write the calibrated copy to this file")
+    parser.add_argument("--in-place", action="store_true", help="rewrite MODEL itself (instead of -o)")
+    parser.add_argument("--normalize", action="store_true",
+                        help="also add the in-graph <map>_norm (in-distribution percentile rank) and ood_mask outputs; "
+                             "a model that has them gets them rebuilt from the new quantiles anyway")
+    parser.add_argument("--force", action="store_true", help="overwrite -o if it exists")
     parser.add_argument("--backend", default="auto", choices=["auto", *backend_names()])
     return parser
 
 
 def _command(args: argparse.Namespace) -> int:
-    report = calibrate(args.model, args.images, args.output, force=args.force, backend=args.backend)
+    report = calibrate(args.model, args.images, args.output, in_place=args.in_place, force=args.force,
+                       normalize=args.normalize, backend=args.backend)
     emit(args, report)
     return 0
 

@@ -5,10 +5,11 @@ import argparse
 from collections.abc import Sequence
 
 from pgn_deploy.cli.common import emit, make_parser, run_cli
-from pgn_deploy.contract import FORMS, LABELS, RESOLUTIONS, UPSAMPLES
+from pgn_deploy.contract import FORMS, INPUT_FORMATS, LABELS, RESOLUTIONS, UPSAMPLES
 from pgn_deploy.engines.precision import ALL_PRECISIONS
 from pgn_deploy.export.api import DEFAULT_EXPORTER
 from pgn_deploy.export.onnx_export import EXPORTERS
+from pgn_deploy.runtime.stats import THRESHOLD_RULE
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_flag: str | None = None) -> None:
@@ -58,12 +59,25 @@ def build_parser() -> argparse.ArgumentParser:
                         help="precision of the network; the PGN subgraph and the outputs stay float32 "
                              "(int8/fp8: Q/DQ quantization, needs --calib). CKPT may also be a grafted "
                              ".pgn.onnx file: it is then converted as it is")
-    parser.add_argument("--calib", nargs="+", metavar="IMAGES",
-                        help="with --precision int8/fp8: calibration image files or folders")
-    parser.add_argument("--calib-max", type=int, metavar="N", help="use at most N calibration images")
+    parser.add_argument("--calib-max", type=int, metavar="N", help="int8/fp8: quantize with at most N --calib images")
     parser.add_argument("--calib-method", choices=("entropy", "max"), default="entropy",
                         help="activation range calibration (default entropy)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    deploy = parser.add_argument_group("deployment")
+    deploy.add_argument("--calib", nargs="+", metavar="IMAGES",
+                        help="in-distribution images, folders or videos: store each map's quantiles and default "
+                             f"threshold ({THRESHOLD_RULE} of the in-distribution pixels) in the model; with "
+                             "--precision int8/fp8 also the quantization's calibration images")
+    deploy.add_argument("--normalize", action="store_true",
+                        help="add <map>_norm outputs (in-distribution percentile rank, 0..1) and a uint8 ood_mask "
+                             "output whose threshold is the optional input ood_threshold (needs --calib)")
+    deploy.add_argument("--input-format", choices=INPUT_FORMATS, default="float-nchw",
+                        help="what the graph input takes: the preprocessed float N x 3 x H x W tensor (default) or "
+                             "uint8 N x H x W x 3 camera frames (RGB or BGR) normalised inside the graph")
+    deploy.add_argument("--mean", type=float, nargs=3, metavar="M", help="input mean per channel (with --std)")
+    deploy.add_argument("--std", type=float, nargs=3, metavar="S", help="input std per channel (with --mean)")
+    deploy.add_argument("--outputs", nargs="+", metavar="NAME",
+                        help="keep only these outputs (e.g. pred and the maps, without the logits)")
     return parser
 
 
@@ -94,6 +108,11 @@ def _export(args: argparse.Namespace) -> int:
         calib_max=args.calib_max,
         calib_method=args.calib_method,
         force=args.force,
+        normalize=args.normalize,
+        input_format=args.input_format,
+        outputs=args.outputs,
+        mean=args.mean,
+        std=args.std,
     )
     emit(args, result)
     return 0

@@ -295,13 +295,14 @@ def check_shapes(model: Any, inferred: Any, meta: Metadata) -> list[Finding]:
             continue
         if value.name == meta.input.name:
             image_dims = dims
+            nhwc = meta.input.layout == "NHWC"  # uint8 camera frames (--input-format)
             if len(dims) != 4:
                 found.append(Finding("error", "shape",
                                      f"image input {value.name!r} has rank {len(dims)}, expected N x C x H x W"))
-            elif not isinstance(dims[1], int):
+            elif not isinstance(dims[3 if nhwc else 1], int):
                 found.append(Finding("error", "shape", (
                     f"image input {value.name!r} has a dynamic channel count; convolutions need it fixed")))
-            elif any(not isinstance(d, int) for d in dims[2:]) and not meta.input.size:
+            elif any(not isinstance(d, int) for d in (dims[1:3] if nhwc else dims[2:])) and not meta.input.size:
                 found.append(Finding("info", "shape", (
                     f"image input {value.name!r} has a dynamic height/width and the metadata no size: "
                     f"pgn-build needs --shapes {value.name}:MIN/OPT/MAX")))

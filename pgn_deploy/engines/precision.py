@@ -125,9 +125,13 @@ def convert_model(model: Any, precision: str = "fp16", keep_io_float32: bool = T
     The PGN subgraph (softmax, ``|psi|^p`` sums, norms, the resize of the maps, ``pred`` and
     the baselines) stays float32, and so do the PGN outputs; with ``keep_io_float32`` the
     graph's image input and original outputs stay float32 too (casts at the edges). The
-    metadata's ``precision`` is set. ``precision="fp32"`` returns an unchanged copy.
+    metadata's ``precision`` is set. ``precision="fp32"`` returns an unchanged copy. In-graph
+    ``<map>_norm``/``ood_mask`` outputs are taken off before the conversion and rebuilt, float32,
+    after it (the converter does not keep the optional ``ood_threshold`` input).
     """
     import onnx
+
+    from pgn_deploy.graft.normalize import add_normalization, strip_normalization
 
     check_precision(precision)
     meta = read_metadata(model)
@@ -135,6 +139,9 @@ def convert_model(model: Any, precision: str = "fp16", keep_io_float32: bool = T
         raise BadInputError(f"the model is already {meta.precision}; convert the fp32 model")
     if precision == "fp32":
         return convert_graph(model, precision, [])
+    if meta.normalized:
+        half = convert_model(strip_normalization(model), precision, keep_io_float32)
+        return add_normalization(half, list(meta.normalized), meta.ood_mask["map"] if meta.ood_mask else None)
     named = onnx.ModelProto()
     named.CopyFrom(model)
     name_all_nodes(named)
@@ -167,13 +174,12 @@ def convert_precision(
 
 
 def check_calibration_use(precision: str, calib: Sequence[str | os.PathLike[str]] | None) -> None:
-    """Calibration images are needed for ``int8``/``fp8`` and meaningless for the others."""
+    """A known precision; ``int8``/``fp8`` need calibration images (for the other precisions the
+    same ``--calib`` images give only the score statistics, see :mod:`pgn_deploy.runtime.calibrate`)."""
     if precision not in ALL_PRECISIONS:
         raise BadInputError(f"unknown precision {precision!r}; choose from {', '.join(ALL_PRECISIONS)}")
     if precision in QUANT_PRECISIONS and not calib:
         raise BadInputError(f"--precision {precision} needs calibration images (--calib IMAGES)")
-    if precision not in QUANT_PRECISIONS and calib:
-        raise BadInputError(f"--calib is only used with --precision {' or '.join(QUANT_PRECISIONS)}")
 
 
 def convert_file(

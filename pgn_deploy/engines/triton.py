@@ -13,6 +13,11 @@ the instance group, and the model's ``pgn_deploy`` metadata JSON as the paramete
 ``pgn_deploy``, which clients read from the model configuration endpoint. The served model is
 the raw graph: clients feed the preprocessed N x 3 x H x W tensor the metadata describes and
 read the ``pgn_*`` maps (float32 N x 1 x h x w) and ``pred`` (int32 N x h x w) as named outputs.
+A model exported with ``--input-format uint8-nhwc-rgb|bgr`` declares its input
+``TYPE_UINT8 [-1, -1, 3]``: clients send camera frames as they are (the graph normalises);
+one exported with ``--outputs`` lists only the kept outputs; ``<map>_norm`` and ``ood_mask``
+are ordinary outputs. The optional ``ood_threshold`` input (an initializer) is not declared:
+Triton batches requests together, so the served mask uses the calibrated default threshold.
 """
 from __future__ import annotations
 

@@ -48,11 +48,20 @@ class ExportResult:
     metadata: Metadata
 
     def to_text(self) -> str:
-        """What ``pgn-export`` prints: the file, the head and the outputs."""
+        """What ``pgn-export`` prints: the file, the head, the outputs, the input and the calibration."""
         meta = self.metadata
-        outputs = [*meta.original_outputs, *meta.pgn_outputs, *([meta.pred] if meta.pred else []), *meta.baselines]
+        outputs = [*meta.original_outputs, *meta.pgn_outputs, *([meta.pred] if meta.pred else []), *meta.baselines,
+                   *(meta.normalized[m] for m in meta.score_outputs if m in meta.normalized),
+                   *([meta.ood_mask["output"]] if meta.ood_mask else [])]
         lines = [f"wrote {self.path}", f"  head: {', '.join(meta.head.conv_nodes)} ({meta.num_classes} classes)",
-                 f"  outputs: {', '.join(outputs)}"]
+                 f"  outputs: {', '.join(outputs)}", f"  input: {meta.input.name} ({meta.input.format})"]
+        if meta.calibration:
+            rule = next(iter(meta.calibration.values())).get("threshold_rule")
+            lines.append(f"  calibrated: {len(meta.calibration)} maps, default thresholds = {rule} of "
+                         "in-distribution pixels")
+        if meta.ood_mask:
+            lines.append(f"  ood_mask: {meta.ood_mask['map']}_norm >= ood_threshold "
+                         f"(default {meta.ood_mask['default']:g})")
         if meta.input.assumed_normalization:
             lines.append("  note: input mean/std are assumed defaults (the checkpoint has no 'input' dict)")
         return "\n".join(lines)
@@ -120,10 +129,15 @@ def export_model(
     arch_kwargs: Mapping[str, Any] | str | None = None,
     trust_pickle: bool = False,
     precision: str = "fp32",
-    calib: Sequence[str | Path] | None = None,
+    calib: Sequence[Any] | None = None,
     calib_max: int | None = None,
     calib_method: str = "entropy",
     force: bool = False,
+    normalize: bool = False,
+    input_format: str = "float-nchw",
+    outputs: Sequence[str] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> ExportResult:
     """Export ``checkpoint`` with the PGN maps grafted in; returns the path and the metadata.
 
@@ -142,18 +156,29 @@ def export_model(
     ``calib_max``, ``calib_method`` ``entropy`` or ``max``;
     :func:`pgn_deploy.engines.quantize.quantize_model`). A ``checkpoint`` that is already a
     grafted ``.pgn.onnx`` is converted to ``precision`` as it is (the PGN arguments are not used).
+    ``calib`` also serves as the in-distribution images (arrays or paths, see
+    :func:`pgn_deploy.runtime.calibrate.measure_calibration`) measured with the exported model
+    (after the precision conversion) and stored as its calibration. ``normalize`` (needs
+    ``calib``), ``input_format`` and ``outputs``: the deployment steps of
+    :func:`pgn_deploy.graft.deploy.prepare_deployment`. ``mean``/``std``: the input
+    normalization (3 values each), instead of the checkpoint's ``input`` dict or the assumed
+    ImageNet statistics.
     """
     from pgn_deploy.engines.precision import QUANT_PRECISIONS, check_calibration_use
+    from pgn_deploy.graft.preprocess import check_input_format
 
     check_calibration_use(precision, calib)
+    check_input_format(input_format)
+    if normalize and not calib:
+        raise BadInputError("--normalize needs --calib IMAGES (in-distribution images to take the quantiles from)")
+    normalization = _given_normalization(mean, std)
     if _is_grafted_onnx(checkpoint):
         from pgn_deploy.engines.precision import convert_file
 
         source = Path(checkpoint)
         stem = source.name.removesuffix(".onnx").removesuffix(".pgn")
         output = Path(output) if output is not None else source.with_name(f"{stem}.{precision}.pgn.onnx")
-        if output.resolve() == source.resolve():
-            raise BadInputError(f"{output}: the output would overwrite the input model")
+        check_not_input(output, source)
         path = convert_file(checkpoint, output, precision, calib, calib_max, calib_method, force=force)
         return ExportResult(path=path, metadata=read_metadata(path))
     spec = make_spec(p, labels, form, bias, resolution, keep_feature_size, pred, baselines, upsample)
@@ -188,6 +213,8 @@ def export_model(
         onnx_model = export_onnx(
             loaded.module, example, None, exporter=exporter or DEFAULT_EXPORTER, opset=opset, dynamic=True
         )
+    if normalization is not None:
+        info = dataclasses.replace(info, mean=normalization[0], std=normalization[1], assumed_normalization=False)
     grafted = graft(onnx_model, spec, head=head, input_info=info, class_names=loaded.class_names)
     if precision in QUANT_PRECISIONS:
         from pgn_deploy.engines.quantize import quantize_model, read_calibration
@@ -198,6 +225,11 @@ def export_model(
         from pgn_deploy.engines.precision import convert_model
 
         grafted = convert_model(grafted, precision)
+    if calib:
+        grafted = _calibrated(grafted, calib, output)
+    from pgn_deploy.graft.deploy import prepare_deployment
+
+    grafted = prepare_deployment(grafted, normalize=normalize, input_format=input_format, outputs=outputs)
     path = save_onnx(grafted, output, force=force)
     return ExportResult(path=path, metadata=read_metadata(grafted))
 
@@ -210,6 +242,41 @@ def _is_grafted_onnx(checkpoint: str | Path) -> bool:
     if path.suffix != ".onnx" or not path.is_file():
         return False
     return any(prop.key == METADATA_KEY for prop in load_onnx(path, load_weights=False).metadata_props)
+
+
+def _calibrated(model: Any, images: Sequence[Any], output: Path) -> Any:
+    """``model`` with the calibration measured on ``images`` (ONNX Runtime CPU, through a
+    temporary file beside ``output``) in its metadata."""
+    import tempfile
+
+    from pgn_deploy.contract import write_metadata
+    from pgn_deploy.runtime.calibrate import measure_calibration
+    from pgn_deploy.runtime.runner import Runtime
+
+    with tempfile.TemporaryDirectory(prefix=".pgn_calib_", dir=output.parent) as folder:
+        staged = Path(folder) / "model.onnx"
+        save_onnx(model, staged)
+        runtime = Runtime(staged, "ort-cpu")
+        calibration, _ = measure_calibration(runtime, list(images))
+    meta = read_metadata(model)
+    meta.calibration = calibration
+    write_metadata(model, meta)
+    return model
+
+
+def _given_normalization(mean: Sequence[float] | None,
+                         std: Sequence[float] | None) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """``(mean, std)`` from ``--mean``/``--std`` (both or neither; 3 values each, std > 0)."""
+    if mean is None and std is None:
+        return None
+    if mean is None or std is None:
+        raise BadInputError("give --mean and --std together")
+    mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    if len(mean) != 3 or len(std) != 3:
+        raise BadInputError(f"--mean and --std need 3 values each (one per channel), got {len(mean)} and {len(std)}")
+    if min(std) <= 0:
+        raise BadInputError("--std values must be > 0")
+    return mean, std
 
 
 def check_segmentation_output(module: Any, example: Any) -> None:

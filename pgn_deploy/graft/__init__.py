@@ -8,5 +8,12 @@ Needs onnx and onnx-ir only (no PyTorch), so a third-party ONNX model is grafted
 * :mod:`~pgn_deploy.graft.graph_builder`: appends uniquely named nodes to an ``onnx_ir`` graph;
 * :mod:`~pgn_deploy.graft.attach`: ``graft(model, spec)``, the grafted model with its metadata.
 
+and the deployment steps applied after it (:mod:`~pgn_deploy.graft.deploy`):
+
+* :mod:`~pgn_deploy.graft.normalize`: ``<map>_norm`` percentile ranks and ``ood_mask`` from the
+  calibration;
+* :mod:`~pgn_deploy.graft.preprocess`: a uint8 N x H x W x 3 input, normalised in the graph;
+* :mod:`~pgn_deploy.graft.deploy`: both, in order, and ``keep_outputs`` (``--outputs``).
+
 Nothing is imported here; ``pgn_deploy.graft`` (the function) is on the package face.
 """

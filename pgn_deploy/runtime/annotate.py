@@ -2,15 +2,22 @@
 
 Per image ``<stem>`` (see :class:`~pgn_deploy.runtime.sources.InputFile`) into the output folder:
 
-* ``<stem>.seg.png``: the class map in colour (Cityscapes palette for 19 classes);
-* ``<stem>.heatmap.png``: the chosen score map, ``COLORMAP_INFERNO`` over the calibrated range
-  (else this image's 1st..99th percentiles);
-* ``<stem>.overlay.png``: segmentation above the heatmap (``stack``) or beside it (``side``);
+* ``<stem>.seg.png``: the class map in colour (Cityscapes palette for 19 classes) with a legend
+  of the classes present;
+* ``<stem>.heatmap.png``: the chosen score map with its colour bar: a calibrated map on its
+  in-distribution percentile rank (:mod:`pgn_deploy.runtime.visualize`), else raw values over
+  this image's 1st..99th percentiles (not comparable across images, the bar says so);
+* ``<stem>.overlay.png``: segmentation above the heatmap (``stack``) or beside it (``side``),
+  legend and colour bar, the OoD mask's contour and the instance boxes with their mean score
+  (as a percentile rank when calibrated);
 * ``<stem>.ood.png``: the OoD mask, 255 where ``score >= threshold`` (only with a threshold);
 * ``<stem>.<map>.npy``: with ``save_npy``, every score map as float32 H x W (the layout the
   metrics command pairs with ``<stem>.png`` labels).
 
-A video ``<stem>`` gives ``<stem>.overlay.mp4`` (the overlay per frame, same frame rate).
+A video ``<stem>`` gives ``<stem>.overlay.mp4`` (the overlay per frame, same frame rate),
+``<stem>.instances.jsonl`` (one JSON line per frame: ``{"frame": i, "instances": [{"id",
+"area", "box": [x, y, w, h], "mean_score", "mean_rank"}]}``, ``mean_rank`` only when calibrated)
+and, with a threshold, ``<stem>.masks/<frame:06d>.png`` (the OoD mask of every frame, 0/255).
 Files are written atomically; other files in the folder are left alone; existing outputs are
 replaced only with ``force``. An input that cannot be read, is larger than ``max_pixels``, fails
 in inference (out of memory, a backend error) or gives a non-finite shown score map is recorded
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 import os
 import sys
@@ -38,8 +46,19 @@ from pgn_deploy.runtime.limits import check_max_pixels, default_max_pixels, fram
 from pgn_deploy.runtime.result import Result
 from pgn_deploy.runtime.runner import Runtime
 from pgn_deploy.runtime.sources import InputFile, VideoReader, collect_inputs, frame_count, read_image
-from pgn_deploy.runtime.stats import default_threshold, display_range, summary
-from pgn_deploy.runtime.visualize import LAYOUTS, colorize, heatmap, overlay, palette
+from pgn_deploy.runtime.stats import default_threshold, display_range, percentile_rank, summary
+from pgn_deploy.runtime.visualize import (
+    LAYOUTS,
+    colorize,
+    heatmap,
+    legend,
+    overlay,
+    palette,
+    panel_heights,
+    rank_colorbar,
+    rank_heatmap,
+    raw_colorbar,
+)
 
 VIDEO_FOURCC = "mp4v"
 
@@ -47,7 +66,7 @@ VIDEO_FOURCC = "mp4v"
 @dataclasses.dataclass(frozen=True)
 class AnnotateOptions:
     """``score``: the map shown and thresholded (default: the first PGN map); ``threshold``:
-    OoD threshold (default: the calibrated q0.99; none: no mask); ``min_area``: smallest
+    OoD threshold (default: the calibrated default threshold; none: no mask); ``min_area``: smallest
     instance counted in the report; ``layout``: ``stack`` or ``side``; ``max_pixels``: the
     largest frame (height x width) run (default: derived from the model and this host's memory)."""
 
@@ -118,8 +137,33 @@ class _Renderer:
         self.layout = options.layout
         self.min_area = options.min_area
         self.threshold = threshold
-        self.calibration = runtime.metadata.calibration
+        self.entry = (runtime.metadata.calibration or {}).get(self.score)
         self.colors = palette(runtime.metadata.num_classes)
+        self.class_names = runtime.metadata.class_names
+
+    def _rank(self, values: Any) -> Any:
+        return percentile_rank(values, self.entry)
+
+    def _scale(self, score: np.ndarray, height: int) -> tuple[np.ndarray, dict[str, Any], Any]:
+        """(heatmap, its range record, a colour bar maker taking a height)."""
+        if self.entry:
+            rank_threshold = None if self.threshold is None else float(self._rank(self.threshold))
+            value_range = {"lo": 0.0, "hi": 1.0, "calibrated": True, "unit": "in-distribution percentile rank",
+                           "source": "calibration: percentile rank, colour -log10(1 - rank) up to 0.999"}
+            return rank_heatmap(self._rank(score)), value_range, lambda h: rank_colorbar(h, rank_threshold)
+        value_range = display_range(score, None, self.score) | {"unit": "none (raw score)"}
+        lo, hi = value_range["lo"], value_range["hi"]
+        return heatmap(score, lo, hi), value_range, lambda h: raw_colorbar(h, lo, hi, self.threshold)
+
+    def instance_records(self, found: list[Any]) -> list[dict[str, Any]]:
+        """JSON records of instances (``mean_rank``: the mean score's percentile rank, calibrated only)."""
+        records = []
+        for item in found:
+            record = {"id": item.label_id, "area": item.area, "box": list(item.box), "mean_score": item.mean_score}
+            if self.entry:
+                record["mean_rank"] = float(self._rank(item.mean_score))
+            records.append(record)
+        return records
 
     def pictures(self, image: np.ndarray, result: Result) -> dict[str, Any]:
         """Segmentation, heatmap, overlay (and OoD mask) of one frame; a shown score map with
@@ -129,16 +173,26 @@ class _Renderer:
         if bad:
             raise BadInputError(f"the score map {self.score} has {bad} non-finite value(s) of {score.size} "
                                 "(the model overflowed on this input)")
-        value_range = display_range(score, self.calibration, self.score)
+        height = image.shape[0]
+        heat, value_range, bar = self._scale(score, height)
         seg = colorize(result.pred, self.colors)
-        heat = heatmap(score, value_range["lo"], value_range["hi"])
-        scale = "calibrated" if value_range["calibrated"] else "per-image 1-99%"
-        label = f"{self.score} [{value_range['lo']:.3g}, {value_range['hi']:.3g}] {scale}"
-        pictures = {"seg": seg, "heatmap": heat, "overlay": overlay(image, seg, heat, self.layout, label),
-                    "range": value_range}
+        mask, found = None, []
         if self.threshold is not None:
-            pictures["ood"] = result.ood_mask(self.threshold, self.score) * np.uint8(255)
-            pictures["instances"] = len(result.instances(self.threshold, self.min_area, self.score))
+            mask = result.ood_mask(self.threshold, self.score)
+            found = self.instance_records(result.instances(self.threshold, self.min_area, self.score))
+        boxes = [(tuple(i["box"]), f"{i['mean_rank']:.4f}" if "mean_rank" in i else f"{i['mean_score']:.3g}")
+                 for i in found]
+        legend_h, bar_h = panel_heights(self.layout, height)
+        pictures = {
+            "seg": np.hstack([seg, legend(height, result.pred, self.colors, self.class_names)]),
+            "heatmap": np.hstack([heat, bar(height)]),
+            "overlay": overlay(image, seg, heat, self.layout, self.score,
+                               legend(legend_h, result.pred, self.colors, self.class_names), bar(bar_h), mask, boxes),
+            "range": value_range,
+        }
+        if mask is not None:
+            pictures["ood"] = mask * np.uint8(255)
+            pictures["instances"] = found
         return pictures
 
     def record(self, result: Result, pictures: dict[str, Any]) -> dict[str, Any]:
@@ -151,7 +205,7 @@ class _Renderer:
         }
         if "ood" in pictures:
             record["ood_fraction"] = float(np.count_nonzero(pictures["ood"]) / pictures["ood"].size)
-            record["instances"] = pictures["instances"]
+            record["instances"] = len(pictures["instances"])
         return record
 
 
@@ -174,11 +228,12 @@ def _npy(array: np.ndarray) -> Callable[[Path], None]:
 def output_targets(out_dir: Path, item: InputFile, names: Sequence[str], with_mask: bool,
                    save_npy: bool) -> dict[str, Path]:
     """Output files of one input, keyed by kind (``seg``, ``heatmap``, ``overlay``, ``ood``,
-    ``npy:<map>``; a video has only ``video``)."""
+    ``npy:<map>``; a video has ``video``, ``instances`` and, with a mask, the folder ``masks``)."""
     base = out_dir / item.stem.parent
     stem = item.stem.name
     if item.kind == "video":
-        return {"video": base / f"{stem}.overlay.mp4"}
+        targets = {"video": base / f"{stem}.overlay.mp4", "instances": base / f"{stem}.instances.jsonl"}
+        return targets | ({"masks": base / f"{stem}.masks"} if with_mask else {})
     targets = {kind: base / f"{stem}.{kind}.png" for kind in ("seg", "heatmap", "overlay")}
     if with_mask:
         targets["ood"] = base / f"{stem}.ood.png"
@@ -219,8 +274,11 @@ def _chunks(items: list[InputFile], size: int) -> Iterator[list[InputFile]]:
 
 
 def _write_video(tmp: Path, video: VideoReader, runtime: Runtime, renderer: _Renderer,
-                 bar: tqdm, frames: list[dict[str, Any]], max_pixels: int) -> None:
-    """Encode the overlay of every frame into ``tmp`` (via a ``.mp4`` twin OpenCV can name)."""
+                 bar: tqdm, frames: list[dict[str, Any]], masks: Path | None, force: bool,
+                 max_pixels: int) -> None:
+    """Encode the overlay of every frame into ``tmp`` (via a ``.mp4`` twin OpenCV can name);
+    each frame's record (with its ``instance_list``) goes to ``frames``, its mask into ``masks``;
+    a frame above ``max_pixels`` fails the video before inference."""
     encoded = tmp.with_name(tmp.name + ".mp4")
     writer = None
     stream = iter(video)
@@ -238,7 +296,9 @@ def _write_video(tmp: Path, video: VideoReader, runtime: Runtime, renderer: _Ren
                     if not writer.isOpened():
                         raise PGNError(f"OpenCV cannot write {VIDEO_FOURCC} video here")
                 writer.write(picture)
-                frames.append(renderer.record(result, pictures))
+                if masks is not None:
+                    atomic_write(masks / f"{len(frames):06d}.png", _png(pictures["ood"]), force)
+                frames.append(renderer.record(result, pictures) | {"instance_list": pictures.get("instances", [])})
                 bar.update(1)
         if writer is None:
             raise BadInputError(f"{video.path}: the video has no readable frames")
@@ -308,7 +368,8 @@ def annotate(runtime: Runtime, inputs: Sequence[str | os.PathLike[str]], out_dir
         backend=runtime.backend_name, score=score, threshold=threshold, out=str(out_dir),
         threshold_source=("given" if options.threshold is not None
                           else "calibration" if calibrated is not None else "none"),
-        heatmap_source="calibration" if score in calibration else "per-image percentiles 1..99 (uncalibrated)",
+        heatmap_source=("calibration: in-distribution percentile rank" if score in calibration
+                        else "per-image percentiles 1..99 (uncalibrated)"),
     )
     images = [item for item in items if item.kind == "image"]
     videos = [item for item in items if item.kind == "video"]
@@ -318,7 +379,7 @@ def annotate(runtime: Runtime, inputs: Sequence[str | os.PathLike[str]], out_dir
             _annotate_images(runtime, chunk, targets, renderer, options, report, max_pixels)
             bar.update(len(chunk))
         for item in videos:
-            _annotate_video(runtime, item, targets[item]["video"], renderer, options, report, bar, max_pixels)
+            _annotate_video(runtime, item, targets[item], renderer, options, report, bar, max_pixels)
     return report
 
 
@@ -366,16 +427,21 @@ def _annotate_images(runtime: Runtime, chunk: list[InputFile], targets: dict[Inp
                               "outputs": [str(p) for p in files.values()], **record})
 
 
-def _annotate_video(runtime: Runtime, item: InputFile, target: Path, renderer: _Renderer,
+def _annotate_video(runtime: Runtime, item: InputFile, files: dict[str, Path], renderer: _Renderer,
                     options: AnnotateOptions, report: AnnotateReport, bar: tqdm, max_pixels: int) -> None:
     frames: list[dict[str, Any]] = []
+    target, masks = files["video"], files.get("masks")
     try:
         with VideoReader(item.path) as video:
             target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(target, lambda tmp: _write_video(tmp, video, runtime, renderer, bar, frames, max_pixels),
-                         options.force)
+            if masks is not None:
+                masks.mkdir(exist_ok=True)
+            atomic_write(target, lambda tmp: _write_video(tmp, video, runtime, renderer, bar, frames, masks,
+                                                          options.force, max_pixels), options.force)
     except Exception as exc:  # noqa: BLE001 - a failing video is skipped and reported like an image
         report.failed.append({"input": str(item.path), "error": str(_inference_error(exc))})
         return
-    report.inputs.append({"input": str(item.path), "kind": "video", "outputs": [str(target)],
+    lines = [json.dumps({"frame": i, "instances": frame.pop("instance_list")}) for i, frame in enumerate(frames)]
+    atomic_write(files["instances"], lambda tmp: tmp.write_text("\n".join(lines) + "\n"), options.force)
+    report.inputs.append({"input": str(item.path), "kind": "video", "outputs": [str(p) for p in files.values()],
                           **_video_record(frames)})

@@ -10,6 +10,10 @@ Per uint8 image (H x W x 3, channel order ``color``), in this order:
    ``x = x - mean[c]``, ``x = x / std[c]`` (scale, mean and std rounded to float32);
 4. HWC -> CHW, then cast to the model's input dtype (float32, or float16 for a half model).
 
+A model whose ``InputInfo.format`` is ``uint8-nhwc-rgb``/``uint8-nhwc-bgr`` does steps 3 and 4
+in its graph: the image is only reversed when ``color`` differs from the format's channel order,
+resized as in step 2, and fed as uint8 h x w x 3.
+
 A float N x 3 x h x w batch is taken as already preprocessed and only checked.
 """
 from __future__ import annotations
@@ -104,12 +108,15 @@ def check_size(info: InputInfo, size: tuple[int, int], what: str) -> None:
 
 
 def preprocess_image(image: np.ndarray, color: str, info: InputInfo, dtype: np.dtype) -> np.ndarray:
-    """One checked uint8 H x W x 3 image -> the model input ``3 x h x w`` in ``dtype``."""
-    if color != info.channel_order:
+    """One checked uint8 H x W x 3 image -> the model input ``3 x h x w`` in ``dtype`` (a uint8
+    ``h x w x 3`` frame in the format's channel order for a model with a uint8 input format)."""
+    if color != info.frame_order:
         image = image[..., ::-1]
     if info.resize and info.size and image.shape[:2] != tuple(info.size):
         height, width = info.size
         image = cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=cv2.INTER_LINEAR)
+    if info.uint8:
+        return np.ascontiguousarray(image, dtype=np.uint8)
     x = image.astype(np.float32)
     x /= np.float32(info.scale)
     x -= np.asarray(info.mean, dtype=np.float32)
@@ -124,7 +131,7 @@ def timed_preprocess(images: list[np.ndarray], color: str, info: InputInfo,
     for i, image in enumerate(images):
         start = time.perf_counter()
         tensor = preprocess_image(image, color, info, dtype)
-        check_size(info, tensor.shape[1:], f"image {i}")
+        check_size(info, tensor.shape[:2] if info.uint8 else tensor.shape[1:], f"image {i}")
         prepared.append((tensor, (time.perf_counter() - start) * 1e3))
     return prepared
 

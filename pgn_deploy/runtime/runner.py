@@ -89,17 +89,20 @@ class Runtime:
 
     @property
     def extra_inputs(self) -> list[str]:
-        """Graph inputs besides the image (e.g. the ``gt`` label map) that ``extra_feeds`` must give."""
-        return [name for name in self._backend.input_names if name != self.metadata.input.name]
+        """Graph inputs besides the image (e.g. the ``gt`` label map) that ``extra_feeds`` must give
+        (the optional ``ood_threshold`` input, which has a default, is not one of them)."""
+        optional = {self.metadata.ood_mask["threshold_input"]} if self.metadata.ood_mask else set()
+        return [name for name in self._backend.input_names if name != self.metadata.input.name and name not in optional]
 
     def __repr__(self) -> str:
         return f"Runtime({str(self.model_path)!r}, backend={self.backend_name!r})"
 
     def _check_model(self) -> None:
         meta, backend = self.metadata, self._backend
-        if meta.input.layout != "NCHW":
+        if meta.input.layout != ("NHWC" if meta.input.uint8 else "NCHW"):
             raise UnsupportedModelError(
-                f"{self.model_path}: input layout {meta.input.layout!r}; the runtime feeds NCHW"
+                f"{self.model_path}: input layout {meta.input.layout!r} with format {meta.input.format!r}; "
+                "the runtime feeds float NCHW tensors or uint8 NHWC frames"
             )
         if meta.input.name not in backend.input_names:
             raise ModelLoadError(
@@ -128,11 +131,16 @@ class Runtime:
 
         ``inputs``: one uint8 H x W x 3 image (returns one :class:`Result`), a list of such
         images of any sizes, or a float N x 3 x H x W batch already preprocessed (both return a
-        list). ``color``: channel order of uint8 images (``"RGB"`` or ``"BGR"``).
+        list; a model with a uint8 input format takes images only, fed as they are apart from
+        the channel order and the metadata's resize). ``color``: channel order of uint8 images
+        (``"RGB"`` or ``"BGR"``).
         ``logits``: also return the logits. ``extra_feeds``: arrays for the graph's other
         inputs (:attr:`extra_inputs`), only with a preprocessed batch.
         """
         check_color(color)
+        if logits and self.metadata.head.logits_output in self.metadata.dropped_outputs:
+            raise BadInputError(f"{self.model_path} was exported without its logits (--outputs); logits=True "
+                                "needs a model that keeps them")
         images, batch, single = split_inputs(inputs)
         feeds = self._check_extra_feeds(extra_feeds, batch)
         fetch = self._fetch(logits)
@@ -188,6 +196,9 @@ class Runtime:
     def _run_batch(self, batch: np.ndarray, feeds: dict[str, np.ndarray], fetch: list[str],
                    logits: bool) -> list[Result]:
         start = time.perf_counter()
+        if self.metadata.input.uint8:
+            raise BadInputError(f"{self.model_path} takes uint8 frames ({self.metadata.input.format}); pass "
+                                "H x W x 3 images, not a preprocessed batch")
         check_size(self.metadata.input, batch.shape[2:], "the batch")
         dtype = self._backend.input_dtypes.get(self.metadata.input.name, np.dtype(np.float32))
         batch = np.ascontiguousarray(batch, dtype=dtype)

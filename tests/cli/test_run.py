@@ -13,6 +13,7 @@ import pytest
 
 from pgn_deploy.cli.run import main
 from pgn_deploy.runtime import Runtime
+from pgn_deploy.runtime.visualize import PANEL_WIDTH
 from tests.support.runtime_models import build_model
 
 
@@ -67,7 +68,7 @@ def test_folder_with_a_corrupt_image_writes_the_others_and_fails(model, inputs, 
     mask = cv2.imread(str(out / "deep" / "c.ood.png"), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(mask, result.ood_mask(30.0) * 255)
     overlay = cv2.imread(str(out / "a.overlay.png"))
-    assert overlay.shape == (80, 56, 3)
+    assert overlay.shape == (80, 56 + PANEL_WIDTH, 3)  # legend and colour bar at the right
     assert "threshold 30 (given)" in stdout
 
 
@@ -80,7 +81,7 @@ def test_existing_outputs_need_force_and_side_layout(model, inputs, tmp_path, ca
     assert code == 2 and "exist" in stderr and "--force" in stderr
     assert (out / "a.seg.png").read_bytes() == before
     assert run([str(model), *good, "--out", str(out), "--layout", "side", "--force"], capsys)[0] == 0
-    assert cv2.imread(str(out / "a.overlay.png")).shape == (40, 112, 3)
+    assert cv2.imread(str(out / "a.overlay.png")).shape == (40, 112 + PANEL_WIDTH, 3)
     assert not (out / "a.ood.png").exists()  # no threshold, no calibration: no mask
 
 
@@ -117,10 +118,39 @@ def test_a_video_runs_end_to_end(model, tmp_path, capsys):
         if not ok:
             break
         frames += 1
-        assert frame.shape == (96, 64, 3)
+        assert frame.shape == (96, 64 + PANEL_WIDTH, 3)
     capture.release()
     assert frames == 12
     assert not list(out.glob(".*"))
+    lines = (out / "clip.instances.jsonl").read_text().splitlines()
+    assert [json.loads(line)["frame"] for line in lines] == list(range(12))
+    assert not (out / "clip.masks").exists()  # no threshold: no masks
+
+
+def test_a_video_gives_per_frame_masks_and_instances(model, tmp_path, capsys):
+    from pgn_deploy.runtime import Runtime
+
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        writer.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    out = tmp_path / "out"
+    assert run([str(model), str(video), "--out", str(out), "--threshold", "30", "--min-area", "1"], capsys)[0] == 0
+    masks = sorted((out / "clip.masks").glob("*.png"))
+    assert [p.name for p in masks] == [f"{i:06d}.png" for i in range(4)]
+    records = [json.loads(line) for line in (out / "clip.instances.jsonl").read_text().splitlines()]
+    capture = cv2.VideoCapture(str(video))
+    runtime = Runtime(model, "ort-cpu")
+    for path, record in zip(masks, records):
+        ok, frame = capture.read()
+        result = runtime.run(frame, color="BGR")
+        mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(mask, result.ood_mask(30.0) * 255)
+        expected = [(i.label_id, i.area, list(i.box)) for i in result.instances(30.0, 1)]
+        assert [(i["id"], i["area"], i["box"]) for i in record["instances"]] == expected
+    capture.release()
 
 
 def test_user_errors_are_one_line(model, inputs, tmp_path, capsys):
@@ -173,13 +203,14 @@ def test_a_calibrated_model_gives_default_masks_and_shared_heatmap_ranges(model,
     from pgn_deploy.runtime import calibrate
 
     calibrated = tmp_path / "calibrated.pgn.onnx"
-    calibrate(model, [inputs / "a.png", inputs / "b.jpg"], calibrated, backend="ort-cpu")
+    calibrate(model, [inputs / "a.png", inputs / "b.jpg"], calibrated, backend="ort-cpu")  # a copy
     out = tmp_path / "out"
     code, stdout, _ = run([str(calibrated), str(inputs / "a.png"), str(inputs / "deep"), "--out", str(out),
                            "--json"], capsys)
     assert code == 0
     report = json.loads(stdout)
-    assert report["threshold_source"] == "calibration" and report["heatmap_source"] == "calibration"
+    assert report["threshold_source"] == "calibration"
+    assert report["heatmap_source"] == "calibration: in-distribution percentile rank"
     ranges = {json.dumps(entry["heatmap_range"], sort_keys=True) for entry in report["inputs"]}
     assert len(ranges) == 1 and json.loads(ranges.pop())["calibrated"]
     assert (out / "a.ood.png").is_file() and (out / "c.ood.png").is_file()

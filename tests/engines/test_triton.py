@@ -121,3 +121,35 @@ def test_cli(tmp_path, capsys):
     assert (tmp_path / "new" / "repo" / "tiny" / "config.pbtxt").is_file()
     (tmp_path / "file").write_text("x")
     assert triton_cli.main([str(grafted("tiny")), "--repo", str(tmp_path / "file")]) == 2
+
+
+def test_uint8_frames_repository_serves_the_float_models_maps(tmp_path):
+    """A uint8-input model's repository declares TYPE_UINT8 [-1, -1, 3]; its model file fed the
+    frames as the config says returns the float model's maps for the Python-preprocessed image."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from pgn_deploy.contract import load_onnx
+    from pgn_deploy.graft.deploy import prepare_deployment
+    from pgn_deploy.runtime.preprocess import preprocess_image
+    from tests.support.runtime_models import build_model
+
+    float_path = build_model(tmp_path / "f.onnx")
+    uint8_path = save_onnx(prepare_deployment(load_onnx(float_path), input_format="uint8-nhwc-bgr",
+                                              outputs=["pred", "pgn_uni_p0.5", "msp"]), tmp_path / "u.onnx")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    config = _parse(write_triton_repository(uint8_path, repo, name="frames", max_batch=2).config)
+    assert {t.name: (t.data_type, list(t.dims)) for t in config.input} == {"input": (_dtype("TYPE_UINT8"), [-1, -1, 3])}
+    assert sorted(t.name for t in config.output) == ["msp", "pgn_uni_p0.5", "pred"]  # no logits pulled
+    meta = read_metadata(float_path)
+    frames = np.random.default_rng(0).integers(0, 256, (2, 20, 28, 3), dtype=np.uint8)  # BGR, as a camera gives
+    served = ort.InferenceSession(str(repo / "frames" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    reference = ort.InferenceSession(str(float_path), providers=["CPUExecutionProvider"])
+    batch = np.stack([preprocess_image(f, "BGR", meta.input, np.dtype(np.float32)) for f in frames])
+    names = ["pred", "pgn_uni_p0.5", "msp"]
+    got = dict(zip(names, served.run(names, {"input": frames})))
+    want = dict(zip(names, reference.run(names, {"input": batch})))
+    np.testing.assert_array_equal(got["pred"], want["pred"])
+    for name in ("pgn_uni_p0.5", "msp"):
+        assert np.max(np.abs(got[name] - want[name]) / np.maximum(np.abs(want[name]), 1e-30)) <= 1e-5

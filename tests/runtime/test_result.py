@@ -7,7 +7,7 @@ import pytest
 from pgn_deploy.contract import BadInputError
 from pgn_deploy.runtime import Instance, Result
 from pgn_deploy.runtime.result import resize_labels, resize_score
-from pgn_deploy.runtime.stats import default_threshold, display_range, map_statistics
+from pgn_deploy.runtime.stats import QUANTILES, default_threshold, display_range, map_statistics
 from pgn_deploy.runtime.visualize import CITYSCAPES_RGB, colorize, heatmap, overlay, palette
 
 
@@ -66,8 +66,10 @@ def test_instances_use_eight_connectivity():
 def test_thresholds_come_from_calibration_or_must_be_given(blobs):
     calibration = {"pgn_uni_p0.5": map_statistics([np.arange(1001, dtype=np.float32) / 1000 * 4], 1)}
     result = make_result(blobs, calibration)
-    assert calibration["pgn_uni_p0.5"]["q"]["0.99"] == pytest.approx(3.96)
-    np.testing.assert_array_equal(result.ood_mask(), (blobs >= np.float32(3.96)).astype(np.uint8))
+    assert calibration["pgn_uni_p0.5"]["q"]["0.995"] == pytest.approx(3.98)
+    np.testing.assert_array_equal(result.ood_mask(), (blobs >= np.float32(3.98)).astype(np.uint8))
+    legacy = {"pgn_uni_p0.5": {k: v for k, v in calibration["pgn_uni_p0.5"].items() if k != "threshold"}}
+    assert make_result(blobs, legacy).threshold() == calibration["pgn_uni_p0.5"]["q"]["0.99"]
     with pytest.raises(BadInputError, match="pass a threshold or run pgn-calibrate"):
         result.ood_mask(score="msp")
     with pytest.raises(BadInputError, match="pass a threshold or run pgn-calibrate"):
@@ -82,10 +84,11 @@ def test_map_statistics_and_ranges():
     values = np.array([[1.0, 2.0, np.nan], [3.0, 4.0, 5.0]], np.float32)
     stats = map_statistics([values, np.array([6.0], np.float32)], n_images=2)
     finite = np.array([1, 2, 3, 4, 5, 6], np.float64)
-    assert stats["q"] == {k: float(np.quantile(finite, float(k))) for k in ("0.5", "0.9", "0.95", "0.99", "0.999")}
+    assert stats["q"] == {format(q, "g"): float(np.quantile(finite, q)) for q in QUANTILES}
+    assert "0.995" in stats["q"] and stats["threshold"] == stats["q"]["0.995"]
     assert (stats["min"], stats["max"], stats["mean"]) == (1.0, 6.0, 3.5)
     assert (stats["n_images"], stats["n_pixels"], stats["n_nonfinite"]) == (2, 6, 1)
-    assert default_threshold({"a": stats}, "a") == stats["q"]["0.99"] and default_threshold(None, "a") is None
+    assert default_threshold({"a": stats}, "a") == stats["q"]["0.995"] and default_threshold(None, "a") is None
     calibrated = display_range(values, {"a": stats}, "a")
     assert (calibrated["lo"], calibrated["hi"]) == (1.0, stats["q"]["0.999"]) and calibrated["calibrated"]
     own = display_range(values, None, "a")

@@ -20,7 +20,7 @@
 
 namespace pgn {
 
-enum class ElementType { Float32, Float16, Int32, Int64, Unsupported };
+enum class ElementType { Float32, Float16, Int32, Int64, UInt8, Unsupported };
 
 /// A host tensor owned by a BackendContext: valid until the next run on that context.
 struct TensorView {
@@ -59,10 +59,11 @@ class PGN_API Backend {
   /// The pgn_deploy metadata stored in the model itself (ONNX); nullopt where there is none.
   virtual std::optional<std::string> embedded_metadata() const = 0;
   virtual std::unique_ptr<BackendContext> new_context() const = 0;
-  /// Run once: ``input`` is float32 NCHW host data of ``shape`` for graph input ``input_name``
-  /// (converted to the model's input type when that is float16); ``outputs[i]`` receives
-  /// ``fetch[i]``. Throws BadInputError when the model refuses the input, Error otherwise.
-  virtual void run(BackendContext& context, const std::string& input_name, const float* input,
+  /// Run once: ``input`` is host data of ``shape`` for graph input ``input_name``, of
+  /// ``input_type`` Float32 (NCHW; converted to the model's input type when that is float16) or
+  /// UInt8 (NHWC frames for a model whose input is uint8); ``outputs[i]`` receives ``fetch[i]``.
+  /// Throws BadInputError when the model refuses the input, Error otherwise.
+  virtual void run(BackendContext& context, const std::string& input_name, const void* input, ElementType input_type,
                    const std::array<std::int64_t, 4>& shape, const std::vector<std::string>& fetch,
                    std::vector<TensorView>& outputs) const = 0;
 };

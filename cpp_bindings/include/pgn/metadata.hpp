@@ -48,6 +48,14 @@ struct InputInfo {
   bool dynamic_batch = true;
   bool dynamic_size = true;
   bool assumed_normalization = false;
+  /// "float-nchw" (the preprocessed float tensor) or "uint8-nhwc-rgb"/"uint8-nhwc-bgr" (camera
+  /// frames, uint8 N x H x W x 3, normalised inside the graph; ``layout`` is then "NHWC").
+  std::string format = "float-nchw";
+
+  /// Whether the graph takes uint8 frames.
+  bool uint8() const { return format != "float-nchw"; }
+  /// Channel order of the frames the graph takes ("RGB"/"BGR"): the format's, else channel_order.
+  std::string frame_order() const { return uint8() ? (format == "uint8-nhwc-bgr" ? "BGR" : "RGB") : channel_order; }
 };
 
 /// The classifier head the graft found (node and tensor names of the original graph); ``resize``
@@ -70,12 +78,23 @@ struct HeadInfo {
 struct MapCalibration {
   std::map<std::string, double> q;
   std::map<std::string, double> stats;
+  /// The entry's text values ("threshold_rule": how ``stats["threshold"]`` was chosen).
+  std::map<std::string, std::string> text;
 
   /// ``stats[name]``, NaN when absent.
   double stat(const std::string& name) const {
     const auto found = stats.find(name);
     return found == stats.end() ? std::numeric_limits<double>::quiet_NaN() : found->second;
   }
+};
+
+/// The in-graph OoD mask: ``output`` = uint8(``map``_norm >= ``threshold_input``).
+struct OodMaskInfo {
+  std::string output;
+  std::string map;
+  std::string threshold_input;
+  double default_threshold = 0.0;
+  std::string rule;
 };
 
 /// The whole document. Output maps are float32 N x 1 x H x W; ``pred`` is int32 N x H x W.
@@ -94,6 +113,13 @@ struct PGN_API Metadata {
   std::optional<std::string> gt_input;
   std::string producer;
   int format_version = kFormatVersion;
+  /// map -> its in-graph percentile-rank output ("<map>_norm").
+  std::map<std::string, std::string> normalized;
+  /// The in-graph ``ood_mask`` output (``output``, ``map``, ``threshold_input``: the optional
+  /// graph input that sets its threshold, ``default`` threshold and its ``rule``).
+  std::optional<OodMaskInfo> ood_mask;
+  /// Outputs removed by pgn-export --outputs.
+  std::vector<std::string> dropped_outputs;
 
   /// Every per-pixel score map: the PGN maps then the baselines.
   std::vector<std::string> score_outputs() const;

@@ -141,6 +141,12 @@ def evaluate_ood(frames: Iterable[Frame], track: str | Track = "obstacle", binni
     return OODResult(pixel=pixel_result, components=accumulator.result(), frames=len(frames))
 
 
+def _data_set_name(labels_dir: str | Path) -> str:
+    """``parent/labels`` of a labels folder (``dataset_AnomalyTrack/labels_masks``): the data set."""
+    folder = Path(labels_dir).resolve()
+    return f"{folder.parent.name}/{folder.name}" if folder.parent.name else folder.name
+
+
 def evaluate_score_folders(scores_dirs: Sequence[str | Path], labels_dir: str | Path,
                            names: Sequence[str] | None = None, maps: Sequence[str] | None = None,
                            track: str = "obstacle",
@@ -180,5 +186,6 @@ def evaluate_score_folders(scores_dirs: Sequence[str | Path], labels_dir: str | 
     results = {name: evaluate_ood(split, track, binning, workers, progress, label=name)
                for name, split in zip(names, splits)}
     if plots is not None:
-        plot_pixel_curves({name: r.pixel for name, r in results.items()}, plots, force)
+        plot_pixel_curves({name: r.pixel for name, r in results.items()}, plots, force,
+                          subject=f"{_data_set_name(labels_dir)}, {track} track")
     return results

@@ -97,7 +97,8 @@ def ood_report(header: dict[str, Any], methods: dict[str, MethodInfo], results: 
                                            "official benchmark), for comparison only."))
 
     def draw(folder: Path) -> dict[str, Path]:
-        return plot_pixel_curves({methods[name].label: result.pixel for name, result in results.items()}, folder)
+        return plot_pixel_curves({methods[name].label: result.pixel for name, result in results.items()}, folder,
+                                 subject=f"{kind}, {track.name} track")
 
     details = {"maps": {name: result.to_json() for name, result in results.items()}, **extra}
     return EvalReport(header, methods, timing, tables, details, ["pr", "roc"], draw, notes)
