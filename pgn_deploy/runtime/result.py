@@ -109,6 +109,15 @@ class Result:
     def instances(self, threshold: float | None = None, min_area: int = 1,
                   score: str | None = None) -> list[Instance]:
         """The 8-connected components of :meth:`ood_mask` with at least ``min_area`` pixels."""
+        return [instance for instance, _ in self._instances(threshold, min_area, score, with_max=False)]
+
+    def instances_with_max(self, threshold: float | None = None, min_area: int = 1,
+                           score: str | None = None) -> list[tuple[Instance, float]]:
+        """:meth:`instances`, each paired with the largest value of the map over its pixels."""
+        return self._instances(threshold, min_area, score, with_max=True)
+
+    def _instances(self, threshold: float | None, min_area: int, score: str | None,
+                   with_max: bool) -> list[tuple[Instance, float]]:
         if min_area < 0:
             raise BadInputError(f"min_area must be >= 0, got {min_area}")
         values = self.score(score)
@@ -122,6 +131,9 @@ class Result:
         found = []
         for number, label in enumerate(np.argsort(first_pixel[1:], kind="stable") + 1, start=1):
             x, y, w, h, area = (int(v) for v in stats[label])
-            if area >= min_area:
-                found.append(Instance(number, area, (x, y, w, h), float(sums[label] / area)))
+            if area < min_area:
+                continue
+            box = np.s_[y:y + h, x:x + w]
+            peak = float(values[box][labels[box] == label].max()) if with_max else float("nan")
+            found.append((Instance(number, area, (x, y, w, h), float(sums[label] / area)), peak))
         return found
