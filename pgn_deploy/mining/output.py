@@ -8,7 +8,7 @@
   ``mean_score``, ``max_score``.
 * ``failures.parquet``: ``source``, ``frame``, ``error`` for frames that could not be read or run
   (tried again by the next run).
-* ``overlays/``: a JPEG per top-K frame: the segmentation over the frame beside the score
+* ``overlays/``: a PNG per top-K frame: the segmentation over the frame beside the score
   heatmap, instance boxes drawn on both halves. A top frame is decoded and run again to draw
   it, so the driver needs to read it.
 * ``index.html``: the top K as a gallery (overlay, score, boxes, a link to the source). It
@@ -101,10 +101,10 @@ def _instance_rows(frames: list[dict[str, Any]]):
 
 
 def overlay_name(ref: FrameRef) -> str:
-    """The overlay file of a frame, relative to the folder: ``overlays/<stem>-f<frame>-<hash>.jpg``."""
+    """The overlay file of a frame, relative to the folder: ``overlays/<stem>-f<frame>-<hash>.png``."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(ref.source.split("?")[0]).stem)[:60]
     digest = hashlib.sha1(f"{ref.source}\0{ref.frame}".encode()).hexdigest()[:10]
-    return f"{OVERLAYS}/{stem}-f{ref.frame}-{digest}.jpg"
+    return f"{OVERLAYS}/{stem}-f{ref.frame}-{digest}.png"
 
 
 def _overlay(out_dir: Path, runtime: Runtime, rule: MiningRule, row: dict[str, Any]) -> str | None:
@@ -122,9 +122,9 @@ def _overlay(out_dir: Path, runtime: Runtime, rule: MiningRule, row: dict[str, A
     except PGNError:
         return None
     picture = render_overlay(decoded.image, result.pred, result.score(rule.score), runtime, rule, row)
-    ok, data = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    ok, data = cv2.imencode(".png", picture)
     if not ok:
-        raise PGNError("OpenCV could not encode a JPEG")
+        raise PGNError("OpenCV could not encode a PNG")
     target.parent.mkdir(exist_ok=True)
     atomic_write(target, lambda tmp: tmp.write_bytes(data.tobytes()), force=True)
     return name
@@ -154,7 +154,7 @@ def render_overlay(image: np.ndarray, pred: np.ndarray, score: np.ndarray, runti
 def _remove_stale_overlays(out_dir: Path, keep: set[str]) -> None:
     folder = out_dir / OVERLAYS
     if folder.is_dir():
-        for path in folder.glob("*.jpg"):
+        for path in folder.glob("*.png"):
             if f"{OVERLAYS}/{path.name}" not in keep:
                 path.unlink()
 

@@ -3,7 +3,7 @@
 The frames go in as rows ``{"source", "frame"}`` (``ray.data.from_items``; the sources'
 decoding is part of the mining so that an unreadable file becomes a failure row instead of a
 failed job, which ``read_images`` would make it). ``map_batches`` sends ``batch`` rows at a
-time to :class:`FrameMiner` actors (``workers`` of them, each holding one
+time to :class:`FrameMiner` actors (a pool of ``workers``, ``ActorPoolStrategy``, each holding one
 :class:`~pgn_deploy.runtime.Runtime`, ``threads`` CPUs and ``num_gpus`` GPUs), which decode and
 score them exactly as the local engine does and return Arrow tables; Ray writes those as
 Parquet files under the store's ``parts/ray-<run>/`` (one file per block).
@@ -24,7 +24,8 @@ from pgn_deploy.mining.frame_scoring import MiningRule, score_frames
 from pgn_deploy.mining.sources import FrameRef, decode_frames
 from pgn_deploy.mining.store import MiningStore, rows_to_table
 
-MAX_BLOCKS = 10_000  # more blocks: finer resumption, more files and scheduling overhead
+MAX_BLOCKS = 10_000
+ACTOR_START_TIMEOUT_S = 600  # waited for every actor (model loaded) before the first batch  # more blocks: finer resumption, more files and scheduling overhead
 
 
 class FrameMiner:
@@ -63,6 +64,7 @@ def run_ray(model: str, refs: Sequence[FrameRef], rule: MiningRule, store: Minin
     try:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = progress
+        context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S  # all workers mine from the start
         if not progress:
             logging.getLogger("ray.data").setLevel(logging.WARNING)
         blocks = min(MAX_BLOCKS, math.ceil(len(refs) / batch))
@@ -72,7 +74,8 @@ def run_ray(model: str, refs: Sequence[FrameRef], rule: MiningRule, store: Minin
         if num_gpus > 0:
             resources["num_gpus"] = num_gpus
         dataset = dataset.map_batches(
-            FrameMiner, batch_size=batch, batch_format="numpy", concurrency=workers,
+            FrameMiner, batch_size=batch, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=workers),
             fn_constructor_kwargs={"model": model, "rule": rule.to_json(), "backend": backend,
                                    "threads": threads, "batch": batch},
             **resources)
