@@ -28,7 +28,7 @@ import numpy as np
 
 from pgn_deploy.contract import PGNError, atomic_write, atomic_write_text, require
 from pgn_deploy.mining.frame_scoring import MiningRule
-from pgn_deploy.mining.sources import FrameRef, decode_frames, is_uri
+from pgn_deploy.mining.sources import FrameRef, decode_frames, is_uri, is_video
 from pgn_deploy.runtime.runner import Runtime
 from pgn_deploy.runtime.stats import display_range
 from pgn_deploy.runtime.visualize import colorize, heatmap, overlay, palette
@@ -141,9 +141,10 @@ def render_overlay(image: np.ndarray, pred: np.ndarray, score: np.ndarray, runti
     label = f"#{row['rank']} score {row['score']:.3g} ({row['instances']} instance(s), {rule.score})"
     picture = overlay(image, seg, heat, "side", label)
     width = image.shape[1]
+    thickness = max(1, width // 320)
     for x, y, w, h in zip(row["instance_x"], row["instance_y"], row["instance_w"], row["instance_h"]):
         for offset in (0, width):
-            cv2.rectangle(picture, (x + offset, y), (x + offset + w - 1, y + h - 1), BOX_COLOR, 2)
+            cv2.rectangle(picture, (x + offset, y), (x + offset + w - 1, y + h - 1), BOX_COLOR, thickness)
     if picture.shape[1] > OVERLAY_MAX_WIDTH:
         scale = OVERLAY_MAX_WIDTH / picture.shape[1]
         picture = cv2.resize(picture, (OVERLAY_MAX_WIDTH, max(1, round(picture.shape[0] * scale))),
@@ -182,7 +183,7 @@ def gallery_html(chosen: list[dict[str, Any]], rule: MiningRule, summary: Output
     esc = html.escape
     cards = []
     for row in chosen:
-        where = f"frame {row['frame']}" if row["frame"] else "image"
+        where = f"frame {row['frame']}" if is_video(row["source"]) else "image"
         picture = (f'<img src="{esc(row["overlay"])}" alt="overlay of rank {row["rank"]}">' if row["overlay"]
                    else '<p class="missing">the source cannot be read any more: no overlay</p>')
         boxes = "".join(

@@ -48,9 +48,9 @@ def write_frame_set(root: Path, images: int = 10, seed: int = 0) -> dict[str, li
     return {"good": good, "corrupt": corrupt, "video": [video]}
 
 
-def tiny_model(path: Path) -> Path:
+def tiny_model(path: Path, seed: int = 0) -> Path:
     """The runtime tests' tiny grafted model (dynamic batch, uncalibrated)."""
-    return build_model(path)
+    return build_model(path, seed=seed)
 
 
 def threshold_for(model: Path, images: list[Path], quantile: float = 0.97) -> float:
