@@ -24,8 +24,8 @@ from pgn_deploy.mining.frame_scoring import MiningRule, score_frames
 from pgn_deploy.mining.sources import FrameRef, decode_frames
 from pgn_deploy.mining.store import MiningStore, rows_to_table
 
-MAX_BLOCKS = 10_000
-ACTOR_START_TIMEOUT_S = 600  # waited for every actor (model loaded) before the first batch  # more blocks: finer resumption, more files and scheduling overhead
+MAX_BLOCKS = 10_000  # more blocks: finer resumption, more files and scheduling overhead
+ACTOR_START_TIMEOUT_S = 600  # waited for every actor (model loaded) before the first batch
 
 
 class FrameMiner:
