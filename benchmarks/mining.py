@@ -14,7 +14,8 @@ demo model (exported here from ``export/models/demo_synthroad.pth``: p = 0.5, un
   ``(frames - small) / (t_all - t_small)`` is the steady throughput (target: 2 workers >= 1.6x
   one), and ``ray.init`` plus the small run is the fixed start-up cost;
 * fleet: the throughput a node needs for a fleet's daily video, computed (not measured) from
-  the flags, with the CPU-seconds it would take at the plain loop's measured per-frame cost.
+  the flags, with the CPU cores it would keep busy at the plain loop's measured CPU time per
+  frame (CPU time, not wall time: the shared machine's load stretches wall time).
 
 The machine is shared: the load average is recorded before and after every measurement.
 
@@ -225,9 +226,12 @@ def to_markdown(data: dict[str, Any]) -> str:
         "",
         f"{f['vehicles']} vehicles x {f['hours_per_day']:g} h/day x {f['fps']:g} fps, every {f['every']}-th frame "
         f"mined: {f['frames_per_day'] / 1e6:.1f} million frames a day = **{f['needed_fps_over_24h']:.0f} frames/s** "
-        f"sustained over 24 h. At the plain loop's {f['cpu_ms_per_frame_measured']:.0f} ms per frame (one CPU thread, "
-        f"256 x 512) that is {f['cpu_cores_at_measured_cost']:.0f} CPU cores busy around the clock. One GPU node "
-        f"must sustain {f['needed_fps_over_24h']:.0f} frames/s with decoding included; no GPU was measured here.",
+        f"sustained over 24 h. At the plain loop's measured {f['cpu_ms_per_frame_measured']:.0f} ms of CPU time per "
+        f"frame (one thread, 256 x 512, this small model) that is {f['cpu_cores_at_measured_cost']:.0f} CPU cores "
+        f"busy around the clock, plus decoding. One GPU node doing the whole job must sustain "
+        f"{f['needed_fps_over_24h']:.0f} frames/s, decoding included (or N nodes {f['needed_fps_over_24h']:.0f}/N "
+        "each: Ray spreads the actors). No GPU was measured here; the GPU rate of a given model comes from "
+        "`pgn-bench` on that GPU.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -247,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         data["local"] = bench_local(model, folder, threshold, args, scratch)
         if not args.skip_ray:
             data["ray"] = bench_ray(model, folder, threshold, args, scratch)
-        data["fleet"] = fleet(args, data["local"]["plain_ms_per_frame"])
+        data["fleet"] = fleet(args, data["local"]["plain_cpu_ms_per_frame"])
         data["load_end"] = load_average()
     atomic_write_text(out / "mining.json", json.dumps(data, indent=2, sort_keys=True) + "\n", force=args.force)
     atomic_write_text(out / "mining.md", to_markdown(data), force=args.force)

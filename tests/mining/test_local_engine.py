@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -159,3 +160,29 @@ def test_the_local_engine_never_imports_ray(frame_set: dict, tmp_path: Path) -> 
             f"mine({str(frame_set['model'])!r}, [{str(frame_set['good'][0])!r}], {str(tmp_path)!r}, "
             f"MineOptions(threshold={frame_set['threshold']})); assert 'ray' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_kill_9_loses_only_the_frames_in_flight(frame_set: dict, tmp_path: Path) -> None:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    image = cv2.imread(str(frame_set["good"][0]))
+    for index in range(300):
+        cv2.imwrite(str(folder / f"{index:04d}.png"), np.roll(image, index, axis=1))
+    out = tmp_path / "mined"
+    command = [sys.executable, "-m", "pgn_deploy.cli.mine", str(frame_set["model"]), str(folder), "--out", str(out),
+               "--threshold", str(frame_set["threshold"]), "--batch", "1", "--workers", "1"]
+    root = Path(__file__).resolve().parents[2]
+    victim = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while len(list((out / "parts").glob("local-*.parquet"))) < 5 and victim.poll() is None:
+            time.sleep(0.005)
+    finally:
+        victim.kill()  # SIGKILL: no cleanup runs
+        victim.wait()
+    assert victim.returncode == -9 and not (out / "frames.parquet").exists(), "the run ended before the kill"
+    committed = sum(pq.read_table(p).num_rows for p in (out / "parts").glob("local-*.parquet"))
+    result = subprocess.run([*command, "--json"], cwd=root, check=True, capture_output=True, text=True)
+    summary = json.loads(result.stdout)
+    assert (summary["skipped"], summary["processed"], summary["frames"]) == (committed, 300 - committed, 300)
+    frames = _table(out, "frames")
+    assert sorted(frames["source"]) == sorted(str(p) for p in folder.iterdir())
