@@ -5,9 +5,9 @@ demo model (exported here from ``export/models/demo_synthroad.pth``: p = 0.5, un
 
 * plain: ``Runtime.run`` over the frames already decoded in memory, ``--batch`` per call, one
   ONNX Runtime thread: the inference alone, the floor of any pipeline;
-* local: ``mine(engine="local")`` on the files (decode thread(s), inference with one thread,
-  instances, Parquet parts), timed over its mining step; plain and local alternate ``--reps``
-  times and the medians are compared (target: the pipeline costs <= 10 %);
+* local: ``mine(engine="local")`` on the files (one decode thread, inference with one thread,
+  instances, Parquet parts), timed over its mining step; its median against the plain loop's
+  (target: the pipeline costs <= 10 %);
 * ray: ``mine(engine="ray")`` with 1 and 2 actors of one thread each in a local Ray of 2 CPUs.
   Each run pays a fixed cost (actors start and load the model, Ray Data plans and writes), so
   every configuration is timed on all the frames and on ``--small`` of them: the marginal rate
@@ -17,15 +17,19 @@ demo model (exported here from ``export/models/demo_synthroad.pth``: p = 0.5, un
   the flags, with the CPU cores it would keep busy at the plain loop's measured CPU time per
   frame (CPU time, not wall time: the shared machine's load stretches wall time).
 
-The machine is shared: the load average is recorded before and after every measurement.
+Each of ``--reps`` repetitions runs every configuration in turn (medians reported), so that the
+shared machine's changing load hits them alike; the load average is recorded before and after
+every measurement.
 
     PYTHONPATH=$PWD python benchmarks/mining.py --out benchmarks/results --force
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
+import shutil
 import statistics
 import sys
 import tempfile
@@ -73,7 +77,8 @@ def prepare(work: Path, frames: int) -> tuple[Path, Path, float]:
     model = work / "demo.pgn.onnx"
     if not model.exists():
         export_model(CHECKPOINT, model, p=0.5, labels="uni", pred=True)
-    write_synthroad(work / "synthroad", frames, seed=21, layouts=["roadanomaly21"], force=True, progress=False)
+    shutil.rmtree(work / "synthroad", ignore_errors=True)  # exactly ``frames`` frames, none of an earlier run
+    write_synthroad(work / "synthroad", frames, seed=21, layouts=["roadanomaly21"], progress=False)
     folder = work / "synthroad" / "dataset_AnomalyTrack" / "images"
     runtime = Runtime(model, "ort-cpu", intra_op_threads=1)
     import numpy as np
@@ -114,58 +119,68 @@ def mine_once(model: Path, sources: list[Path], out: Path, threshold: float, **o
     return {"mining_s": report.seconds, "frames": report.processed, "mining_cpu_s": time.process_time() - cpu}
 
 
-def bench_local(model: Path, folder: Path, threshold: float, args: argparse.Namespace, scratch: Path) -> dict:
-    plain, local = [], []
-    for rep in range(args.reps):  # alternate, so that the shared machine's load hits both alike
-        plain.append(timed(f"plain loop, rep {rep + 1}", lambda: plain_loop(model, folder, args.batch)))
-        local.append(timed(f"local engine, rep {rep + 1}", lambda: mine_once(
-            model, [folder], scratch / f"local-{rep}", threshold, batch=args.batch, workers=1, threads=1)))
-    plain_s = statistics.median(r["mining_s"] for r in plain)
-    local_s = statistics.median(r["mining_s"] for r in local)
-    plain_cpu = statistics.median(r["mining_cpu_s"] for r in plain)
-    local_cpu = statistics.median(r["mining_cpu_s"] for r in local)  # includes loading its runtime and finishing
-    return {"plain": plain, "local": local, "plain_fps": args.frames / plain_s, "local_fps": args.frames / local_s,
-            "plain_ms_per_frame": 1e3 * plain_s / args.frames, "plain_cpu_ms_per_frame": 1e3 * plain_cpu / args.frames,
-            "local_cpu_ms_per_frame": 1e3 * local_cpu / args.frames, "pipeline_cost": local_s / plain_s - 1.0}
-
-
-def bench_ray(model: Path, folder: Path, threshold: float, args: argparse.Namespace, scratch: Path) -> dict:
-    import ray
-
+def measure(model: Path, folder: Path, threshold: float, args: argparse.Namespace, scratch: Path) -> dict:
+    """Every configuration once per repetition, in turn, so that the shared machine's load
+    changes hit them alike. Ray (unless skipped) is started once, before the repetitions."""
     files = sorted(folder.iterdir())
     small = files[:args.small]
-    def start() -> None:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    configs = {"plain": lambda rep: plain_loop(model, folder, args.batch),
+               "local": lambda rep: mine_once(model, [folder], scratch / f"local-{rep}", threshold, batch=args.batch,
+                                              workers=1, threads=1)}
+    for workers in ([] if args.skip_ray else [1, 2]):
+        for name, sources in (("small", small), ("all", files)):
+            configs[f"ray{workers}_{name}"] = functools.partial(
+                lambda rep, w, n, src: mine_once(model, src, scratch / f"ray{w}-{n}-{rep}", threshold, engine="ray",
+                                                 batch=args.batch, workers=w, threads=1),
+                w=workers, n=name, src=sources)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
+    data: dict[str, Any] = {"runs": runs}
+    if not args.skip_ray:
+        import ray
 
-    init = timed("ray.init (local Ray, 2 CPUs)", start)
-    results: dict[str, Any] = {"init_s": init["seconds"], "init": init}
+        def start() -> None:
+            ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+
+        data["ray_init"] = timed("ray.init (local Ray, 2 CPUs)", start)
+        data["ray_first_run"] = timed(
+            f"ray, first run after ray.init, 1 worker, {len(small)} frames",
+            lambda: mine_once(model, small, scratch / "ray-first", threshold, engine="ray", batch=args.batch,
+                              workers=1, threads=1))
     try:
-        first = timed(f"ray, first run after ray.init, 1 worker, {len(small)} frames", lambda: mine_once(
-            model, small, scratch / "ray-first", threshold, engine="ray", batch=args.batch, workers=1, threads=1))
-        results["first_run_s"] = first["mining_s"]
-        for workers in (1, 2):
-            runs: dict[str, list] = {"small": [], "all": []}
-            for rep in range(args.reps):
-                for name, sources in (("small", small), ("all", files)):
-                    runs[name].append(timed(f"ray, {workers} worker(s), {name} ({len(sources)} frames), rep {rep + 1}",
-                                            lambda: mine_once(model, sources, scratch / f"ray{workers}-{name}-{rep}",
-                                                              threshold, engine="ray", batch=args.batch,
-                                                              workers=workers, threads=1)))
-            t_small = statistics.median(r["mining_s"] for r in runs["small"])
-            t_all = statistics.median(r["mining_s"] for r in runs["all"])
-            results[f"workers_{workers}"] = {
-                "runs": runs, "small_run_s": t_small, "all_run_s": t_all,
-                "whole_run_fps": len(files) / t_all,
-                "marginal_fps": (len(files) - len(small)) / (t_all - t_small),
-            }
+        for rep in range(args.reps):
+            for name, call in configs.items():
+                runs[name].append(timed(f"{name}, rep {rep + 1}", functools.partial(call, rep)))
     finally:
-        ray.shutdown()
-    one, two = results["workers_1"], results["workers_2"]
-    results["speedup_2_over_1"] = two["marginal_fps"] / one["marginal_fps"]
+        if not args.skip_ray:
+            ray.shutdown()
+    return data
+
+
+def summarize(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Medians over the repetitions; the local engine against the plain loop; Ray's rates."""
+    def median(name: str, key: str = "mining_s") -> float:
+        return statistics.median(run[key] for run in data["runs"][name])
+
+    plain_s, local_s = median("plain"), median("local")
+    local = {"plain_fps": args.frames / plain_s, "local_fps": args.frames / local_s,
+             "plain_ms_per_frame": 1e3 * plain_s / args.frames,
+             "plain_cpu_ms_per_frame": 1e3 * median("plain", "mining_cpu_s") / args.frames,
+             # the local engine's CPU time includes loading its runtime and writing the outputs
+             "local_cpu_ms_per_frame": 1e3 * median("local", "mining_cpu_s") / args.frames,
+             "pipeline_cost": local_s / plain_s - 1.0}
+    if args.skip_ray:
+        return {"local": local}
+    ray: dict[str, Any] = {"init_s": data["ray_init"]["seconds"], "first_run_s": data["ray_first_run"]["mining_s"]}
+    for workers in (1, 2):
+        t_small, t_all = median(f"ray{workers}_small"), median(f"ray{workers}_all")
+        ray[f"workers_{workers}"] = {"small_run_s": t_small, "all_run_s": t_all, "whole_run_fps": args.frames / t_all,
+                                     "marginal_fps": (args.frames - args.small) / (t_all - t_small)}
+    one, two = ray["workers_1"], ray["workers_2"]
+    ray["speedup_2_over_1"] = two["marginal_fps"] / one["marginal_fps"]
     steady_small = args.small / one["marginal_fps"]
-    results["per_run_fixed_s"] = one["small_run_s"] - steady_small
-    results["fixed_startup_s"] = results["init_s"] + results["first_run_s"] - steady_small
-    return results
+    ray["per_run_fixed_s"] = one["small_run_s"] - steady_small
+    ray["fixed_startup_s"] = ray["init_s"] + ray["first_run_s"] - steady_small
+    return {"local": local, "ray": ray}
 
 
 def fleet(args: argparse.Namespace, ms_per_frame: float) -> dict[str, Any]:
@@ -186,7 +201,7 @@ def to_markdown(data: dict[str, Any]) -> str:
         f"`python benchmarks/mining.py` on {m['cpu']}, {m['usable_cores']} cores, {m['date_utc']}; "
         f"{data['frames']} SynthRoad frames of 256 x 512 (JPEG), demo model (p = 0.5, uni, pred), "
         f"batch {data['batch']}, ONNX Runtime CPU, 1 inference thread everywhere; medians of {data['reps']} "
-        "alternating repetitions.",
+        "repetitions, each running every configuration in turn.",
         "",
         f"The machine is shared with other engineers' work: load average (1, 5, 15 min) "
         f"{data['load_start']} at the start, {data['load_end']} at the end (2 cores). Every run's load is "
@@ -248,9 +263,8 @@ def main(argv: list[str] | None = None) -> int:
                                 "batch": args.batch, "reps": args.reps, "load_start": load_average()}
         model, folder, threshold = prepare(work, args.frames)
         data["threshold"] = threshold
-        data["local"] = bench_local(model, folder, threshold, args, scratch)
-        if not args.skip_ray:
-            data["ray"] = bench_ray(model, folder, threshold, args, scratch)
+        data["measurements"] = measure(model, folder, threshold, args, scratch)
+        data.update(summarize(data["measurements"], args))
         data["fleet"] = fleet(args, data["local"]["plain_cpu_ms_per_frame"])
         data["load_end"] = load_average()
     atomic_write_text(out / "mining.json", json.dumps(data, indent=2, sort_keys=True) + "\n", force=args.force)

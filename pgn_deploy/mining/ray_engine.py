@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
-from pgn_deploy.contract import BadInputError, file_sha256, require
+from pgn_deploy.contract import BackendUnavailableError, BadInputError, PGNError, file_sha256, first_line, require
 from pgn_deploy.mining.frame_scoring import MiningRule, score_frames
 from pgn_deploy.mining.sources import FrameRef, decode_frames
 from pgn_deploy.mining.store import MiningStore, rows_to_table
 
 MAX_BLOCKS = 10_000  # more blocks: finer resumption, more files and scheduling overhead
+_PGN_ERROR_LINE = re.compile(r"^\s*pgn_deploy\.[\w.]+Error: (.+)$", re.MULTILINE)
 ACTOR_START_TIMEOUT_S = 600  # waited for every actor (model loaded) before the first batch
 
 
@@ -48,6 +50,22 @@ class FrameMiner:
         return rows_to_table(score_frames(self.runtime, decode_frames(refs), self.rule, self.worker))
 
 
+def ray_error_message(exc: BaseException) -> str:
+    """The message of the pgn-deploy error behind a Ray failure (an actor's constructor raised
+    it; Ray re-raises it wrapped, its traceback as text), else the first line of the innermost one."""
+    chain: list[BaseException] = []
+    while exc is not None and len(chain) < 20:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    for error in chain:
+        if isinstance(error, PGNError):
+            return first_line(error)
+        found = _PGN_ERROR_LINE.search(str(error))
+        if found:
+            return found.group(1)
+    return next((first_line(e) for e in reversed(chain) if str(e).strip()), type(chain[0]).__name__)
+
+
 def run_ray(model: str, refs: Sequence[FrameRef], rule: MiningRule, store: MiningStore, *, batch: int,
             workers: int, threads: int, num_gpus: float, backend: str, address: str | None,
             progress: bool = False) -> tuple[int, int]:
@@ -59,8 +77,12 @@ def run_ray(model: str, refs: Sequence[FrameRef], rule: MiningRule, store: Minin
     threads = max(threads, 1)  # an actor owns the CPUs it reserves, never all of the node's
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
-                 log_to_driver=False, configure_logging=True)
+        try:
+            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
+                     log_to_driver=False, configure_logging=True)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise BackendUnavailableError(f"cannot start or reach Ray at {address or 'a new local instance'}: "
+                                          f"{first_line(exc)}") from None
     try:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = progress
@@ -80,7 +102,10 @@ def run_ray(model: str, refs: Sequence[FrameRef], rule: MiningRule, store: Minin
                                    "threads": threads, "batch": batch},
             **resources)
         folder = store.new_ray_folder()
-        dataset.write_parquet(str(folder))
+        try:
+            dataset.write_parquet(str(folder))
+        except ray.exceptions.RayError as exc:  # an actor failed to start (its error is the cause) or died
+            raise PGNError(f"the Ray run failed: {ray_error_message(exc)}") from exc
     finally:
         if started:
             ray.shutdown()

@@ -71,3 +71,17 @@ def test_ray_resumes_a_local_run(two_nodes, frame_set: dict, tmp_path: Path) -> 
     assert (first.processed, second.skipped) == (12, 10)  # 10 good images done; 2 corrupt ones tried again
     assert second.processed == 2 + 3  # the corrupt images and the video's frames 0, 2, 4
     assert second.frames == 13
+
+
+def test_an_actor_that_cannot_start_fails_the_run_in_one_line(two_nodes, frame_set: dict, tmp_path: Path) -> None:
+    from pgn_deploy.contract import PGNError
+    from pgn_deploy.mining.frame_scoring import MiningRule
+    from pgn_deploy.mining.ray_engine import run_ray
+    from pgn_deploy.mining.sources import FrameRef
+    from pgn_deploy.mining.store import MiningStore
+
+    rule = MiningRule("pgn_uni_p0.5", frame_set["threshold"], "given", 3, "0" * 64)  # not the file's sha256
+    store = MiningStore.open(tmp_path, rule)
+    with pytest.raises(PGNError, match="not the model the driver hashed"):
+        run_ray(str(frame_set["model"]), [FrameRef(str(frame_set["good"][0]), 0)], rule, store, batch=1, workers=1,
+                threads=1, num_gpus=0.0, backend="ort-cpu", address=None)
