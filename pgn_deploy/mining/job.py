@@ -68,7 +68,8 @@ class MineReport:
     """A run's counts: ``processed`` (frames mined now, failures included), ``skipped`` (already
     in the folder), ``failed`` (of the processed); the folder's totals after the run
     (``frames``, ``instances``, ``failures``), ``seconds`` and ``frames_per_s`` of the mining
-    step, parts ``discarded`` as unreadable, and the ``top`` frames."""
+    step, its ``cpu_seconds`` in this process (all threads; with Ray only the driver's), parts
+    ``discarded`` as unreadable, and the ``top`` frames."""
 
     out_dir: str
     engine: str
@@ -81,6 +82,7 @@ class MineReport:
     instances: int
     failures: int
     seconds: float
+    cpu_seconds: float
     frames_per_s: float
     discarded: list[str]
     top: list[dict[str, Any]]
@@ -117,13 +119,13 @@ def mine(model: str | os.PathLike[str], sources: Sequence[str | os.PathLike[str]
     store = MiningStore.open(out_dir, rule, options.force)
     done = store.done()
     todo = [ref for ref in refs if ref not in done]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     processed, failed = _run_engine(model, runtime, todo, rule, store, options, progress)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     summary = write_outputs(store.load(compact=True), store.out_dir, runtime, rule, options.top)
     return MineReport(str(store.out_dir), options.engine, runtime.backend_name, rule.to_json(), processed,
                       len(refs) - len(todo), failed, summary.frames, summary.instances, summary.failures,
-                      seconds, processed / seconds if seconds > 0 and processed else 0.0, store.discarded,
+                      seconds, cpu_seconds, processed / seconds if seconds > 0 and processed else 0.0, store.discarded,
                       summary.top)
 
 

@@ -125,9 +125,10 @@ class Result:
         count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S)
         flat = labels.ravel()
         sums = np.bincount(flat, weights=values.ravel().astype(np.float64), minlength=count)
-        present, first_seen = np.unique(flat, return_index=True)
+        inside = np.flatnonzero(flat)  # the mask's pixels only: it is usually sparse
+        present, first_seen = np.unique(flat[inside], return_index=True)
         first_pixel = np.zeros(count, np.int64)
-        first_pixel[present] = first_seen  # raster index of each label's first pixel
+        first_pixel[present] = inside[first_seen]  # raster index of each label's first pixel
         found = []
         for number, label in enumerate(np.argsort(first_pixel[1:], kind="stable") + 1, start=1):
             x, y, w, h, area = (int(v) for v in stats[label])
