@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--work", help="folder for the model and frames (default: a temporary one)")
     parser.add_argument("--out", default="benchmarks/results", help="results folder (default benchmarks/results)")
     parser.add_argument("--force", action="store_true", help="overwrite mining.json/.md")
+    parser.add_argument("--from-json", help="only write mining.md again from this mining.json")
     return parser
 
 
@@ -248,6 +249,16 @@ def to_markdown(data: dict[str, Any]) -> str:
         f"{f['needed_fps_over_24h']:.0f} frames/s, decoding included (or N nodes {f['needed_fps_over_24h']:.0f}/N "
         "each: Ray spreads the actors). No GPU was measured here; the GPU rate of a given model comes from "
         "`pgn-bench` on that GPU.",
+        "",
+        "## The same command on a cluster",
+        "",
+        "`ray start --head` on one node and `ray start --address HEAD:6379` on the others (or a KubeRay "
+        "`RayCluster`, with `pgn-mine` as a `RayJob`'s entrypoint), then `pgn-mine ... --engine ray --ray-address "
+        "auto --workers N --threads T`: N actors of T CPUs each, spread over the nodes, every node reading the "
+        "model, the sources and `--out` from shared storage. With GPUs, `--num-gpus 1` (or 0.5 to put two actors "
+        "on one GPU) and `--backend ort-cuda`/`ort-trt`/`trt`; a TensorRT plan is specific to a GPU model and "
+        "TensorRT version, so build one per node type (`pgn-build`) or let `ort-trt` build on each node. "
+        "Details: docs/mining.md.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -256,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.from_json:
+        atomic_write_text(out / "mining.md", to_markdown(json.loads(Path(args.from_json).read_text())), force=True)
+        return 0
     with tempfile.TemporaryDirectory(prefix="pgn-mine-bench-") as temp:
         work = Path(args.work) if args.work else Path(temp)
         work.mkdir(parents=True, exist_ok=True)
