@@ -9,7 +9,8 @@ Per frame (rule of ``pgn-mine``, stated in ``docs/mining.md``):
   in raster order) divided by the threshold, so any frame with an instance scores >= 1; a frame
   without instances scores 0.
 
-Both engines turn decoded frames into rows with :func:`score_frames`, so their outputs agree.
+Both engines turn decoded frames into rows with :func:`run_frames` and :func:`frame_rows`, so
+their outputs agree.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from pgn_deploy.runtime.runner import Runtime
 from pgn_deploy.runtime.stats import default_threshold
 
 INSTANCE_FIELDS = ("area", "x", "y", "w", "h", "mean_score", "max_score")
+LOCAL_WORKER = f"local:{socket.gethostname()}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,27 +94,37 @@ def failed_record() -> dict[str, Any]:
 
 def score_frames(runtime: Runtime, frames: Sequence[Decoded], rule: MiningRule,
                  worker: str | None = None) -> list[dict[str, Any]]:
+    """One row per frame (in order): :func:`frame_rows` of :func:`run_frames`."""
+    return frame_rows(frames, run_frames(runtime, frames), rule, worker)
+
+
+def run_frames(runtime: Runtime, frames: Sequence[Decoded]) -> list[Result | str | None]:
+    """The runtime's result per frame: a :class:`Result`, an error line for a frame the runtime
+    refused, ``None`` for one that was not decoded. The decoded frames run in one
+    :meth:`Runtime.run` call; if the backend refuses that batch, each frame runs alone so that
+    only the bad one fails."""
+    readable = [index for index, item in enumerate(frames) if item.image is not None]
+    outcomes: list[Result | str | None] = [None] * len(frames)
+    if readable:
+        for index, outcome in zip(readable, _run_each(runtime, [frames[i].image for i in readable])):
+            outcomes[index] = outcome
+    return outcomes
+
+
+def frame_rows(frames: Sequence[Decoded], outcomes: Sequence[Result | str | None], rule: MiningRule,
+               worker: str | None = None) -> list[dict[str, Any]]:
     """One row per frame (in order): ``source``, ``frame``, the :func:`frame_record` fields,
     ``model_sha256``, ``worker`` (who ran it; default ``local:<hostname>``) and ``error``
-    (``None``, or one line for a frame that could not be read or run).
-
-    The readable frames run in one :meth:`Runtime.run` call; if the backend refuses that batch,
-    each frame runs alone so that only the bad one fails.
-    """
-    worker = worker or f"local:{socket.gethostname()}"
-    readable = [item for item in frames if item.image is not None]
-    outcomes: dict[int, Result | str] = {}
-    if readable:
-        outcomes = dict(zip(map(id, readable), _run_each(runtime, [item.image for item in readable])))
+    (``None``, or one line for a frame that could not be read or run)."""
+    worker = worker or LOCAL_WORKER
     rows = []
-    for item in frames:
-        outcome = outcomes.get(id(item), item.error)
+    for item, outcome in zip(frames, outcomes):
         row = {"source": item.ref.source, "frame": item.ref.frame, "model_sha256": rule.model_sha256,
                "worker": worker}
         if isinstance(outcome, Result):
             rows.append({**row, **frame_record(outcome, rule), "error": None})
         else:
-            error = item.error if item.image is None else f"{item.ref.source}: {outcome}"
+            error = item.error if outcome is None else f"{item.ref.source}: {outcome}"
             rows.append({**row, **failed_record(), "error": error})
     return rows
 

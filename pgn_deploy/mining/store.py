@@ -16,6 +16,7 @@ Layout of ``--out``:
 """
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import uuid
@@ -58,7 +59,7 @@ class MiningStore:
         self.rule = rule
         self.parts = out_dir / PARTS
         self.run_id = uuid.uuid4().hex[:12]
-        self._sequence = 0
+        self._sequence = itertools.count(1)  # thread-safe: commits come from several threads
         self.discarded: list[str] = []
 
     @classmethod
@@ -115,13 +116,12 @@ class MiningStore:
         return self.parts / f"ray-{self.run_id}"
 
     def commit(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Write ``rows`` as one part file, atomically (all of them or none)."""
+        """Write ``rows`` as one part file, atomically (all of them or none); safe from several threads."""
         if not rows:
             return
         pq = require("pyarrow.parquet", "mine", "pgn-mine's Parquet output")
         table = rows_to_table(rows)
-        self._sequence += 1
-        atomic_write(self.parts / f"local-{self.run_id}-{self._sequence:06d}.parquet",
+        atomic_write(self.parts / f"local-{self.run_id}-{next(self._sequence):06d}.parquet",
                      lambda tmp: pq.write_table(table, tmp))
 
     # ------------------------------------------------------------------ reading
