@@ -67,7 +67,7 @@ def test_ray_gives_the_local_rows_and_uses_both_nodes(two_nodes, frame_set: dict
 
 def test_ray_resumes_a_local_run(two_nodes, frame_set: dict, tmp_path: Path) -> None:
     first = mine(frame_set["model"], [frame_set["root"] / "imgs"], tmp_path, _options(frame_set))
-    second = mine(frame_set["model"], _sources(frame_set), tmp_path, _options(frame_set, engine="ray"))
+    second = mine(frame_set["model"], _sources(frame_set), tmp_path, _options(frame_set, engine="ray", workers=1))
     assert (first.processed, second.skipped) == (12, 10)  # 10 good images done; 2 corrupt ones tried again
     assert second.processed == 2 + 3  # the corrupt images and the video's frames 0, 2, 4
     assert second.frames == 13
