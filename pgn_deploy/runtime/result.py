@@ -124,17 +124,18 @@ class Result:
         mask = self.ood_mask(threshold, score)
         count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S)
         flat = labels.ravel()
-        sums = np.bincount(flat, weights=values.ravel().astype(np.float64), minlength=count)
-        inside = np.flatnonzero(flat)  # the mask's pixels only: it is usually sparse
-        present, first_seen = np.unique(flat[inside], return_index=True)
+        inside = np.flatnonzero(flat)  # the mask's pixels only (usually sparse), in row-major order
+        in_labels = flat[inside]
+        sums = np.bincount(in_labels, weights=values.ravel()[inside].astype(np.float64), minlength=count)
+        present, first_seen = np.unique(in_labels, return_index=True)
         first_pixel = np.zeros(count, np.int64)
         first_pixel[present] = inside[first_seen]  # raster index of each label's first pixel
+        order = np.argsort(first_pixel[1:], kind="stable") + 1  # label of instance number 1, 2, ...
+        kept = np.flatnonzero(stats[order, cv2.CC_STAT_AREA] >= min_area)
         found = []
-        for number, label in enumerate(np.argsort(first_pixel[1:], kind="stable") + 1, start=1):
+        for number, label in zip(kept + 1, order[kept]):
             x, y, w, h, area = (int(v) for v in stats[label])
-            if area < min_area:
-                continue
             box = np.s_[y:y + h, x:x + w]
             peak = float(values[box][labels[box] == label].max()) if with_max else float("nan")
-            found.append((Instance(number, area, (x, y, w, h), float(sums[label] / area)), peak))
+            found.append((Instance(int(number), area, (x, y, w, h), float(sums[label] / area)), peak))
         return found

@@ -39,10 +39,10 @@ def _expected(runtime: Runtime, image_path: Path, threshold: float) -> dict:
     mask = (score >= np.float32(threshold)).astype(np.uint8)
     count, labels = cv2.connectedComponents(mask, connectivity=8)
     regions = [labels == label for label in range(1, count)]
-    regions = [r for r in regions if r.sum() >= MIN_AREA]
+    regions = sorted((r for r in regions if r.sum() >= MIN_AREA), key=lambda r: np.flatnonzero(r)[0])  # raster
     if not regions:
         return {"score": 0.0, "instances": 0, "areas": [], "max": []}
-    largest = max(regions, key=lambda r: r.sum())  # equal areas: not in this set (checked below)
+    largest = max(regions, key=lambda r: r.sum())  # the first of equal areas
     return {"score": float(score[largest].astype(np.float64).mean() / threshold), "instances": len(regions),
             "areas": sorted(int(r.sum()) for r in regions), "max": sorted(float(score[r].max()) for r in regions)}
 
