@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from pgn_deploy.contract import PGNError, atomic_write, atomic_write_text, require
-from pgn_deploy.mining.frame_scoring import MiningRule
+from pgn_deploy.mining.frame_scoring import INSTANCE_FIELDS, MiningRule
 from pgn_deploy.mining.sources import FrameRef, decode_frames, is_uri, is_video
 from pgn_deploy.runtime.runner import Runtime
 from pgn_deploy.runtime.stats import display_range
@@ -52,52 +52,45 @@ class OutputSummary:
 
 def write_outputs(table, out_dir: Path, runtime: Runtime, rule: MiningRule, top: int) -> OutputSummary:
     """Write every derived file of ``out_dir`` from the loaded part ``table`` (replacing the
-    earlier ones, each atomically)."""
+    earlier ones, each atomically). Columnar (Arrow compute) except for the ``top`` rows, so a
+    large folder costs memory for its tables, not Python objects per row."""
     pa = require("pyarrow", "mine", "pgn-mine's Parquet output")
+    pc = require("pyarrow.compute", "mine", "pgn-mine's Parquet output")
     pq = require("pyarrow.parquet", "mine", "pgn-mine's Parquet output")
-    rows = table.to_pylist()
-    good = sorted((r for r in rows if r["error"] is None), key=lambda r: (-r["score"], r["source"], r["frame"]))
-    for rank, row in enumerate(good, start=1):
-        row["rank"] = rank
-    frames = pa.Table.from_pylist([{k: r[k] for k in FRAME_COLUMNS} for r in good], schema=_frames_schema(pa))
-    instances = pa.Table.from_pylist(list(_instance_rows(good)), schema=_instances_schema(pa))
-    failures = pa.Table.from_pylist([{k: r[k] for k in ("source", "frame", "error")} for r in rows
-                                     if r["error"] is not None], schema=_failures_schema(pa))
+    failed = pc.is_valid(table.column("error"))
+    good = table.filter(pc.invert(failed)).sort_by(
+        [("score", "descending"), ("source", "ascending"), ("frame", "ascending")]).combine_chunks()
+    good = good.append_column("rank", pa.array(np.arange(1, good.num_rows + 1), pa.int64()))
+    frames = good.select(list(FRAME_COLUMNS))
+    instances = _instances_table(pa, pc, good)
+    failures = table.filter(failed).select(["source", "frame", "error"])
     for name, data in (("frames", frames), ("instances", instances), ("failures", failures)):
         atomic_write(out_dir / f"{name}.parquet", lambda tmp, data=data: pq.write_table(data, tmp), force=True)
-    chosen = good[:top]
+    chosen = good.slice(0, top).to_pylist()
     for row in chosen:
         row["overlay"] = _overlay(out_dir, runtime, rule, row)
     _remove_stale_overlays(out_dir, {row["overlay"] for row in chosen if row["overlay"]})
-    summary = OutputSummary(len(good), failures.num_rows, instances.num_rows,
+    summary = OutputSummary(good.num_rows, failures.num_rows, instances.num_rows,
                             [{k: row[k] for k in ("source", "frame", "score", "rank", "instances", "overlay")}
                              for row in chosen])
     atomic_write_text(out_dir / "index.html", gallery_html(chosen, rule, summary), force=True)
     return summary
 
 
-def _frames_schema(pa):
-    return pa.schema([("source", pa.string()), ("frame", pa.int64()), ("score", pa.float64()),
-                      ("rank", pa.int64()), ("instances", pa.int64()), ("height", pa.int64()),
-                      ("width", pa.int64()), ("model_sha256", pa.string()), ("worker", pa.string())])
-
-
-def _instances_schema(pa):
-    ints = [(name, pa.int64()) for name in ("instance", "area", "x", "y", "w", "h")]
-    return pa.schema([("source", pa.string()), ("frame", pa.int64()), *ints,
-                      ("mean_score", pa.float64()), ("max_score", pa.float64())])
-
-
-def _failures_schema(pa):
-    return pa.schema([("source", pa.string()), ("frame", pa.int64()), ("error", pa.string())])
-
-
-def _instance_rows(frames: list[dict[str, Any]]):
-    for row in frames:
-        for index in range(row["instances"]):
-            yield {"source": row["source"], "frame": row["frame"], "instance": index + 1,
-                   **{key: row[f"instance_{key}"][index]
-                      for key in ("area", "x", "y", "w", "h", "mean_score", "max_score")}}
+def _instances_table(pa, pc, good):
+    """One row per instance of the ranked frames (one chunk per column): the lists flattened."""
+    counts = good.column("instances").to_numpy()
+    if not counts.sum():
+        ints = [(name, pa.int64()) for name in ("frame", "instance", "area", "x", "y", "w", "h")]
+        schema = pa.schema([("source", pa.string()), *ints, ("mean_score", pa.float64()), ("max_score", pa.float64())])
+        return schema.empty_table()
+    parents = pc.list_parent_indices(good.column("instance_area").chunk(0))
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    columns = {"source": pc.take(good.column("source"), parents), "frame": pc.take(good.column("frame"), parents),
+               "instance": pa.array(np.arange(counts.sum()) - starts + 1, pa.int64())}
+    for key in INSTANCE_FIELDS:
+        columns[key] = pc.list_flatten(good.column(f"instance_{key}").chunk(0))
+    return pa.table(columns)
 
 
 def overlay_name(ref: FrameRef) -> str:
