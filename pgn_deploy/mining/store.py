@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pgn_deploy.contract import ArtifactExistsError, BadInputError, atomic_write, atomic_write_text, require
 from pgn_deploy.mining.frame_scoring import INSTANCE_FIELDS, MiningRule
 from pgn_deploy.mining.sources import FrameRef
@@ -144,7 +146,7 @@ class MiningStore:
                 self.discarded.append(str(path))
                 path.unlink(missing_ok=True)
         table = pa.concat_tables(tables) if tables else schema.empty_table()
-        table = table.take(pa.array(_kept_rows(table), pa.int64()))
+        table = table.take(_kept_rows(table))
         if compact and len(files) > 1:
             kept = self.parts / f"compact-{self.run_id}.parquet"
             atomic_write(kept, lambda tmp: pq.write_table(table, tmp))
@@ -163,13 +165,15 @@ class MiningStore:
                                                       table.column("frame").to_pylist(), ok) if good}
 
 
-def _kept_rows(table) -> list[int]:
-    """Row indices: the first success per key, else the last failure; in first-seen key order."""
-    keys = list(zip(table.column("source").to_pylist(), table.column("frame").to_pylist()))
-    errors = table.column("error").to_pylist()
-    chosen: dict[tuple[str, int], int] = {}
-    for index, (key, error) in enumerate(zip(keys, errors)):
-        earlier = chosen.get(key)
-        if earlier is None or (errors[earlier] is not None):
-            chosen[key] = index  # a success replaces a failure; a later failure replaces an earlier one
-    return list(chosen.values())
+def _kept_rows(table):  # -> pyarrow.Array of row indices
+    """Row indices, ascending: the first success per (source, frame), else its last failure."""
+    pa = require("pyarrow", "mine", "pgn-mine's Parquet output")
+    pc = require("pyarrow.compute", "mine", "pgn-mine's Parquet output")
+    keys = ["source", "frame"]
+    indexed = table.select([*keys, "error"]).append_column("row", pa.array(np.arange(table.num_rows), pa.int64()))
+    failed = pc.is_valid(indexed.column("error"))
+    firsts = indexed.filter(pc.invert(failed)).group_by(keys, use_threads=False).aggregate([("row", "min")])
+    lasts = indexed.filter(failed).group_by(keys, use_threads=False).aggregate([("row", "max")])
+    lasts = lasts.join(firsts, keys=keys, join_type="left anti")  # a success replaces every failure
+    rows = pa.chunked_array([*firsts.column("row_min").chunks, *lasts.column("row_max").chunks], pa.int64())
+    return pc.take(rows, pc.sort_indices(rows))

@@ -186,3 +186,11 @@ def test_kill_9_loses_only_the_frames_in_flight(frame_set: dict, tmp_path: Path)
     assert (summary["skipped"], summary["processed"], summary["frames"]) == (committed, 300 - committed, 300)
     frames = _table(out, "frames")
     assert sorted(frames["source"]) == sorted(str(p) for p in folder.iterdir())
+
+
+def test_loading_keeps_the_first_success_else_the_last_failure() -> None:
+    from pgn_deploy.mining.store import _kept_rows
+
+    table = pa.table({"source": ["a", "a", "b", "b", "c", "c", "a"], "frame": [0, 0, 0, 0, 0, 0, 1],
+                      "error": ["x", None, "y1", "y2", None, None, "z"]})
+    assert _kept_rows(table).to_pylist() == [1, 3, 4, 6]
