@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pgn_deploy.contract import BadInputError, file_sha256
+from pgn_deploy.contract import BadInputError, file_sha256, require
 from pgn_deploy.mining.frame_scoring import MiningRule, resolve_rule
 from pgn_deploy.mining.local_engine import run_local
 from pgn_deploy.mining.output import write_outputs
@@ -110,6 +110,9 @@ def mine(model: str | os.PathLike[str], sources: Sequence[str | os.PathLike[str]
     or failing frames become rows of ``failures.parquet``; they never stop the run.
     """
     options = options or MineOptions()
+    require("pyarrow", "mine", "pgn-mine's Parquet output")  # before anything is written
+    if options.engine == "ray":
+        require("ray", "mine", "--engine ray")
     model = os.path.abspath(model)
     if not os.path.isfile(model):
         raise BadInputError(f"{model}: no such model file")
