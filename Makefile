@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install install-gpu venv-serve cpp lint test demo bench clean
+.PHONY: install install-gpu venv-serve cpp lint test demo mine-demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -81,6 +81,28 @@ demo: $(STAMP)
 	    --checkpoint $(DEMO_CKPT) --mc-dropout 8 --ensemble $(DEMO_MEMBERS) || exit 1; \
 	done
 	@echo "Overlays: $(DEMO)/overlays   Reports: $(DEMO)/eval"
+
+# pgn-mine on the demo model (exported here when `make demo` has not run): a generated "drive" of
+# 30 in-distribution scenes with 10 out-of-distribution ones among them is mined; the OoD scenes
+# should top the ranking. Calibrated on 20 other in-distribution scenes (default threshold = q0.99).
+MINE_DEMO := engines/mine-demo
+MINE_ARGS ?=
+MINE_DRIVE := $(MINE_DEMO)/drive/cityscapes/leftImg8bit $(MINE_DEMO)/drive/dataset_AnomalyTrack/images
+mine-demo: $(STAMP)
+	test -f $(DEMO_MODEL) || (mkdir -p $(DEMO) && \
+	  $(BIN)/pgn-export $(DEMO_CKPT) --p 0.5 --label both --pred --baselines -o $(DEMO_MODEL))
+	rm -rf $(MINE_DEMO) && mkdir -p $(MINE_DEMO)
+	@echo "== 1/4 pgn-synthroad: calibration scenes, and a drive of in- and out-of-distribution scenes"
+	$(BIN)/pgn-synthroad --out $(MINE_DEMO)/calibration --frames 20 --seed 11 --layout cityscapes --quiet
+	$(BIN)/pgn-synthroad --out $(MINE_DEMO)/drive --frames 30 --seed 12 --layout cityscapes --quiet
+	$(BIN)/pgn-synthroad --out $(MINE_DEMO)/drive --frames 10 --seed 13 --layout roadanomaly21 --quiet
+	@echo "== 2/4 pgn-calibrate: the default OoD threshold from in-distribution pixels"
+	$(BIN)/pgn-calibrate $(DEMO_MODEL) $(MINE_DEMO)/calibration/cityscapes/leftImg8bit -o $(MINE_DEMO)/model.pgn.onnx
+	@echo "== 3/4 pgn-mine: rank the drive's frames; Parquet tables, overlays and a gallery of the top 10"
+	$(BIN)/pgn-mine $(MINE_DEMO)/model.pgn.onnx $(MINE_DRIVE) --out $(MINE_DEMO)/mined --top 10 $(MINE_ARGS)
+	@echo "== 4/4 pgn-mine again: resumes, skips every frame already mined"
+	$(BIN)/pgn-mine $(MINE_DEMO)/model.pgn.onnx $(MINE_DRIVE) --out $(MINE_DEMO)/mined --top 10 $(MINE_ARGS)
+	@echo "Gallery: $(MINE_DEMO)/mined/index.html"
 
 clean:
 	rm -rf $(VENV) .venv-serve build *.egg-info cpp_bindings/build pgn_deploy/_native*.so

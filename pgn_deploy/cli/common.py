@@ -38,6 +38,7 @@ COMMANDS = {
     "triton": "Write a Triton model repository",
     "serve": "Serve a grafted model with PyTriton on this host",
     "bench": "Latency, throughput and memory of a grafted model",
+    "mine": "Rank many frames by OoD instances, on one machine or a Ray cluster",
 }
 
 

@@ -109,19 +109,33 @@ class Result:
     def instances(self, threshold: float | None = None, min_area: int = 1,
                   score: str | None = None) -> list[Instance]:
         """The 8-connected components of :meth:`ood_mask` with at least ``min_area`` pixels."""
+        return [instance for instance, _ in self._instances(threshold, min_area, score, with_max=False)]
+
+    def instances_with_max(self, threshold: float | None = None, min_area: int = 1,
+                           score: str | None = None) -> list[tuple[Instance, float]]:
+        """:meth:`instances`, each paired with the largest value of the map over its pixels."""
+        return self._instances(threshold, min_area, score, with_max=True)
+
+    def _instances(self, threshold: float | None, min_area: int, score: str | None,
+                   with_max: bool) -> list[tuple[Instance, float]]:
         if min_area < 0:
             raise BadInputError(f"min_area must be >= 0, got {min_area}")
         values = self.score(score)
         mask = self.ood_mask(threshold, score)
         count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S)
         flat = labels.ravel()
-        sums = np.bincount(flat, weights=values.ravel().astype(np.float64), minlength=count)
-        present, first_seen = np.unique(flat, return_index=True)
+        inside = np.flatnonzero(flat)  # the mask's pixels only (usually sparse), in row-major order
+        in_labels = flat[inside]
+        sums = np.bincount(in_labels, weights=values.ravel()[inside].astype(np.float64), minlength=count)
+        present, first_seen = np.unique(in_labels, return_index=True)
         first_pixel = np.zeros(count, np.int64)
-        first_pixel[present] = first_seen  # raster index of each label's first pixel
+        first_pixel[present] = inside[first_seen]  # raster index of each label's first pixel
+        order = np.argsort(first_pixel[1:], kind="stable") + 1  # label of instance number 1, 2, ...
+        kept = np.flatnonzero(stats[order, cv2.CC_STAT_AREA] >= min_area)
         found = []
-        for number, label in enumerate(np.argsort(first_pixel[1:], kind="stable") + 1, start=1):
+        for number, label in zip(kept + 1, order[kept]):
             x, y, w, h, area = (int(v) for v in stats[label])
-            if area >= min_area:
-                found.append(Instance(number, area, (x, y, w, h), float(sums[label] / area)))
+            box = np.s_[y:y + h, x:x + w]
+            peak = float(values[box][labels[box] == label].max()) if with_max else float("nan")
+            found.append((Instance(int(number), area, (x, y, w, h), float(sums[label] / area)), peak))
         return found
