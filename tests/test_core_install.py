@@ -16,11 +16,10 @@ import cv2
 import numpy as np
 import pytest
 
+from pgn_deploy.cli.common import COMMANDS
 from tests.support.runtime_models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ("export", "check", "run", "calibrate", "metrics", "eval", "synthroad", "build", "lint", "triton",
-            "bench", "serve")
 
 
 @pytest.fixture(scope="session")
@@ -115,7 +114,7 @@ def _calls(files: dict[str, Path], out: Path) -> dict[str, tuple[list[object], s
         "check": ([model], "export"),
         "check --against": ([model, "--against", model, "--samples", "1", "--input-shape", "1x3x32x32"], None),
         "run": ([model, image, "--out", out / "run", "-q"], None),
-        "calibrate": ([model, image], None),
+        "calibrate": ([model, image, "-o", out / "calibrated.onnx"], None),
         "metrics": (["--scores", files["scores"], "--labels", files["labels"]], None),
         "eval": ([model, "--dataset", f"road_anomaly21:{files['dataset']}", "--out", out / "eval", "-q"], "eval"),
         "synthroad": (["--out", out / "synth", "--frames", "1", "--size", "64x128", "--quiet"], None),
@@ -124,11 +123,12 @@ def _calls(files: dict[str, Path], out: Path) -> dict[str, tuple[list[object], s
         "triton": ([model, "--repo", out / "repo"], "triton"),
         "bench": ([model, "--shape", "32x32", "--iterations", "2", "--warmup", "1"], None),
         "serve": ([model], "serve"),
+        "mine": ([model, image, "--out", out / "mine"], "mine"),
     }
 
 
 @pytest.mark.parametrize("call", ["export", "check", "check --against", "run", "calibrate", "metrics", "eval",
-                                  "synthroad", "build", "lint", "triton", "bench", "serve"])
+                                  "synthroad", "build", "lint", "triton", "bench", "serve", "mine"])
 def test_one_real_call_works_or_names_the_extra(core, files, call, tmp_path):
     args, extra = _calls(files, tmp_path)[call]
     done = _run(core, call.split()[0], *args, cwd=tmp_path)
