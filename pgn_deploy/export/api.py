@@ -173,6 +173,11 @@ def export_model(
         raise BadInputError("--normalize needs --calib IMAGES (in-distribution images to take the quantiles from)")
     normalization = _given_normalization(mean, std)
     if _is_grafted_onnx(checkpoint):
+        if precision == "fp32":
+            raise UnsupportedModelError(f"{checkpoint} is already grafted (it has pgn_deploy metadata); graft the "
+                                        "original, or give --precision to convert it")
+        if precision not in QUANT_PRECISIONS and (calib or normalize):
+            raise BadInputError(f"{checkpoint} is already grafted: calibrate it with pgn-calibrate MODEL IMAGES -o OUT")
         from pgn_deploy.engines.precision import convert_file
 
         source = Path(checkpoint)

@@ -167,7 +167,7 @@ def test_calib_flags_are_checked_before_any_work(tmp_path, calib_dir, capsys):
     assert export_main([str(grafted("tiny")), "--precision", "int8", "-o", str(out)]) == 2
     assert "needs calibration images" in capsys.readouterr().err
     assert export_main([str(grafted("tiny")), "--precision", "fp16", "--calib", str(calib_dir), "-o", str(out)]) == 2
-    assert "--calib is only used" in capsys.readouterr().err
+    assert "calibrate it with pgn-calibrate" in capsys.readouterr().err
     assert not out.exists()
 
 
