@@ -99,7 +99,7 @@ class Result:
     def ood_mask(self, threshold: float | None = None, score: str | None = None) -> np.ndarray:
         """uint8 H x W, 1 where ``score >= threshold`` (compared in float32), else 0.
 
-        Default ``score``: the first PGN map; default ``threshold``: the calibrated q0.99 of
+        Default ``score``: the first PGN map; default ``threshold``: the calibrated default of
         that map (an error if the model is not calibrated).
         """
         values = self.score(score)
