@@ -163,8 +163,9 @@ def test_penultimate_closed_form_equals_autograd(p, label, kernel, dilation, bia
 @pytest.mark.parametrize("activation", ["leaky_relu", "relu6", "identity"])
 def test_penultimate_other_activations_equal_autograd(activation):
     psi2, conv, batch_norm, classifier = penultimate_head(5, kernel=3, dilation=1)
-    closed = R.penultimate_pgn_module(psi2, conv, batch_norm, classifier, 0.5, "oh", "exact", activation=activation, negative_slope=0.2)
-    oracle = R.autograd_penultimate_pgn(psi2, conv, batch_norm, classifier, PIXELS, 0.5, "oh", activation=activation, negative_slope=0.2)
+    act = {"activation": activation, "negative_slope": 0.2}
+    closed = R.penultimate_pgn_module(psi2, conv, batch_norm, classifier, 0.5, "oh", "exact", **act)
+    oracle = R.autograd_penultimate_pgn(psi2, conv, batch_norm, classifier, PIXELS, 0.5, "oh", **act)
     assert rel_err(torch.stack([closed[n, y, x] for n, y, x in PIXELS]), oracle) < 1e-9
 
 
