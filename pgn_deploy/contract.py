@@ -32,6 +32,8 @@ FORMS = ("paper", "exact")
 LABELS = ("uni", "oh", "gt")
 RESOLUTIONS = ("feature", "output")
 UPSAMPLES = ("auto", "matmul", "resize")
+LAYERS = ("last", "penultimate")
+PENULTIMATE_SUFFIX = "_penultimate"
 PRED = "pred"
 BASELINES = ("msp", "entropy")
 GT_INPUT = "pgn_gt"
@@ -114,13 +116,22 @@ def format_p(p: float) -> str:
     return format(float(p), "g")
 
 
-def pgn_output_name(label: str, p: float) -> str:
-    """Output name of the PGN map for ``label`` and exponent ``p``: ``pgn_<label>_p<p>``."""
-    return f"pgn_{label}_p{format_p(p)}"
+def pgn_output_name(label: str, p: float, layer: str = "last") -> str:
+    """Output name of the PGN map for ``label`` and exponent ``p``: ``pgn_<label>_p<p>`` for the
+    classifier (``layer="last"``), ``pgn_<label>_p<p>_penultimate`` for the conv before it."""
+    return f"pgn_{label}_p{format_p(p)}" + (PENULTIMATE_SUFFIX if layer == "penultimate" else "")
+
+
+def parse_map_name(name: str) -> tuple[str, float, str] | None:
+    """``(label, p, layer)`` of any PGN map name (both layers); ``None`` for other names."""
+    layer = "penultimate" if name.endswith(PENULTIMATE_SUFFIX) else "last"
+    parsed = parse_pgn_output_name(name[: -len(PENULTIMATE_SUFFIX)] if layer == "penultimate" else name)
+    return None if parsed is None else (*parsed, layer)
 
 
 def parse_pgn_output_name(name: str) -> tuple[str, float] | None:
-    """Inverse of :func:`pgn_output_name`; ``None`` for a name that is not a PGN map."""
+    """Inverse of :func:`pgn_output_name` for the last layer's maps; ``None`` for a name that
+    is not one (penultimate maps included: :func:`parse_map_name` reads those)."""
     if not name.startswith("pgn_"):
         return None
     label, _, p_text = name[4:].partition("_p")
@@ -150,6 +161,9 @@ class PGNSpec:
       ``"auto"`` (default), matmul when the classifier map has at most 64 rows at the model's
       nominal input size (the MatMul's cost grows with
       them, the Resize's does not). The grafted model's metadata records what was used.
+    * ``layers``: ``"last"``, the gradient w.r.t. the classifier; ``"penultimate"``, w.r.t. the
+      conv before it (maps ``pgn_<label>_p<p>_penultimate``, resolution ``feature`` only;
+      ``docs/penultimate.md``). Metadata without the field means ``("last",)``.
     """
 
     p: tuple[float, ...] = (0.5,)
@@ -161,10 +175,17 @@ class PGNSpec:
     pred: bool = False
     baselines: bool = False
     upsample: str = "auto"
+    layers: tuple[str, ...] = ("last",)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "p", tuple(float(p) for p in self.p))
         object.__setattr__(self, "labels", tuple(self.labels))
+        if not self.layers or len(set(self.layers)) != len(self.layers) or not set(self.layers) <= set(LAYERS):
+            raise BadInputError(f"layers {list(self.layers)} must be distinct names from {', '.join(LAYERS)}")
+        object.__setattr__(self, "layers", tuple(layer for layer in LAYERS if layer in self.layers))
+        if "penultimate" in self.layers and self.resolution == "output":
+            raise BadInputError("penultimate-layer maps are computed at the classifier's resolution; "
+                                "use --resolution feature")
         if not self.p:
             raise BadInputError("at least one p is needed")
         for p in self.p:
@@ -192,11 +213,11 @@ class PGNSpec:
 
     @property
     def map_names(self) -> list[str]:
-        """Names of every PGN output, labels outer, p inner."""
-        return [pgn_output_name(label, p) for label in self.labels for p in self.p]
+        """Names of every PGN output: layers outer (last first), then labels, p inner."""
+        return [pgn_output_name(label, p, layer) for layer in self.layers for label in self.labels for p in self.p]
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self) | {"p": list(self.p), "labels": list(self.labels)}
+        return dataclasses.asdict(self) | {"p": list(self.p), "labels": list(self.labels), "layers": list(self.layers)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PGNSpec:
@@ -283,7 +304,10 @@ class Metadata:
     (float32, N x 1 x H x W); ``pred``: name of the argmax output or ``None``; ``baselines``: the
     baseline map outputs; ``calibration``: per-map statistics from ``pgn-calibrate``
     (``{name: {"q": {"0.5": v, ...}, "max": v}}``) or ``None``; ``precision``: the network's
-    precision (``fp32``, ``fp16``, ``bf16``); the PGN subgraph is always float32.
+    precision (``fp32``, ``fp16``, ``bf16``); the PGN subgraph is always float32;
+    ``penultimate``: with penultimate-layer maps, the conv they differentiate and how
+    (``conv``, ``activation``, ``batch_norm``: ``kept``/``folded``/``none``, ``weights``:
+    ``trained``/``graph``, ``scale_from``: ``graph``/``exporter``/``none``), else ``None``.
     """
 
     spec: PGNSpec
@@ -298,6 +322,7 @@ class Metadata:
     calibration: dict[str, Any] | None = None
     precision: str = "fp32"
     gt_input: str | None = None
+    penultimate: dict[str, Any] | None = None
     producer: str = ""
     format_version: int = FORMAT_VERSION
 
@@ -324,7 +349,7 @@ class Metadata:
             "calibration": self.calibration,
             "precision": self.precision,
             "gt_input": self.gt_input,
-        }
+        } | ({"penultimate": self.penultimate} if self.penultimate is not None else {})
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), sort_keys=True)
@@ -351,6 +376,7 @@ class Metadata:
             calibration=data.get("calibration"),
             precision=data.get("precision", "fp32"),
             gt_input=data.get("gt_input"),
+            penultimate=data.get("penultimate"),
             producer=data.get("producer", ""),
         )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Sequence
 
 import onnx
 import onnx_ir as ir
@@ -26,6 +27,7 @@ from pgn_deploy.contract import (
     write_metadata,
 )
 from pgn_deploy.graft.head import Head, find_head, locate_head
+from pgn_deploy.graft.penultimate import BatchNormFold, locate_penultimate
 from pgn_deploy.graft.pgn_subgraph import add_pgn_outputs
 
 __all__ = ["find_head", "graft"]
@@ -43,12 +45,15 @@ def graft(
     head: str | None = None,
     input_info: InputInfo | None = None,
     class_names: list[str] | None = None,
+    bn_folds: Sequence[BatchNormFold] = (),
 ) -> onnx.ModelProto:
     """A new model: ``model`` plus the PGN outputs of ``spec`` and the ``pgn_deploy`` metadata.
 
     ``head`` names a node of the classifier head when the automatic search picks the wrong one;
     ``input_info`` describes the image input (default: the first graph input, ImageNet
-    normalization); ``class_names`` must have one name per class. ``model`` is not modified.
+    normalization); ``class_names`` must have one name per class. ``bn_folds``: the BatchNorms an
+    exporter folded into convs, for the penultimate maps' trained-weights factor
+    (:mod:`pgn_deploy.graft.penultimate`). ``model`` is not modified.
     Raises :class:`UnsupportedModelError` (no head, already grafted, opset < 13) or
     :class:`BadInputError` (bad ``head``/``class_names``, output names already taken).
     """
@@ -61,9 +66,10 @@ def graft(
         raise BadInputError(f"{len(class_names)} class names given for a model with {found.num_classes} classes")
     _check_free_names(graph, spec)
     _name_classifier_convs(graph, found)
-    _annotate_types(model, found)
+    penultimate = locate_penultimate(found, bn_folds) if "penultimate" in spec.layers else None
+    _annotate_types(model, found, [penultimate.pre_activation, penultimate.inputs] if penultimate else [])
     input_info = input_info or _default_input_info(model)
-    outputs = add_pgn_outputs(graph, found, spec, _classifier_rows(model, found, input_info.size))
+    outputs = add_pgn_outputs(graph, found, spec, _classifier_rows(model, found, input_info.size), penultimate)
     grafted = ir.to_proto(graph_model)
     original_outputs = [o.name for o in model.graph.output]
     write_metadata(
@@ -80,6 +86,7 @@ def graft(
             class_names=list(class_names) if class_names is not None else None,
             precision=_PRECISIONS.get(found.head_logits.dtype, "fp32"),
             gt_input=outputs.gt_input,
+            penultimate=penultimate.info if penultimate else None,
         ),
     )
     try:
@@ -134,7 +141,7 @@ def _name_classifier_convs(graph: ir.Graph, head: Head) -> None:
             branch.conv.name = next(names)
 
 
-def _annotate_types(model: onnx.ModelProto, head: Head) -> None:
+def _annotate_types(model: onnx.ModelProto, head: Head, extra: Sequence[ir.Value] = ()) -> None:
     """Give the head's values the dtype and shape ONNX shape inference finds (the graft
     chooses casts and declares output shapes from them); the model itself is not changed."""
     inferred = onnx.shape_inference.infer_shapes(without_weights(model), data_prop=True)
@@ -142,7 +149,7 @@ def _annotate_types(model: onnx.ModelProto, head: Head) -> None:
         info.name: info
         for info in (*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input)
     }
-    values = [head.logits, head.head_logits, *(b.features for b in head.branches)]
+    values = [head.logits, head.head_logits, *(b.features for b in head.branches), *extra]
     for value in values:
         info = known.get(value.name)
         if info is None or not info.type.HasField("tensor_type"):

@@ -38,10 +38,11 @@ from pgn_deploy.contract import BASELINES, GT_INPUT, PRED, PGNSpec
 from pgn_deploy.graft.graph_builder import FLOAT, GraphBuilder
 from pgn_deploy.graft.head import Branch, Head, attribute, constant_array
 from pgn_deploy.graft.interpolation import MATMUL_MAX_ROWS, matmul_resizer
+from pgn_deploy.graft.penultimate import PenultimateHead, penultimate_maps
 
 # Ops whose output is never negative: when one of them makes psi, |psi| = psi and the Abs is
 # skipped. (The probabilities are non-negative by construction and passed as such.)
-_NONNEGATIVE_OPS = ("Relu", "Sigmoid", "HardSigmoid", "Softmax", "Abs", "Exp", "Softplus")
+NONNEGATIVE_OPS = ("Relu", "Sigmoid", "HardSigmoid", "Softmax", "Abs", "Exp", "Softplus")
 # The smallest argument of Exp whose result is a normal float32 (exp(-87) = 1.6e-38).
 EXP_FLOOR = -87.0
 # Resize modes that keep a non-negative tensor non-negative (convex weights).
@@ -59,7 +60,10 @@ class PGNOutputs:
     upsample: str
 
 
-def add_pgn_outputs(graph: ir.Graph, head: Head, spec: PGNSpec, classifier_rows: int | None = None) -> PGNOutputs:
+def add_pgn_outputs(
+    graph: ir.Graph, head: Head, spec: PGNSpec, classifier_rows: int | None = None,
+    penultimate: PenultimateHead | None = None,
+) -> PGNOutputs:
     """Append the PGN subgraph of ``spec`` for ``head`` to ``graph`` and its outputs.
 
     ``head``'s values must carry dtype and shape where known (see ``graft``). Outputs: the maps
@@ -68,8 +72,10 @@ def add_pgn_outputs(graph: ir.Graph, head: Head, spec: PGNSpec, classifier_rows:
     label ``gt`` an int64 N x H x W graph input ``pgn_gt`` at the logits' output size.
     ``classifier_rows``: the head's height at the model's nominal input size, for
     ``upsample="auto"`` (``None``: unknown, the model's resize ops are used).
+    ``penultimate``: the conv before the classifier, needed when ``spec.layers`` has
+    ``penultimate`` (:mod:`pgn_deploy.graft.penultimate`); those maps follow the last layer's.
     """
-    return _PGNGraph(GraphBuilder(graph), head, spec, classifier_rows).build()
+    return _PGNGraph(GraphBuilder(graph), head, spec, classifier_rows, penultimate).build()
 
 
 @dataclasses.dataclass
@@ -82,8 +88,12 @@ class _Features:
 
 
 class _PGNGraph:
-    def __init__(self, builder: GraphBuilder, head: Head, spec: PGNSpec, classifier_rows: int | None) -> None:
+    def __init__(
+        self, builder: GraphBuilder, head: Head, spec: PGNSpec, classifier_rows: int | None,
+        penultimate: PenultimateHead | None = None,
+    ) -> None:
         self.b = builder
+        self.penultimate = penultimate
         self.classifier_rows = classifier_rows
         self.head = head
         self.spec = spec
@@ -96,12 +106,15 @@ class _PGNGraph:
         gt = self._gt_input() if "gt" in self.spec.labels else None
         logits = self.head.logits if self.at_output else self.head.head_logits
         probs = self._probabilities(self.b.to_float(logits))
-        features = [self._branch_features(branch) for branch in self.head.branches]
+        last = "last" in self.spec.layers
+        features = [self._branch_features(branch) for branch in self.head.branches] if last else []
         maps = [
             self._pgn_map(probs, features, label, p, gt)
             for label in self.spec.labels
             for p in self.spec.p
-        ]
+        ] if last else []
+        if "penultimate" in self.spec.layers:
+            maps += penultimate_maps(self, self.penultimate, probs, gt)
         names = self.spec.map_names
         upsample = self._emit_maps(maps, names)
         pred = self._pred() if self.spec.pred else None
@@ -344,7 +357,7 @@ class _PGNGraph:
         nodes = branch.path + (self.head.chain if self.at_output else [])
         nonneg = (
             producer is not None
-            and producer.op_type in _NONNEGATIVE_OPS
+            and producer.op_type in NONNEGATIVE_OPS
             and all(n.op_type != "Resize" or attribute(n, "mode", "nearest") in _CONVEX_MODES for n in nodes)
         )
         channels = psi.shape[1] if psi.shape is not None and psi.shape.rank() == 4 else None
