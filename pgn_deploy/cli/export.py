@@ -5,7 +5,7 @@ import argparse
 from collections.abc import Sequence
 
 from pgn_deploy.cli.common import make_parser, print_json, run_cli
-from pgn_deploy.contract import FORMS, LABELS, RESOLUTIONS, UPSAMPLES
+from pgn_deploy.contract import FORMS, LABELS, LAYERS, RESOLUTIONS, UPSAMPLES
 from pgn_deploy.engines.precision import PRECISIONS
 from pgn_deploy.export.api import DEFAULT_EXPORTER
 from pgn_deploy.export.onnx_export import EXPORTERS
@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="exponent of the p-norm, > 0; repeat for several maps (default 0.5)")
     parser.add_argument("--label", action="append", choices=(*LABELS, "both"),
                         help="auxiliary label: uni, oh, gt (form exact), both = uni + oh; repeatable (default uni)")
+    parser.add_argument("--layer", action="append", choices=(*LAYERS, "both"),
+                        help="the weights the gradient is taken for: last (the classifier), penultimate (the "
+                             "conv before it; maps pgn_<label>_p<p>_penultimate), both; repeatable (default last)")
     parser.add_argument("--form", choices=FORMS, default="paper",
                         help="class factor: the published one (paper) or the true gradient (exact)")
     parser.add_argument("--bias", action="store_true", help="include the classifier bias in the gradient")
@@ -74,6 +77,7 @@ def _export(args: argparse.Namespace) -> int:
         pred=args.pred,
         baselines=args.baselines,
         upsample=args.upsample,
+        layers=args.layer or ["last"],
         head=args.head,
         input_shape=args.input_shape,
         opset=args.opset,

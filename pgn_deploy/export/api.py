@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pgn_deploy.contract import (
+    LAYERS,
     BadInputError,
     InputInfo,
     Metadata,
@@ -60,9 +61,10 @@ def make_spec(
     pred: bool = False,
     baselines: bool = False,
     upsample: str = "auto",
+    layers: str | Sequence[str] = "last",
 ) -> PGNSpec:
     """A validated :class:`PGNSpec`; ``p`` and ``labels`` may be single values, ``"both"`` is
-    ``uni`` and ``oh``."""
+    ``uni`` and ``oh``; ``layers`` one of ``last``/``penultimate`` or several, ``"both"`` is both."""
     p_values = [p] if isinstance(p, (int, float)) else list(p)
     label_list = [labels] if isinstance(labels, str) else list(labels)
     expanded = [name for label in label_list for name in LABEL_ALIASES.get(label, (label,))]
@@ -76,7 +78,13 @@ def make_spec(
         pred=pred,
         baselines=baselines,
         upsample=upsample,
+        layers=_layers(layers),
     )
+
+
+def _layers(layers: str | Sequence[str]) -> tuple[str, ...]:
+    names = [layers] if isinstance(layers, str) else list(layers)
+    return tuple(dict.fromkeys(n for name in names for n in (LAYERS if name == "both" else (name,))))
 
 
 
@@ -100,6 +108,7 @@ def export_model(
     pred: bool = False,
     baselines: bool = False,
     upsample: str = "auto",
+    layers: str | Sequence[str] = "last",
     head: str | None = None,
     input_shape: str | Sequence[int] | None = None,
     opset: int | None = None,
@@ -116,7 +125,9 @@ def export_model(
     ONNX file or (with ``trust_pickle``) a pickled module; see :mod:`pgn_deploy.export.load`.
     ``output``: default ``<stem>.pgn.onnx`` beside the checkpoint; never overwritten without
     ``force``. ``p``/``labels``/``form``/``bias``/``resolution``/``keep_feature_size``/``pred``/
-    ``baselines``/``upsample``: the :class:`PGNSpec` (``labels="both"``: uni and oh). ``head``: a node of the
+    ``baselines``/``upsample``/``layers``: the :class:`PGNSpec` (``labels="both"``: uni and oh;
+    ``layers="both"``: last and penultimate; a PyTorch model's folded BatchNorm factors go to the
+    graft, :mod:`pgn_deploy.export.bn_fold`). ``head``: a node of the
     classifier head (default: found). ``input_shape``: ``N x C x H x W`` of the traced
     example (default: the checkpoint's ``input.size``, else 512 x 512; the exported model keeps
     batch and size dynamic). ``opset``/``exporter``: passed to the PyTorch exporter
@@ -127,7 +138,7 @@ def export_model(
     from pgn_deploy.engines.precision import check_precision
 
     check_precision(precision)
-    spec = make_spec(p, labels, form, bias, resolution, keep_feature_size, pred, baselines, upsample)
+    spec = make_spec(p, labels, form, bias, resolution, keep_feature_size, pred, baselines, upsample, layers)
     shape = None if input_shape is None else parse_shape(input_shape, 4, "input shape")
     kwargs = parse_arch_kwargs(arch_kwargs)
     if opset is not None and opset < 1:
@@ -144,6 +155,7 @@ def export_model(
     from pgn_deploy.graft.attach import graft
 
     loaded = load_model(checkpoint, arch, kwargs, trust_pickle)
+    folds = []
     if loaded.kind == "onnx":
         onnx_model = loaded.onnx_model
         info = _onnx_input_info(onnx_model, shape)
@@ -157,7 +169,11 @@ def export_model(
         onnx_model = export_onnx(
             loaded.module, example, None, exporter=exporter or DEFAULT_EXPORTER, opset=opset, dynamic=True
         )
-    grafted = graft(onnx_model, spec, head=head, input_info=info, class_names=loaded.class_names)
+        if "penultimate" in spec.layers:
+            from pgn_deploy.export.bn_fold import batch_norm_folds
+
+            folds = batch_norm_folds(loaded.module)
+    grafted = graft(onnx_model, spec, head=head, input_info=info, class_names=loaded.class_names, bn_folds=folds)
     if precision != "fp32":
         from pgn_deploy.engines.precision import convert_model
 
