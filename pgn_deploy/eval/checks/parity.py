@@ -58,6 +58,7 @@ from pgn_deploy.contract import (
 )
 
 TOLERANCES = {"pruned": 0.0, "self": 1e-5, "reference-outputs": 1e-4, "reference": 1e-4, "autograd": 1e-5}
+PENULTIMATE_NOTE = "penultimate-layer map: not compared by pgn-check (tests/graft/test_penultimate*.py check them against autograd)"
 HALF_PRECISION_TOLERANCE = {"fp16": 1e-2, "bf16": 5e-2}
 TIE_FLOOR = 1e-6
 DEFAULT_SIZE = (64, 64)
@@ -326,6 +327,9 @@ def _compare_maps(
         return [CheckResult(check, name, "skip", note=str(skip)) for name in names]
     results = []
     for name in names:
+        if name not in values:  # a penultimate-layer map: tests/graft/test_penultimate*.py check them
+            results.append(CheckResult(check, name, "skip", note=PENULTIMATE_NOTE))
+            continue
         actual = run[name][:, 0] if run[name].ndim == 4 else run[name]
         keep = ~ties(name, meta) if _argmax_dependent(name, meta) else None
         compare = _compare_ids if name == meta.pred else _compare
@@ -654,6 +658,9 @@ class _TorchReference:
         ties = _tie_mask(_HeadTensors(head.features, head.head_logits.detach(), head.logits.detach()), graph_head)
         results = []
         for name in meta.pgn_outputs:
+            if parse_pgn_output_name(name) is None:
+                results.append(CheckResult("autograd", name, "skip", note=PENULTIMATE_NOTE))
+                continue
             label, p = parse_pgn_output_name(name)
             graph_map = run[name][:, 0]
             if graph_map.shape[-2:] == size:  # the graph's map is at the gradient's resolution
