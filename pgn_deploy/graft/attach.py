@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Sequence
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 
@@ -30,6 +32,10 @@ from pgn_deploy.graft.pgn_subgraph import add_pgn_outputs
 
 __all__ = ["find_head", "graft"]
 
+WEIGHTS = ("trained", "graph")
+"""What the maps are the gradient of: the checkpoint's classifier weights (an exporter's fold of
+a BatchNorm or scale undone) or the weights stored in the graph."""
+
 _PRECISIONS = {ir.DataType.FLOAT16: "fp16", ir.DataType.BFLOAT16: "bf16"}
 PROBE_SIZE = (512, 512)
 """Input size at which ``upsample="auto"`` measures the classifier map when the model's own
@@ -43,12 +49,19 @@ def graft(
     head: str | None = None,
     input_info: InputInfo | None = None,
     class_names: list[str] | None = None,
+    folded_scale: Sequence[float] | None = None,
+    weights: str = "graph",
+    weights_note: str = "",
 ) -> onnx.ModelProto:
     """A new model: ``model`` plus the PGN outputs of ``spec`` and the ``pgn_deploy`` metadata.
 
     ``head`` names a node of the classifier head when the automatic search picks the wrong one;
     ``input_info`` describes the image input (default: the first graph input, ImageNet
     normalization); ``class_names`` must have one name per class. ``model`` is not modified.
+    ``weights``: which classifier weights the maps are the gradient of, recorded in the
+    metadata with ``weights_note``: ``"graph"`` (those stored in the graph) or ``"trained"``
+    (the checkpoint's; ``folded_scale``, one factor per class, is then what an exporter folded
+    into them, ``W_graph = a * W_trained``, and the class factor is scaled by it).
     Raises :class:`UnsupportedModelError` (no head, already grafted, opset < 13) or
     :class:`BadInputError` (bad ``head``/``class_names``, output names already taken).
     """
@@ -56,21 +69,30 @@ def graft(
         raise UnsupportedModelError("the model is already grafted (it has pgn_deploy metadata); graft the original")
     graph_model = ir.from_proto(model)
     graph = graph_model.graph
+    if weights not in WEIGHTS:
+        raise BadInputError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     found = locate_head(graph, head)
+    if folded_scale is not None and weights == "trained":
+        if len(folded_scale) != found.num_classes:
+            raise BadInputError(f"{len(folded_scale)} folded factors given for a model with {found.num_classes} classes")
+        folded = np.asarray(folded_scale, dtype=np.float64)
+        found.scale = folded if found.scale is None else found.scale * folded
     if class_names is not None and len(class_names) != found.num_classes:
         raise BadInputError(f"{len(class_names)} class names given for a model with {found.num_classes} classes")
     _check_free_names(graph, spec)
     _name_classifier_convs(graph, found)
     _annotate_types(model, found)
     input_info = input_info or _default_input_info(model)
+    info = found.info()
     outputs = add_pgn_outputs(graph, found, spec, _classifier_rows(model, found, input_info.size))
+    info = dataclasses.replace(info, head_logits=outputs.class_logits, weights=weights, weights_note=weights_note)
     grafted = ir.to_proto(graph_model)
     original_outputs = [o.name for o in model.graph.output]
     write_metadata(
         grafted,
         Metadata(
             spec=dataclasses.replace(spec, upsample=outputs.upsample),
-            head=found.info(),
+            head=info,
             num_classes=found.num_classes,
             input=input_info,
             original_outputs=original_outputs,
