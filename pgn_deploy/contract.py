@@ -277,6 +277,17 @@ class HeadInfo:
     ``align_corners``: that resize's ``align_corners``; ``feature_resize``: per branch,
     ``"none"`` or the mode of the resize the model applies to that branch's conv output before
     the sum (then ``features[i]`` is brought to ``head_logits``' size the same way).
+    ``kind``: ``"conv"`` (Conv classifiers) or ``"linear"`` (a per-token MatMul/Gemm over the
+    last axis, ``features`` N x T x E); ``kernel``/``pads``/``dilations``: per branch, the
+    classifier's kernel size, ONNX pads and dilations (``[1, 1]``, ``[0, 0, 0, 0]``, ``[1, 1]``
+    for 1x1 and linear heads); ``affine``: the per-class affine nodes between the classifier and
+    the logits; ``class_scale``: the per-class factor ``a`` of ``g' = a * g`` (``None``: 1);
+    ``head_logits`` is then the logits after that affine (what the softmax sees);
+    ``weights``: ``"trained"`` (the maps are the gradient w.r.t. the checkpoint's classifier
+    weights, an exporter's BatchNorm fold undone) or ``"graph"`` (w.r.t. the weights stored in
+    the graph); ``weights_note``: why, when that is not certain; ``passed``: the
+    Softmax/LogSoftmax/ArgMax nodes after the logits that the graft looked through;
+    ``layout``: the layout ops (Transpose/Reshape/Slice...) mirrored onto the maps.
     """
 
     conv_nodes: list[str]
@@ -287,6 +298,16 @@ class HeadInfo:
     resize: str = "none"
     align_corners: bool = False
     feature_resize: list[str] = dataclasses.field(default_factory=list)
+    kind: str = "conv"
+    kernel: list[list[int]] = dataclasses.field(default_factory=list)
+    pads: list[list[int]] = dataclasses.field(default_factory=list)
+    dilations: list[list[int]] = dataclasses.field(default_factory=list)
+    affine: list[str] = dataclasses.field(default_factory=list)
+    class_scale: list[float] | None = None
+    weights: str = "graph"
+    weights_note: str = ""
+    passed: list[str] = dataclasses.field(default_factory=list)
+    layout: list[str] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

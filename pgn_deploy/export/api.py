@@ -173,7 +173,9 @@ def export_model(
             from pgn_deploy.export.bn_fold import batch_norm_folds
 
             folds = batch_norm_folds(loaded.module)
-    grafted = graft(onnx_model, spec, head=head, input_info=info, class_names=loaded.class_names, bn_folds=folds)
+    weights = "graph" if loaded.kind == "onnx" else "trained"  # the exporter knows the trained weights
+    grafted = graft(onnx_model, spec, head=head, input_info=info, class_names=loaded.class_names,
+                    bn_folds=folds, weights=weights)
     if precision != "fp32":
         from pgn_deploy.engines.precision import convert_model
 

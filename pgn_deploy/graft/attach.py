@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 from collections.abc import Sequence
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 
@@ -32,6 +33,10 @@ from pgn_deploy.graft.pgn_subgraph import add_pgn_outputs
 
 __all__ = ["find_head", "graft"]
 
+WEIGHTS = ("trained", "graph")
+"""What the maps are the gradient of: the checkpoint's classifier weights (an exporter's fold of
+a BatchNorm or scale undone) or the weights stored in the graph."""
+
 _PRECISIONS = {ir.DataType.FLOAT16: "fp16", ir.DataType.BFLOAT16: "bf16"}
 PROBE_SIZE = (512, 512)
 """Input size at which ``upsample="auto"`` measures the classifier map when the model's own
@@ -45,15 +50,23 @@ def graft(
     head: str | None = None,
     input_info: InputInfo | None = None,
     class_names: list[str] | None = None,
+    folded_scale: Sequence[float] | None = None,
+    weights: str = "graph",
+    weights_note: str = "",
     bn_folds: Sequence[BatchNormFold] = (),
 ) -> onnx.ModelProto:
     """A new model: ``model`` plus the PGN outputs of ``spec`` and the ``pgn_deploy`` metadata.
 
     ``head`` names a node of the classifier head when the automatic search picks the wrong one;
     ``input_info`` describes the image input (default: the first graph input, ImageNet
-    normalization); ``class_names`` must have one name per class. ``bn_folds``: the BatchNorms an
-    exporter folded into convs, for the penultimate maps' trained-weights factor
-    (:mod:`pgn_deploy.graft.penultimate`). ``model`` is not modified.
+    normalization); ``class_names`` must have one name per class. ``model`` is not modified.
+    ``weights``: which classifier weights the maps are the gradient of, recorded in the
+    metadata with ``weights_note``: ``"graph"`` (those stored in the graph) or ``"trained"``
+    (the checkpoint's; ``folded_scale``, one factor per class, is then what an exporter folded
+    into them, ``W_graph = a * W_trained``, and the class factor is scaled by it).
+    ``bn_folds``: the BatchNorms an exporter folded into convs; with ``weights="trained"`` the
+    penultimate maps take their factor from them (:mod:`pgn_deploy.graft.penultimate`; a
+    BatchNormalization kept in the graph is read there for either ``weights``).
     Raises :class:`UnsupportedModelError` (no head, already grafted, opset < 13) or
     :class:`BadInputError` (bad ``head``/``class_names``, output names already taken).
     """
@@ -61,22 +74,32 @@ def graft(
         raise UnsupportedModelError("the model is already grafted (it has pgn_deploy metadata); graft the original")
     graph_model = ir.from_proto(model)
     graph = graph_model.graph
+    if weights not in WEIGHTS:
+        raise BadInputError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     found = locate_head(graph, head)
+    # before a folded classifier scale joins found.scale: the penultimate maps need the graph's dphi/dpsi
+    penultimate = locate_penultimate(found, bn_folds, weights) if "penultimate" in spec.layers else None
+    if folded_scale is not None and weights == "trained":
+        if len(folded_scale) != found.num_classes:
+            raise BadInputError(f"{len(folded_scale)} folded factors given for a model with {found.num_classes} classes")
+        folded = np.asarray(folded_scale, dtype=np.float64)
+        found.scale = folded if found.scale is None else found.scale * folded
     if class_names is not None and len(class_names) != found.num_classes:
         raise BadInputError(f"{len(class_names)} class names given for a model with {found.num_classes} classes")
     _check_free_names(graph, spec)
     _name_classifier_convs(graph, found)
-    penultimate = locate_penultimate(found, bn_folds) if "penultimate" in spec.layers else None
     _annotate_types(model, found, [penultimate.pre_activation, penultimate.inputs] if penultimate else [])
     input_info = input_info or _default_input_info(model)
+    info = found.info()
     outputs = add_pgn_outputs(graph, found, spec, _classifier_rows(model, found, input_info.size), penultimate)
+    info = dataclasses.replace(info, head_logits=outputs.class_logits, weights=weights, weights_note=weights_note)
     grafted = ir.to_proto(graph_model)
     original_outputs = [o.name for o in model.graph.output]
     write_metadata(
         grafted,
         Metadata(
             spec=dataclasses.replace(spec, upsample=outputs.upsample),
-            head=found.info(),
+            head=info,
             num_classes=found.num_classes,
             input=input_info,
             original_outputs=original_outputs,

@@ -50,7 +50,8 @@ class PenultimateHead:
 
     ``pre_activation``: ``z`` (N x E x h x w); ``activation``: the activation node or ``None``
     (identity); ``scale``: the per-channel factor applied to ``s`` (``None``: 1);
-    ``classifier_weight``: ``K`` (C x E).
+    ``classifier_weight``: ``dphi/dpsi`` (C x E): ``K``, times the per-class factor ``a`` of the
+    affine ops after the classifier when there are any.
     """
 
     conv: ir.Node
@@ -81,7 +82,12 @@ def locate_penultimate(head: Head, folds: Sequence[BatchNormFold] = (), weights:
         raise UnsupportedModelError(
             "penultimate-layer maps need one classifier conv fed directly by the penultimate block; "
             f"this head has {len(head.branches)} branches" + (" with resized inputs" if head.branches[0].path else ""))
-    classifier = head.branches[0].conv
+    branch = head.branches[0]
+    if branch.linear or not branch.window.pointwise:
+        raise UnsupportedModelError(
+            "penultimate-layer maps need a 1x1 classifier conv; this head's classifier is "
+            + ("a per-token MatMul/Gemm" if branch.linear else f"a {'x'.join(map(str, branch.window.kernel))} conv"))
+    classifier = branch.conv
     kernel = constant_array(classifier.inputs[1])
     if kernel is None:
         raise UnsupportedModelError(f"the classifier conv {classifier.name!r} has no constant weights")
@@ -104,7 +110,9 @@ def locate_penultimate(head: Head, folds: Sequence[BatchNormFold] = (), weights:
     _check_conv(conv)
     scale, info = _bn_scale(conv, batch_norm, folds, weights)
     info |= {"conv": conv.name, "activation": activation.op_type if activation is not None else "identity"}
-    classifier_weight = kernel.reshape(kernel.shape[0], -1)
+    classifier_weight = kernel.reshape(kernel.shape[0], -1).astype(np.float64)
+    if head.scale is not None:  # per-class affine after the classifier: dphi/dpsi = diag(a) K
+        classifier_weight = classifier_weight * np.asarray(head.scale, np.float64)[:, None]
     return PenultimateHead(conv, batch_norm, activation, pre_activation, classifier_weight, scale, info)
 
 

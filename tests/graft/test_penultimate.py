@@ -91,7 +91,7 @@ def test_exact_penultimate_maps_equal_float64_autograd(kernel, dilation, bias, b
     net = PenultimateNet(kernel, dilation, bias)
     spec = PGNSpec(p=P_VALUES, labels=("uni", "oh", "gt"), form="exact", layers=("last", "penultimate"),
                    keep_feature_size=True)
-    grafted = graft(export(net, bn), spec, bn_folds=batch_norm_folds(net))
+    grafted = graft(export(net, bn), spec, bn_folds=batch_norm_folds(net), weights="trained")
     meta = read_metadata(grafted)
     assert meta.penultimate["weights"] == "trained"
     assert meta.penultimate["batch_norm"] == bn
@@ -122,7 +122,7 @@ def test_paper_penultimate_maps_equal_closed_form_resized(activation):
     """Paper form with the default resize to the input size, other activations, BN folded."""
     net = PenultimateNet(3, 1, False, activation, seed=2)
     spec = PGNSpec(p=(0.3, 0.5, 2.0), labels=("uni", "oh"), layers=("penultimate",))
-    grafted = graft(export(net, "folded"), spec, bn_folds=batch_norm_folds(net))
+    grafted = graft(export(net, "folded"), spec, bn_folds=batch_norm_folds(net), weights="trained")
     meta = read_metadata(grafted)
     assert meta.pgn_outputs == spec.map_names and all(n.endswith("_penultimate") for n in meta.pgn_outputs)
     image = np.random.default_rng(3).standard_normal(SIZE).astype(np.float32)

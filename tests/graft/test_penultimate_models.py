@@ -60,7 +60,7 @@ def test_penultimate_maps_of_real_heads_equal_float64_autograd(name):
     onnx_model = export_onnx(model, torch.randn(1, 3, height, width), exporter="torchscript")
     spec = PGNSpec(p=(0.3, 1.0, 2.0), labels=("uni", "oh"), form="exact", layers=("penultimate",),
                    keep_feature_size=True)
-    grafted = graft(onnx_model, spec, bn_folds=batch_norm_folds(model))
+    grafted = graft(onnx_model, spec, bn_folds=batch_norm_folds(model), weights="trained")
     meta = read_metadata(grafted)
     assert meta.penultimate["weights"] == "trained" and meta.penultimate["scale_from"] == "exporter"
     conv_node = next(n for n in grafted.graph.node if n.name == meta.penultimate["conv"])
