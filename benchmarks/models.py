@@ -29,9 +29,15 @@ VARIANTS: dict[str, PGNSpec] = {
     "ten_keep": PGNSpec(p=TEN_P, labels=TEN_LABELS, keep_feature_size=True),
     "one_output": PGNSpec(resolution="output"),
     "ten_output": PGNSpec(p=TEN_P, labels=TEN_LABELS, resolution="output"),
+    "ten_penultimate": PGNSpec(p=TEN_P, labels=TEN_LABELS, layers=("penultimate",)),
+    "twenty": PGNSpec(p=TEN_P, labels=TEN_LABELS, layers=("last", "penultimate")),
 }
 """Grafted variants: one map or all ten (5 p x 2 labels); maps resized to the output size
-(default), kept at the classifier's size (``_keep``) or computed per output pixel (``_output``)."""
+(default), kept at the classifier's size (``_keep``) or computed per output pixel (``_output``);
+the ten maps of the penultimate layer (``ten_penultimate``) and the published code's twenty
+(both layers, ``twenty``; ``docs/penultimate.md``). The grafts see the exported ONNX file only,
+so the penultimate maps differentiate the BN-folded kernel: the same nodes as the trained
+kernel's (the factor is folded into a constant), hence the same cost."""
 
 
 def _demo() -> torch.nn.Module:
