@@ -57,7 +57,7 @@ DEMO_FRAMES ?= 20
 demo: $(STAMP)
 	rm -rf $(DEMO) && mkdir -p $(DEMO)
 	@echo "== 1/5 pgn-export: graft PGN onto the shipped checkpoint"
-	$(BIN)/pgn-export $(DEMO_CKPT) --p 0.5 --label both --pred --baselines -o $(DEMO_MODEL)
+	$(BIN)/pgn-export $(DEMO_CKPT) --p 0.5 --label both --layer both --pred --baselines -o $(DEMO_MODEL)
 	@echo "== 2/5 pgn-check: the grafted model against PyTorch"
 	$(BIN)/pgn-check $(DEMO_MODEL) --reference $(DEMO_CKPT)
 	@echo "== 3/5 pgn-synthroad: $(DEMO_FRAMES) out-of-distribution scenes per track (seed 7, unseen in training)"

@@ -48,7 +48,8 @@ class BatchNormFold:
 class PenultimateHead:
     """The conv before the classifier and what its gradient needs.
 
-    ``pre_activation``: ``z`` (N x E x h x w); ``activation``: the activation node or ``None``
+    ``pre_activation``: ``z`` (N x E x h x w); ``features``: ``psi``, the classifier's input;
+    ``activation``: the activation node or ``None``
     (identity); ``scale``: the per-channel factor applied to ``s`` (``None``: 1);
     ``classifier_weight``: ``dphi/dpsi`` (C x E): ``K``, times the per-class factor ``a`` of the
     affine ops after the classifier when there are any.
@@ -58,6 +59,7 @@ class PenultimateHead:
     batch_norm: ir.Node | None
     activation: ir.Node | None
     pre_activation: ir.Value
+    features: ir.Value
     classifier_weight: np.ndarray
     scale: np.ndarray | None
     info: dict[str, Any]
@@ -113,7 +115,8 @@ def locate_penultimate(head: Head, folds: Sequence[BatchNormFold] = (), weights:
     classifier_weight = kernel.reshape(kernel.shape[0], -1).astype(np.float64)
     if head.scale is not None:  # per-class affine after the classifier: dphi/dpsi = diag(a) K
         classifier_weight = classifier_weight * np.asarray(head.scale, np.float64)[:, None]
-    return PenultimateHead(conv, batch_norm, activation, pre_activation, classifier_weight, scale, info)
+    return PenultimateHead(conv, batch_norm, activation, pre_activation, branch.features, classifier_weight, scale,
+                           info)
 
 
 def _skip(value: ir.Value) -> ir.Value:
@@ -207,16 +210,32 @@ def _signal(graph: _PGNGraph, head: PenultimateHead, probs: ir.Value, label: str
     s = b.op("Conv", [g, b.const(transposed[:, :, None, None])], {"kernel_shape": [1, 1]})
     if head.activation is None:
         return s
-    z = b.to_float(head.pre_activation)
     if head.activation.op_type == "LeakyRelu":
-        alpha = float(attribute(head.activation, "alpha", 0.01))
-        slope = b.op("Where", [b.op("Greater", [z, b.const(0.0)]), b.const(1.0), b.const(alpha)])
-        return b.op("Mul", [s, slope])
+        return b.op("Mul", [s, b.memo(("penultimate_slope",), lambda: _leaky_slope(graph, head))])
+    return b.op("Where", [b.memo(("penultimate_mask",), lambda: _inside(graph, head)), s, b.const(0.0)])
+
+
+def _inside(graph: _PGNGraph, head: PenultimateHead) -> ir.Value:
+    """Where the activation's derivative is 1: ``low < z < high``, read on the activation's
+    output ``psi`` (the classifier's input, which the last layer's maps read too): ``psi =
+    clip(z, low, high)`` lies strictly inside exactly where ``z`` does. Reading ``z`` instead
+    would keep ONNX Runtime from fusing the conv with its activation."""
+    b = graph.b
     low, high = _activation_bounds(head.activation)
-    inside = b.op("Greater", [z, b.const(low)])
+    psi = b.to_float(head.features)
+    inside = b.op("Greater", [psi, b.const(low)])
     if np.isfinite(high):
-        inside = b.op("And", [inside, b.op("Less", [z, b.const(high)])])
-    return b.op("Where", [inside, s, b.const(0.0)])
+        inside = b.op("And", [inside, b.op("Less", [psi, b.const(high)])])
+    return inside
+
+
+def _leaky_slope(graph: _PGNGraph, head: PenultimateHead) -> ir.Value:
+    """LeakyRelu's derivative, 1 where ``z > 0`` else ``alpha``; for ``alpha > 0`` read on
+    ``psi`` (positive exactly where ``z`` is), else on ``z``."""
+    b = graph.b
+    alpha = float(attribute(head.activation, "alpha", 0.01))
+    x = b.to_float(head.features if alpha > 0 else head.pre_activation)
+    return b.op("Where", [b.op("Greater", [x, b.const(0.0)]), b.const(1.0), b.const(alpha)])
 
 
 def _class_factor(graph: _PGNGraph, probs: ir.Value, label: str, gt: ir.Value | None) -> ir.Value:

@@ -22,7 +22,7 @@ TWENTY = sorted(f"pgn_{label}_p{p:g}{suffix}" for suffix in ("", "_penultimate")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("paper_maps")
     data = root / "synthroad"
-    write_synthroad(data, frames=5, seed=2, size=(64, 128), progress=False, layouts=["cityscapes", "roadanomaly21"])
+    write_synthroad(data, frames=3, seed=2, size=(64, 128), progress=False, layouts=["cityscapes", "roadanomaly21"])
     checkpoint, model = grafted_model(root)
     return {"root": root, "data": data, "checkpoint": checkpoint, "model": model}
 
