@@ -15,10 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pgn_deploy.contract import read_metadata
+from pgn_deploy.contract import PGNSpec, read_metadata
 from pgn_deploy.export.onnx_export import export_onnx
 from pgn_deploy.graft.attach import find_head, graft
-from pgn_deploy.contract import PGNSpec
 from tests.support.graft_checks import run
 from tests.support.head_checks import check_graft_family, conv_oracle, linear_oracle
 
@@ -39,8 +38,8 @@ def _images(batch: int = 2) -> np.ndarray:
     return np.random.default_rng(0).standard_normal((batch, 3, SIZE, SIZE)).astype(np.float32)
 
 
-def _export(module: nn.Module, exporter: str = "torchscript"):
-    return export_onnx(module.eval(), torch.randn(1, 3, SIZE, SIZE), exporter=exporter)
+def _export(module: nn.Module, exporter: str = "torchscript", dynamic: bool = True):
+    return export_onnx(module.eval(), torch.randn(1, 3, SIZE, SIZE), exporter=exporter, dynamic=dynamic)
 
 
 class _Stem(nn.Module):
@@ -165,12 +164,15 @@ def _hf_mobilevitv2() -> tuple[nn.Module, nn.Conv2d]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("builder", [_hf_upernet, _hf_mobilevitv2], ids=["hf-upernet", "hf-mobilevitv2"])
-def test_transformers_families(builder):
+@pytest.mark.parametrize(("builder", "dynamic"), [(_hf_upernet, True), (_hf_mobilevitv2, False)],
+                         ids=["hf-upernet", "hf-mobilevitv2-static"])
+def test_transformers_families(builder, dynamic):
+    """MobileViTV2 exports only with dynamo and a static shape (torch.export cannot solve its
+    patch arithmetic with a symbolic size; TorchScript lacks col2im below opset 18)."""
     torch.manual_seed(0)
     model, conv = builder()
     _spread(conv, 0.5)
-    check_graft_family(_export(model.eval(), "dynamo"), conv_oracle(conv), _images(1))
+    check_graft_family(_export(model.eval(), "dynamo", dynamic), conv_oracle(conv), _images(1))
 
 
 def test_a_3x3_dilated_head_with_bias():
@@ -191,7 +193,8 @@ def test_a_per_class_affine_and_a_temperature_scale_the_class_factor():
     scale = model.a.flatten().double() / model.temperature
     head = find_head(plain)
     np.testing.assert_allclose(head.class_scale, scale.numpy(), rtol=1e-6)
-    oracle = conv_oracle(model.classifier, lambda z: (z * model.a.double() + model.b.double()) / model.temperature, scale)
+    affine = lambda z: (z * model.a.double() + model.b.double()) / model.temperature  # noqa: E731
+    oracle = conv_oracle(model.classifier, affine, scale)
     check_graft_family(plain, oracle, _images())
 
 
