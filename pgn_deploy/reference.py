@@ -187,6 +187,8 @@ def pgn_maps(
     mode: str = "bilinear",
     align_corners: bool = False,
     gt: torch.Tensor | None = None,
+    windows: Sequence[tuple[tuple[int, int], tuple[int, int, int, int], tuple[int, int]]] | None = None,
+    class_scale: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every PGN map of ``spec`` (``N x H x W`` each), as the grafted graph defines them.
 
@@ -194,7 +196,10 @@ def pgn_maps(
     size the model resizes its logits to (``None``: no resize), with ``mode``/``align_corners``.
     ``resolution="feature"`` computes at the classifier's resolution then resizes each map;
     ``"output"`` resizes logits and features first (the exact per-output-pixel gradient).
-    ``gt`` (``N x H x W`` at the output size) feeds label ``gt``.
+    ``gt`` (``N x H x W`` at the output size) feeds label ``gt``. ``windows``: per branch,
+    the (kernel, ONNX pads, dilations) of a k x k classifier (then ``features`` are its inputs,
+    summed over each patch by :func:`patch_p_sum`; ``None``: 1x1 everywhere); ``class_scale``:
+    the per-class factor of an affine after the classifier (:func:`closed_form_pgn`).
     """
     def resize(x: torch.Tensor) -> torch.Tensor:
         return resize_like_logits(x, output_size, mode, align_corners)
@@ -207,7 +212,12 @@ def pgn_maps(
     maps = {}
     for label in spec.labels:
         for p in spec.p:
-            pgn = pgn_map(features, head_logits, p, label, spec.form, spec.bias, gt)
+            if windows is None and class_scale is None:
+                pgn = pgn_map(features, head_logits, p, label, spec.form, spec.bias, gt)
+            else:
+                sums = [patch_p_sum(psi, p, *window) for psi, window in zip(features, windows)] if windows else [
+                    p_sum(psi, p) for psi in features]
+                pgn = closed_form_pgn(sum(sums), head_logits, p, label, spec.form, spec.bias, gt, class_scale)
             if spec.resolution == "feature" and not spec.keep_feature_size:
                 pgn = resize(pgn[:, None])[:, 0]
             maps[pgn_output_name(label, p)] = pgn

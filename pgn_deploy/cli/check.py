@@ -66,7 +66,7 @@ def _check(args: argparse.Namespace) -> int:
         widths = [max(len(row[i]) for row in rows) for i in range(6)]
         for row in rows:
             print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[6])
-        print("PASS" if report.passed else "FAIL")
+        print(report.verdict.upper() + (" (no map was compared with a reference)" if report.verdict == "skip" else ""))
     return 0 if report.passed else EXIT_FAILED
 
 

@@ -29,9 +29,7 @@ def probe_grafted(model: onnx.ModelProto, shape: Sequence[int]) -> None:
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         feeds = {meta.input.name: _random_input(session, meta.input.name, shape)}
         if meta.gt_input is not None:
-            plain = {o.name: o for o in session.get_outputs()}[meta.original_outputs[0]]
-            logits = session.run([plain.name], feeds)[0]
-            feeds[meta.gt_input] = np.zeros((logits.shape[0], *logits.shape[2:]), np.int64)
+            feeds[meta.gt_input] = np.zeros((shape[0], *_gt_size(model, meta.head.logits_output, shape)), np.int64)
         outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
     except Exception as exc:  # ONNX Runtime raises its own exception types
         raise UnsupportedModelError(
@@ -51,3 +49,12 @@ def _random_input(session: object, name: str, shape: Sequence[int]) -> np.ndarra
     declared = next(i for i in session.get_inputs() if i.name == name)
     dtype = np.float16 if "float16" in declared.type else np.float64 if "double" in declared.type else np.float32
     return np.random.default_rng(0).standard_normal(tuple(shape)).astype(dtype)
+
+
+def _gt_size(model: onnx.ModelProto, logits: str, shape: Sequence[int]) -> tuple[int, int]:
+    """H x W of the logits output where the graph declares it, else the input's."""
+    output = next((o for o in model.graph.output if o.name == logits), None)
+    dims = output.type.tensor_type.shape.dim if output is not None else []
+    if len(dims) == 4 and all(d.HasField("dim_value") for d in dims[2:]):
+        return dims[2].dim_value, dims[3].dim_value
+    return int(shape[2]), int(shape[3])

@@ -45,8 +45,8 @@ class BatchNormHead(nn.Module):
 
 
 class OddPooling(nn.Module):
-    """Adaptive pooling to 3 x 3 of an 8 x 8 map: the TorchScript exporter cannot export it with
-    dynamic sizes (the output does not divide the input)."""
+    """Adaptive pooling to 3 x 3: the TorchScript exporter cannot export it with dynamic sizes
+    (input size not accessible); with a static 48 x 48 input (12 x 12 features) it can."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -155,14 +155,14 @@ def test_a_map_that_is_not_finite_writes_nothing(bn_checkpoint, tmp_path):
 @pytest.mark.slow
 def test_the_other_exporter_is_tried_and_static_shape_works(tmp_path):
     path = _save(OddPooling(), tmp_path / "odd.pth")
-    result = export_model(path, tmp_path / "odd.pgn.onnx", trust_pickle=True, input_shape="1x3x32x32")
+    result = export_model(path, tmp_path / "odd.pgn.onnx", trust_pickle=True, input_shape="1x3x48x48")
     assert result.exporter == "dynamo"
     assert "torchscript exporter failed" in result.notes[0] and "\n" not in result.notes[0]
-    static = export_model(path, tmp_path / "static.pgn.onnx", trust_pickle=True, input_shape="1x3x32x32",
+    static = export_model(path, tmp_path / "static.pgn.onnx", trust_pickle=True, input_shape="1x3x48x48",
                           exporter="torchscript", static_shape=True)
     assert static.exporter == "torchscript" and not static.metadata.input.dynamic_size
     with pytest.raises(UnsupportedModelError, match="try --static-shape"):
-        export_model(path, tmp_path / "no.pgn.onnx", trust_pickle=True, input_shape="1x3x32x32", exporter="torchscript")
+        export_model(path, tmp_path / "no.pgn.onnx", trust_pickle=True, input_shape="1x3x48x48", exporter="torchscript")
 
 
 def test_exporter_errors_are_one_line_without_colour_codes():
