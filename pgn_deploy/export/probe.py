@@ -14,7 +14,6 @@ import onnx
 from pgn_deploy.contract import UnsupportedModelError, first_line, read_metadata, require
 
 
-
 def probe_grafted(model: onnx.ModelProto, shape: Sequence[int]) -> None:
     """Run ``model`` (grafted, float32 PGN subgraph) once on an input of ``shape`` (N x C x H x W).
 
