@@ -26,6 +26,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_flag: str | 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``pgn-export`` argument parser."""
     parser = make_parser(
         "pgn-export",
         "Export a segmentation checkpoint to ONNX with PGN uncertainty maps grafted in as extra outputs.",
@@ -130,6 +131,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``pgn-export``; returns the exit status."""
     return run_cli(build_parser(), _export, argv)
 
 

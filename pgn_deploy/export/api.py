@@ -381,7 +381,8 @@ class HeadReport:
             return "\n".join([*lines, f"refused: {self.refusal}"])
         head = self.head
         lines.append(f"head: {head.kind}, {len(head.conv_nodes)} classifier(s), features {', '.join(head.features)}")
-        lines += [f"  {role:<10} {op:<20} {name}{f'  ({detail})' if detail else ''}" for role, op, name, detail in self.ops]
+        lines += [f"  {role:<10} {op:<20} {name}{f'  ({detail})' if detail else ''}"
+                  for role, op, name, detail in self.ops]
         lines.append(f"logits: {head.logits} -> output {head.logits_output}; maps resized: {head.resize}")
         return "\n".join(lines)
 
@@ -433,7 +434,9 @@ def _head_ops(graph: Any, found: Any) -> list[tuple[str, str, str, str]]:
         window = branch.window
         detail = (f"E={branch.channels}, C={found.num_classes}, kernel {window.kernel[0]}x{window.kernel[1]}, "
                   f"pads {list(window.pads)}, dilations {list(window.dilations)}")
-        roles[branch.conv] = ("classifier", detail if not branch.linear else f"E={branch.channels}, C={found.num_classes}, per token")
+        if branch.linear:
+            detail = f"E={branch.channels}, C={found.num_classes}, per token"
+        roles[branch.conv] = ("classifier", detail)
         roles.update({node: ("branch", "") for node in branch.path})
         roles.update({node: ("layout", "mirrored on the maps") for node in branch.layout})
     if found.join is not None:

@@ -123,7 +123,8 @@ def export_onnx(
     return model
 
 
-def _export_dynamo(torch: Any, module: Any, x: Any, names: list[str], opset: int | None, dynamic: bool) -> onnx.ModelProto:
+def _export_dynamo(torch: Any, module: Any, x: Any, names: list[str], opset: int | None,
+                   dynamic: bool) -> onnx.ModelProto:
     dynamic_shapes = None
     if dynamic:
         dim = torch.export.Dim.DYNAMIC
@@ -144,7 +145,8 @@ def _export_dynamo(torch: Any, module: Any, x: Any, names: list[str], opset: int
     return program.model_proto
 
 
-def _export_torchscript(torch: Any, module: Any, x: Any, names: list[str], opset: int | None, dynamic: bool) -> onnx.ModelProto:
+def _export_torchscript(torch: Any, module: Any, x: Any, names: list[str], opset: int | None,
+                        dynamic: bool) -> onnx.ModelProto:
     buffer = io.BytesIO()
     dynamic_axes = None
     if dynamic:  # outputs get their own spatial dims: logits may be smaller than the input

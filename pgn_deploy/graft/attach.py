@@ -74,7 +74,8 @@ def graft(
     found = locate_head(graph, head)
     if folded_scale is not None and weights == "trained":
         if len(folded_scale) != found.num_classes:
-            raise BadInputError(f"{len(folded_scale)} folded factors given for a model with {found.num_classes} classes")
+            raise BadInputError(
+                f"{len(folded_scale)} folded factors given for a model with {found.num_classes} classes")
         folded = np.asarray(folded_scale, dtype=np.float64)
         found.scale = folded if found.scale is None else found.scale * folded
     if class_names is not None and len(class_names) != found.num_classes:

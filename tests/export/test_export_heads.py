@@ -108,7 +108,8 @@ def test_a_folded_batchnorm_is_undone_the_maps_are_w_r_t_the_trained_weights(bn_
 
 def test_weights_graph_is_the_gradient_w_r_t_the_folded_weights(bn_checkpoint, tmp_path):
     path, module = bn_checkpoint
-    result = export_model(path, tmp_path / "graph.pgn.onnx", trust_pickle=True, input_shape="1x3x32x32", weights="graph")
+    result = export_model(path, tmp_path / "graph.pgn.onnx", trust_pickle=True, input_shape="1x3x32x32",
+                          weights="graph")
     head = result.metadata.head
     assert head.weights == "graph" and head.class_scale is None and "--weights graph" in head.weights_note
 

@@ -164,7 +164,8 @@ def _hf_mobilevitv2() -> tuple[nn.Module, nn.Conv2d]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("builder", "dynamic", "size"), [(_hf_upernet, True, SIZE), (_hf_mobilevitv2, False, 2 * SIZE)],
+@pytest.mark.parametrize(("builder", "dynamic", "size"),
+                         [(_hf_upernet, True, SIZE), (_hf_mobilevitv2, False, 2 * SIZE)],
                          ids=["hf-upernet", "hf-mobilevitv2-static"])
 def test_transformers_families(builder, dynamic, size):
     """MobileViTV2 exports only with dynamo and a static shape (torch.export cannot solve its

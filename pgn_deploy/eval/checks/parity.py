@@ -82,6 +82,7 @@ class CheckResult:
 
     @property
     def passed(self) -> bool:
+        """Not failed (a skip passes)."""
         return self.status != "fail"
 
 
