@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pgn_deploy.contract import PGNSpec, read_metadata
+from pgn_deploy.contract import PGNSpec, UnsupportedModelError, read_metadata
 from pgn_deploy.export.onnx_export import export_onnx
 from pgn_deploy.graft.attach import find_head, graft
 from tests.support.graft_checks import run
@@ -82,7 +82,8 @@ class AffineHead(nn.Module):
 
 
 class ReshapedHead(nn.Module):
-    """A 1x1 classifier whose logits go through ``reshape(n, -1, h, w)`` (unknown channels)."""
+    """A 1x1 classifier on features that went through ``flatten`` and ``reshape(n, -1, h, w)``
+    (as token features do): ONNX shape inference cannot tell their channel count."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -92,6 +93,7 @@ class ReshapedHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.stem(x)
         n, _, h, w = features.shape
+        features = features.flatten(2).reshape(n, -1, h, w)
         return self.classifier(features).reshape(n, -1, h, w)
 
 
@@ -241,3 +243,25 @@ def test_softmax_and_argmax_outputs_are_looked_through():
     outputs = run(grafted, {"input": _images()})
     np.testing.assert_array_equal(outputs["pred"], outputs["out"].argmax(axis=1))
     check_graft_family(plain, conv_oracle(model.inner.classifier), _images(), p=(2.0,))
+
+
+def test_strided_and_grouped_classifiers_are_refused_with_the_reason():
+    class Odd(nn.Module):
+        def __init__(self, **conv) -> None:
+            super().__init__()
+            self.stem = _Stem()
+            self.classifier = nn.Conv2d(12, 6, 3, padding=1, **conv)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.classifier(self.stem(x))
+
+    with pytest.raises(UnsupportedModelError, match=r"has strides \[2, 2\].*only stride 1"):
+        find_head(_export(Odd(stride=2)))
+    with pytest.raises(UnsupportedModelError, match=r"grouped \(group=3\)"):
+        find_head(_export(Odd(groups=3)))
+
+
+def test_resolution_output_needs_a_1x1_classifier_when_the_logits_are_resized():
+    plain = _export(DilatedHead())
+    with pytest.raises(UnsupportedModelError, match="resolution 'output' needs a 1x1 classifier"):
+        graft(plain, PGNSpec(resolution="output"))
