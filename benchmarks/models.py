@@ -55,7 +55,24 @@ def _torchvision(name: str) -> Callable[[], torch.nn.Module]:
     return build
 
 
+def _smp_unet(kernel: int) -> Callable[[], torch.nn.Module]:
+    """segmentation_models_pytorch's Unet (ResNet-18 encoder, no pretrained weights): its own
+    3x3 classifier, or the same network with a 1x1 classifier (the k x k window sum's cost)."""
+
+    def build() -> torch.nn.Module:
+        import segmentation_models_pytorch as smp
+
+        model = smp.Unet("resnet18", encoder_weights=None, classes=NUM_CLASSES)
+        conv = model.segmentation_head[0]
+        model.segmentation_head[0] = torch.nn.Conv2d(conv.in_channels, NUM_CLASSES, kernel, padding=kernel // 2)
+        return model
+
+    return build
+
+
 BUILDERS: dict[str, Callable[[], torch.nn.Module]] = {
+    "smp_unet_resnet18": _smp_unet(3),
+    "smp_unet_resnet18_1x1": _smp_unet(1),
     "demo": _demo,
     "deeplabv3_mobilenet_v3_large": _torchvision("deeplabv3_mobilenet_v3_large"),
     "lraspp_mobilenet_v3_large": _torchvision("lraspp_mobilenet_v3_large"),

@@ -9,6 +9,10 @@ in the dtype it is given (pass float64 for the reference).
 * :func:`pgn_maps` -- every map of a :class:`~pgn_deploy.contract.PGNSpec`, resized like the
   logits when the spec asks for it.
 * :func:`explicit_gradient_norm` -- the unfactorized outer product, for the factorization test.
+* :func:`patch_p_sum` -- ``||P||_p^p`` of every k x k input patch of a k x k classifier, from
+  the explicit patches (an unfold): the feature term of a k x k head.
+* :func:`closed_form_pgn` -- ``||a * g||_p * (F + [1])^(1/p)`` for any feature term ``F`` and a
+  per-class factor ``a`` (an affine after the classifier).
 * :func:`autograd_pgn` -- per-pixel back-propagation (the naive method the paper calls
   infeasible): the oracle for the ``exact`` form.
 * :func:`penultimate_pgn_map` / :func:`penultimate_pgn_module` -- the penultimate layer's closed
@@ -94,6 +98,48 @@ def pgn_map(
     return p_sum(g, p).pow(1.0 / p) * feature_sum.pow(1.0 / p)
 
 
+def patch_p_sum(
+    psi: torch.Tensor,
+    p: float,
+    kernel: tuple[int, int],
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0),
+    dilations: tuple[int, int] = (1, 1),
+) -> torch.Tensor:
+    """``sum |P|^p`` over each output pixel's input patch ``P`` (E x kh x kw values) of a
+    stride-1 convolution with ONNX ``pads`` (top, left, bottom, right) and ``dilations``,
+    ``N x h' x w'``. Explicit: unfolds ``N x (E kh kw) x h' w'`` (small tensors only)."""
+    p = _check_p(p)
+    top, left, bottom, right = pads
+    padded = F.pad(psi, (left, right, top, bottom))
+    patches = F.unfold(padded, kernel, dilation=dilations)
+    height = padded.shape[-2] - dilations[0] * (kernel[0] - 1)
+    width = padded.shape[-1] - dilations[1] * (kernel[1] - 1)
+    return p_sum(patches, p).reshape(psi.shape[0], height, width)
+
+
+def closed_form_pgn(
+    feature_sum: torch.Tensor,
+    logits: torch.Tensor,
+    p: float,
+    label: str = "uni",
+    form: str = "paper",
+    bias: bool = False,
+    gt: torch.Tensor | None = None,
+    class_scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``||a * g||_p * (F + [1 with bias])^(1/p)``, ``N x h x w``: ``feature_sum`` ``F``
+    (``N x h x w``) is ``sum |psi|^p`` over what one logit pixel sees (the pixel, a k x k patch:
+    :func:`patch_p_sum`, or a token); ``class_scale`` ``a`` (``C``) the per-class factor of an
+    affine ``phi = a * (K psi) + b`` after the classifier (gradient w.r.t. ``K``)."""
+    p = _check_p(p)
+    g = class_factor(logits, form, label, gt)
+    if class_scale is not None:
+        g = g * class_scale.to(g.dtype)[None, :, None, None]
+    if bias:
+        feature_sum = feature_sum + 1.0
+    return p_sum(g, p).pow(1.0 / p) * feature_sum.pow(1.0 / p)
+
+
 def explicit_gradient_norm(
     features: Sequence[torch.Tensor],
     logits: torch.Tensor,
@@ -144,6 +190,8 @@ def pgn_maps(
     mode: str = "bilinear",
     align_corners: bool = False,
     gt: torch.Tensor | None = None,
+    windows: Sequence[tuple[tuple[int, int], tuple[int, int, int, int], tuple[int, int]]] | None = None,
+    class_scale: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every PGN map of ``spec`` (``N x H x W`` each), as the grafted graph defines them.
 
@@ -151,7 +199,10 @@ def pgn_maps(
     size the model resizes its logits to (``None``: no resize), with ``mode``/``align_corners``.
     ``resolution="feature"`` computes at the classifier's resolution then resizes each map;
     ``"output"`` resizes logits and features first (the exact per-output-pixel gradient).
-    ``gt`` (``N x H x W`` at the output size) feeds label ``gt``.
+    ``gt`` (``N x H x W`` at the output size) feeds label ``gt``. ``windows``: per branch,
+    the (kernel, ONNX pads, dilations) of a k x k classifier (then ``features`` are its inputs,
+    summed over each patch by :func:`patch_p_sum`; ``None``: 1x1 everywhere); ``class_scale``:
+    the per-class factor of an affine after the classifier (:func:`closed_form_pgn`).
     """
     def resize(x: torch.Tensor) -> torch.Tensor:
         return resize_like_logits(x, output_size, mode, align_corners)
@@ -164,7 +215,12 @@ def pgn_maps(
     maps = {}
     for label in spec.labels:
         for p in spec.p:
-            pgn = pgn_map(features, head_logits, p, label, spec.form, spec.bias, gt)
+            if windows is None and class_scale is None:
+                pgn = pgn_map(features, head_logits, p, label, spec.form, spec.bias, gt)
+            else:
+                sums = [patch_p_sum(psi, p, *window) for psi, window in zip(features, windows)] if windows else [
+                    p_sum(psi, p) for psi in features]
+                pgn = closed_form_pgn(sum(sums), head_logits, p, label, spec.form, spec.bias, gt, class_scale)
             if spec.resolution == "feature" and not spec.keep_feature_size:
                 pgn = resize(pgn[:, None])[:, 0]
             maps[pgn_output_name(label, p)] = pgn

@@ -13,6 +13,7 @@ from pgn_deploy.contract import parse_shape
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``pgn-check`` argument parser."""
     parser = make_parser(
         "pgn-check",
         "Check a grafted model with ONNX Runtime: original outputs unchanged, PGN maps equal to the "
@@ -66,7 +67,8 @@ def _check(args: argparse.Namespace) -> int:
         widths = [max(len(row[i]) for row in rows) for i in range(6)]
         for row in rows:
             print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[6])
-        print("PASS" if report.passed else "FAIL")
+        skipped = " (no map was compared with a reference)" if report.verdict == "skip" else ""
+        print(report.verdict.upper() + skipped)
     return 0 if report.passed else EXIT_FAILED
 
 
@@ -89,6 +91,7 @@ def _against(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``pgn-check``; returns the exit status."""
     return run_cli(build_parser(), lambda args: _against(args) if args.against else _check(args), argv)
 
 

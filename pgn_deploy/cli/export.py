@@ -9,6 +9,7 @@ from pgn_deploy.contract import FORMS, LABELS, LAYERS, RESOLUTIONS, UPSAMPLES
 from pgn_deploy.engines.precision import PRECISIONS
 from pgn_deploy.export.api import DEFAULT_EXPORTER
 from pgn_deploy.export.onnx_export import EXPORTERS
+from pgn_deploy.graft.attach import WEIGHTS
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_flag: str | None = None) -> None:
@@ -25,6 +26,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_flag: str | 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``pgn-export`` argument parser."""
     parser = make_parser(
         "pgn-export",
         "Export a segmentation checkpoint to ONNX with PGN uncertainty maps grafted in as extra outputs.",
@@ -59,12 +61,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="precision of the network; the PGN subgraph and the outputs stay float32")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    parser.add_argument("--weights", choices=WEIGHTS, default="trained",
+                        help="gradient w.r.t. the checkpoint's trained classifier weights (an exporter's fold of a "
+                             "BatchNorm or scale undone; default) or the weights stored in the graph")
+    parser.add_argument("--static-shape", action="store_true",
+                        help="export a fixed N x C x H x W (--input-shape) for models whose dynamic export fails")
+    parser.add_argument("--explain", action="store_true",
+                        help="print the classifier head that was found (ops from the features to the logits, kernel, "
+                             "affine factors, layout ops) or the op that stopped the search; write nothing")
     return parser
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from pgn_deploy.export.api import explain_head
+
+    report = explain_head(args.checkpoint, head=args.head, input_shape=args.input_shape, opset=args.opset,
+                          exporter=args.exporter, arch=args.arch, arch_kwargs=args.arch_kwargs,
+                          trust_pickle=args.trust_pickle, static_shape=args.static_shape)
+    if args.json:
+        print_json(report.to_json())
+    else:
+        print(report.to_text())
+    return 0 if report.refusal is None else 1
 
 
 def _export(args: argparse.Namespace) -> int:
     from pgn_deploy.export.api import export_model
 
+    if args.explain:
+        return _explain(args)
     result = export_model(
         args.checkpoint,
         args.output,
@@ -87,6 +112,8 @@ def _export(args: argparse.Namespace) -> int:
         trust_pickle=args.trust_pickle,
         precision=args.precision,
         force=args.force,
+        weights=args.weights,
+        static_shape=args.static_shape,
     )
     if args.json:
         print_json(result.to_json())
@@ -94,7 +121,13 @@ def _export(args: argparse.Namespace) -> int:
         meta = result.metadata
         outputs = [*meta.original_outputs, *meta.pgn_outputs, *([meta.pred] if meta.pred else []), *meta.baselines]
         print(f"wrote {result.path}")
-        print(f"  head: {', '.join(meta.head.conv_nodes)} ({meta.num_classes} classes)")
+        kernel = "x".join(map(str, meta.head.kernel[0])) if meta.head.kernel else "1x1"
+        print(f"  head: {', '.join(meta.head.conv_nodes)} ({meta.head.kind}, {kernel}, {meta.num_classes} classes; "
+              f"gradient w.r.t. the {meta.head.weights} weights)")
+        if result.exporter:
+            print(f"  exporter: {result.exporter}")
+        for note in result.notes:
+            print(f"  note: {note}")
         print(f"  outputs: {', '.join(outputs)}")
         if meta.input.assumed_normalization:
             print("  note: input mean/std are assumed defaults (the checkpoint has no 'input' dict)")
@@ -102,6 +135,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``pgn-export``; returns the exit status."""
     return run_cli(build_parser(), _export, argv)
 
 

@@ -4,8 +4,18 @@ Order of work: every argument is validated first (the PGN spec, the input shape,
 path), then the checkpoint is loaded (:mod:`pgn_deploy.export.load`), one forward pass checks
 that the network is a segmentation network, the plain model is exported
 (:func:`~pgn_deploy.export.onnx_export.export_onnx`), grafted
-(:func:`~pgn_deploy.graft.attach.graft`) and saved atomically. A bad argument therefore fails
+(:func:`~pgn_deploy.graft.attach.graft`), run once on ONNX Runtime's CPU provider at the traced
+shape (:func:`~pgn_deploy.export.probe.probe_grafted`: a file that does not run, or whose maps
+are not finite there, is never written) and saved atomically. A bad argument therefore fails
 in milliseconds and leaves no file behind.
+
+When no exporter is named and the default one fails, the other one is tried (the report says
+which one worked); ``static_shape`` exports a fixed N x C x H x W for models whose dynamic
+export fails (adaptive pooling whose output does not divide the input, ...). ``weights``:
+``trained`` (default) grafts the gradient w.r.t. the checkpoint's classifier weights, undoing
+a BatchNorm or scale the exporter folded into them (:mod:`pgn_deploy.export.trained_weights`);
+``graph`` w.r.t. the weights stored in the graph. The metadata records which, with a note
+when it is not certain.
 """
 from __future__ import annotations
 
@@ -17,6 +27,7 @@ from typing import Any
 from pgn_deploy.contract import (
     LAYERS,
     BadInputError,
+    HeadInfo,
     InputInfo,
     Metadata,
     ModelLoadError,
@@ -29,6 +40,7 @@ from pgn_deploy.contract import (
     save_onnx,
 )
 from pgn_deploy.export.onnx_export import EXPORTERS
+from pgn_deploy.graft.attach import WEIGHTS
 
 DEFAULT_EXPORTER = "torchscript"
 """``torch.onnx.export(dynamo=False)``: on the torchvision and transformers test models it is
@@ -42,13 +54,18 @@ LABEL_ALIASES = {"both": ("uni", "oh")}
 
 @dataclasses.dataclass
 class ExportResult:
-    """The written file and the metadata grafted into it."""
+    """The written file, the metadata grafted into it, the PyTorch exporter that produced the
+    graph (``None`` for an ONNX checkpoint) and notes for the user (one line each)."""
 
     path: Path
     metadata: Metadata
+    exporter: str | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": str(self.path), "metadata": self.metadata.to_json()}
+        """The result as a JSON-ready dict."""
+        return {"path": str(self.path), "exporter": self.exporter, "notes": self.notes,
+                "metadata": self.metadata.to_json()}
 
 
 def make_spec(
@@ -118,6 +135,8 @@ def export_model(
     trust_pickle: bool = False,
     precision: str = "fp32",
     force: bool = False,
+    weights: str = "trained",
+    static_shape: bool = False,
 ) -> ExportResult:
     """Export ``checkpoint`` with the PGN maps grafted in; returns the path and the metadata.
 
@@ -134,10 +153,13 @@ def export_model(
     (``"torchscript"`` by default, or ``"dynamo"``). ``arch_kwargs``: a dict or JSON text.
     ``precision``: ``fp32``, or ``fp16``/``bf16`` for a network in half precision with the PGN
     subgraph and the outputs kept float32 (:func:`pgn_deploy.engines.precision.convert_model`).
+    ``weights``/``static_shape``: see the module doc.
     """
     from pgn_deploy.engines.precision import check_precision
 
     check_precision(precision)
+    if weights not in WEIGHTS:
+        raise BadInputError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     spec = make_spec(p, labels, form, bias, resolution, keep_feature_size, pred, baselines, upsample, layers)
     shape = None if input_shape is None else parse_shape(input_shape, 4, "input shape")
     kwargs = parse_arch_kwargs(arch_kwargs)
@@ -150,38 +172,94 @@ def export_model(
         raise ModelLoadError(f"{checkpoint}: no such file")
     output = check_output_path(output if output is not None else default_output_path(checkpoint), force)
 
-    from pgn_deploy.export.load import load_model
-    from pgn_deploy.export.onnx_export import export_onnx
+    from pgn_deploy.export.probe import probe_grafted
     from pgn_deploy.graft.attach import graft
 
-    loaded = load_model(checkpoint, arch, kwargs, trust_pickle)
+    loaded, onnx_model, info, probe_shape, used, notes = _plain_onnx(
+        checkpoint, arch, kwargs, trust_pickle, shape, exporter, opset, static_shape)
+    folded, weights_used, weights_note = _trained_weights(loaded, onnx_model, head, weights)
+    if weights_note:
+        notes.append(weights_note)
     folds = []
-    if loaded.kind == "onnx":
-        onnx_model = loaded.onnx_model
-        info = _onnx_input_info(onnx_model, shape)
-    else:
-        torch = require("torch", "export", "exporting a PyTorch model")
-        info = _checkpoint_input_info(loaded.input, shape)
-        channels = shape[1] if shape else len(info.mean)
-        batch = shape[0] if shape else 1
-        example = torch.randn(batch, channels, *info.size, generator=torch.Generator().manual_seed(0))
-        check_segmentation_output(loaded.module, example)
-        onnx_model = export_onnx(
-            loaded.module, example, None, exporter=exporter or DEFAULT_EXPORTER, opset=opset, dynamic=True
-        )
-        if "penultimate" in spec.layers:
-            from pgn_deploy.export.bn_fold import batch_norm_folds
+    if "penultimate" in spec.layers and weights == "trained" and loaded.module is not None:
+        from pgn_deploy.export.bn_fold import batch_norm_folds
 
-            folds = batch_norm_folds(loaded.module)
-    weights = "graph" if loaded.kind == "onnx" else "trained"  # the exporter knows the trained weights
+        folds = batch_norm_folds(loaded.module)
     grafted = graft(onnx_model, spec, head=head, input_info=info, class_names=loaded.class_names,
-                    bn_folds=folds, weights=weights)
+                    folded_scale=folded, weights=weights_used, weights_note=weights_note, bn_folds=folds)
+    probe_grafted(grafted, probe_shape)
     if precision != "fp32":
         from pgn_deploy.engines.precision import convert_model
 
         grafted = convert_model(grafted, precision)
     path = save_onnx(grafted, output, force=force)
-    return ExportResult(path=path, metadata=read_metadata(grafted))
+    return ExportResult(path=path, metadata=read_metadata(grafted), exporter=used, notes=notes)
+
+
+def _plain_onnx(checkpoint: Path, arch: str | None, kwargs: dict[str, Any] | None, trust_pickle: bool,
+                shape: tuple[int, ...] | None, exporter: str | None, opset: int | None,
+                static_shape: bool) -> tuple[Any, Any, InputInfo, tuple[int, ...], str | None, list[str]]:
+    """Load ``checkpoint`` and make the plain ONNX model: (loaded, ONNX model, input info, the
+    probe shape, the exporter used or None, notes)."""
+    from pgn_deploy.export.load import load_model
+
+    loaded = load_model(checkpoint, arch, kwargs, trust_pickle)
+    if loaded.kind == "onnx":
+        info = _onnx_input_info(loaded.onnx_model, shape)
+        size = info.size or DEFAULT_SIZE
+        probe = (shape[0] if shape else 1, len(info.mean), *size)
+        return loaded, loaded.onnx_model, info, probe, None, []
+    torch = require("torch", "export", "exporting a PyTorch model")
+    info = _checkpoint_input_info(loaded.input, shape)
+    if static_shape:
+        info = dataclasses.replace(info, dynamic_batch=False, dynamic_size=False)
+    channels = shape[1] if shape else len(info.mean)
+    batch = shape[0] if shape else 1
+    example = torch.randn(batch, channels, *info.size, generator=torch.Generator().manual_seed(0))
+    check_segmentation_output(loaded.module, example)
+    onnx_model, used, notes = export_with_fallback(loaded.module, example, exporter, opset, not static_shape)
+    return loaded, onnx_model, info, tuple(example.shape), used, notes
+
+
+def export_with_fallback(module: Any, example: Any, exporter: str | None, opset: int | None,
+                         dynamic: bool) -> tuple[Any, str, list[str]]:
+    """Export with ``exporter``; when none is named and the default fails, with the other one.
+    Returns the model, the exporter that worked and a note saying so. Raises
+    :class:`UnsupportedModelError` with each exporter's one-line reason when all fail."""
+    from pgn_deploy.export.onnx_export import export_onnx
+
+    order = [exporter] if exporter else [DEFAULT_EXPORTER, *(e for e in EXPORTERS if e != DEFAULT_EXPORTER)]
+    reasons = []
+    for name in order:
+        try:
+            model = export_onnx(module, example, None, exporter=name, opset=opset, dynamic=dynamic)
+        except UnsupportedModelError as exc:
+            reasons.append(str(exc))
+            continue
+        notes = [f"the {order[0]} exporter failed ({reasons[0]}); the {name} exporter worked"] if reasons else []
+        return model, name, notes
+    hint = " (try --static-shape)" if dynamic else ""
+    raise UnsupportedModelError("; ".join(reasons) + hint)
+
+
+def _trained_weights(loaded: Any, onnx_model: Any, head: str | None,
+                     weights: str) -> tuple[list[float] | None, str, str]:
+    """(folded factor to undo, weights recorded, note) for :func:`graft` (module doc)."""
+    from pgn_deploy.export.trained_weights import ONNX_NOTE, match_trained
+    from pgn_deploy.graft.attach import find_head
+
+    if weights == "graph":
+        if loaded.kind == "onnx":
+            return None, "graph", ""
+        match = match_trained(loaded.module, onnx_model, find_head(onnx_model, head))
+        return None, "graph", match.note("graph")
+    if loaded.kind == "onnx":
+        return None, "graph", ONNX_NOTE
+    match = match_trained(loaded.module, onnx_model, find_head(onnx_model, head))
+    if match.layer is None:
+        return None, "graph", match.note("trained")
+    scale = None if match.scale is None else [float(v) for v in match.scale]
+    return scale, "trained", match.note("trained")
 
 
 def check_segmentation_output(module: Any, example: Any) -> None:
@@ -297,3 +375,90 @@ def parse_arch_kwargs(arch_kwargs: Mapping[str, Any] | str | None) -> dict[str, 
     if not isinstance(parsed, dict):
         raise BadInputError("--arch-kwargs must be a JSON object, e.g. '{\"num_classes\": 19}'")
     return parsed
+
+
+@dataclasses.dataclass
+class HeadReport:
+    """What head discovery found (``pgn-export --explain``): ``ops`` are ``(role, op, node,
+    detail)`` in graph order from the features to the logits output, or ``refusal`` says where
+    the walk stopped and which rule it broke."""
+
+    exporter: str | None
+    head: HeadInfo | None
+    ops: list[tuple[str, str, str, str]]
+    refusal: str | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def to_text(self) -> str:
+        """Human-readable lines."""
+        lines = [f"exporter: {self.exporter}"] if self.exporter else []
+        lines += [f"note: {note}" for note in self.notes]
+        if self.refusal is not None:
+            return "\n".join([*lines, f"refused: {self.refusal}"])
+        head = self.head
+        lines.append(f"head: {head.kind}, {len(head.conv_nodes)} classifier(s), features {', '.join(head.features)}")
+        lines += [f"  {role:<10} {op:<20} {name}{f'  ({detail})' if detail else ''}"
+                  for role, op, name, detail in self.ops]
+        lines.append(f"logits: {head.logits} -> output {head.logits_output}; maps resized: {head.resize}")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as a JSON-ready dict."""
+        return {"exporter": self.exporter, "notes": self.notes, "refusal": self.refusal,
+                "head": None if self.head is None else self.head.to_json(),
+                "ops": [dict(zip(("role", "op", "node", "detail"), op)) for op in self.ops]}
+
+
+def explain_head(
+    checkpoint: str | Path,
+    *,
+    head: str | None = None,
+    input_shape: str | Sequence[int] | None = None,
+    opset: int | None = None,
+    exporter: str | None = None,
+    arch: str | None = None,
+    arch_kwargs: Mapping[str, Any] | str | None = None,
+    trust_pickle: bool = False,
+    static_shape: bool = False,
+) -> HeadReport:
+    """Load and export ``checkpoint`` as :func:`export_model` does and report the classifier head
+    that the graft would use, or why there is none; nothing is written."""
+    import onnx_ir as ir
+
+    from pgn_deploy.graft.head import locate_head
+
+    shape = None if input_shape is None else parse_shape(input_shape, 4, "input shape")
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise ModelLoadError(f"{checkpoint}: no such file")
+    _, model, _, _, used, notes = _plain_onnx(checkpoint, arch, parse_arch_kwargs(arch_kwargs), trust_pickle,
+                                              shape, exporter, opset, static_shape)
+    graph = ir.from_proto(model).graph
+    try:
+        found = locate_head(graph, head)
+    except UnsupportedModelError as exc:
+        return HeadReport(used, None, [], str(exc), notes)
+    return HeadReport(used, found.info(), _head_ops(graph, found), None, notes)
+
+
+def _head_ops(graph: Any, found: Any) -> list[tuple[str, str, str, str]]:
+    """(role, op, node, detail) of every node of ``found`` in graph order."""
+    from pgn_deploy.graft.head import resize_mode
+
+    roles: dict[Any, tuple[str, str]] = {}
+    for branch in found.branches:
+        window = branch.window
+        detail = (f"E={branch.channels}, C={found.num_classes}, kernel {window.kernel[0]}x{window.kernel[1]}, "
+                  f"pads {list(window.pads)}, dilations {list(window.dilations)}")
+        if branch.linear:
+            detail = f"E={branch.channels}, C={found.num_classes}, per token"
+        roles[branch.conv] = ("classifier", detail)
+        roles.update({node: ("branch", "") for node in branch.path})
+        roles.update({node: ("layout", "mirrored on the maps") for node in branch.layout})
+    if found.join is not None:
+        roles[found.join] = ("join", "")
+    roles.update({node: ("spatial", resize_mode(node) if node.op_type == "Resize" else "") for node in found.chain})
+    scale = "" if found.scale is None else "factor " + ", ".join(f"{v:.4g}" for v in found.scale)
+    roles.update({node: ("affine", scale) for node in found.affine})
+    roles.update({node: ("passed", "the graft uses the logits before it") for node in found.passed})
+    return [(roles[node][0], node.op_type, node.name, roles[node][1]) for node in graph if node in roles]

@@ -64,8 +64,8 @@ def graft(
     metadata with ``weights_note``: ``"graph"`` (those stored in the graph) or ``"trained"``
     (the checkpoint's; ``folded_scale``, one factor per class, is then what an exporter folded
     into them, ``W_graph = a * W_trained``, and the class factor is scaled by it).
-    ``bn_folds``: the BatchNorms an exporter folded into convs; with ``weights="trained"`` the
-    penultimate maps take their factor from them (:mod:`pgn_deploy.graft.penultimate`; a
+    ``bn_folds``: the BatchNorms an exporter folded into convs; when given, the penultimate maps
+    take the trained kernel's factor from them (:mod:`pgn_deploy.graft.penultimate`; a
     BatchNormalization kept in the graph is read there for either ``weights``).
     Raises :class:`UnsupportedModelError` (no head, already grafted, opset < 13) or
     :class:`BadInputError` (bad ``head``/``class_names``, output names already taken).
@@ -78,10 +78,14 @@ def graft(
         raise BadInputError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     found = locate_head(graph, head)
     # before a folded classifier scale joins found.scale: the penultimate maps need the graph's dphi/dpsi
-    penultimate = locate_penultimate(found, bn_folds, weights) if "penultimate" in spec.layers else None
+    # the exporter's BatchNorm factors mean the trained penultimate kernel, whatever the
+    # classifier's own weights could be matched to
+    penultimate = locate_penultimate(found, bn_folds, "trained" if bn_folds else weights) \
+        if "penultimate" in spec.layers else None
     if folded_scale is not None and weights == "trained":
         if len(folded_scale) != found.num_classes:
-            raise BadInputError(f"{len(folded_scale)} folded factors given for a model with {found.num_classes} classes")
+            raise BadInputError(
+                f"{len(folded_scale)} folded factors given for a model with {found.num_classes} classes")
         folded = np.asarray(folded_scale, dtype=np.float64)
         found.scale = folded if found.scale is None else found.scale * folded
     if class_names is not None and len(class_names) != found.num_classes:

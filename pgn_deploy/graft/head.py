@@ -131,7 +131,8 @@ class Head:
             head_logits=self.head_logits.name,
             logits_output=self.output.name,
             resize="+".join(resize_mode(n) for n in resize) or "none",
-            align_corners=any(attribute(n, "coordinate_transformation_mode", "half_pixel") == "align_corners" for n in resize),
+            align_corners=any(
+                attribute(n, "coordinate_transformation_mode", "half_pixel") == "align_corners" for n in resize),
             feature_resize=[
                 "+".join(resize_mode(n) for n in b.path if n.op_type == "Resize") or "none"
                 for b in self.branches
@@ -268,7 +269,7 @@ def _walk_to_classifiers(value: ir.Value) -> _Walk:
         elif (operand := affine_operand(node)) is not None:
             affine.append((node, 1))
             value = operand
-        elif (node.op_type in LAYOUT_OPS or node.op_type in LINEAR_OPS or node.op_type == "Slice") and _reaches_matmul(value):
+        elif node.op_type in (*LAYOUT_OPS, *LINEAR_OPS, "Slice") and _reaches_matmul(value):
             branch, token_affine = _linear_branch(value, seen)
             return _Walk([branch], chain[::-1], value, None, token_affine + affine[::-1], _post(affine))
         else:
@@ -344,7 +345,8 @@ def _conv_branch(node: ir.Node) -> Branch:
     group = attribute(node, "group", 1)
     if group != 1:
         raise _Stop(f"the classifier Conv {node.name!r} is grouped (group={group}): its gradient per pixel is "
-                    "not one outer product of the class factor and the input patch; grouped classifiers are not supported")
+                    "not one outer product of the class factor and the input patch; grouped classifiers are not "
+                    "supported")
     strides = list(attribute(node, "strides", [1, 1]))
     if strides != [1, 1]:
         raise _Stop(f"the classifier Conv {node.name!r} has strides {strides}: a strided classifier's output pixels "

@@ -138,7 +138,8 @@ class _PGNGraph:
         upsample = self._emit_maps(maps, names)
         pred = self._pred() if self.spec.pred else None
         baselines = self._baselines() if self.spec.baselines else []
-        return PGNOutputs(names, pred, baselines, GT_INPUT if gt is not None else None, upsample, self.class_logits.name)
+        gt_name = GT_INPUT if gt is not None else None
+        return PGNOutputs(names, pred, baselines, gt_name, upsample, self.class_logits.name)
 
     def _class_logits(self) -> ir.Value:
         """The logits the softmax sees at the classifier's resolution: the head logits with the
@@ -169,19 +170,22 @@ class _PGNGraph:
         chain = [] if self.at_output or self.spec.keep_feature_size else self.head.chain
         like = self.head.head_logits if self._feature_sized else self.head.logits
         wanted = self.spec.upsample == "matmul" or (
-            self.spec.upsample == "auto" and self.classifier_rows is not None and self.classifier_rows <= MATMUL_MAX_ROWS)
+            self.spec.upsample == "auto" and self.classifier_rows is not None
+            and self.classifier_rows <= MATMUL_MAX_ROWS)
         resize = matmul_resizer(self.b, chain, self.head.head_logits, self.head.logits) if chain and wanted else None
         for value, name in zip(maps, names):
             self._emit(resize(value) if resize else self._mirror(chain, value), name, like)
         return "matmul" if resize else "resize"
 
-    def _emit(self, value: ir.Value, name: str, like: ir.Value, dtype: ir.DataType = FLOAT, channels: int | None = 1) -> None:
+    def _emit(self, value: ir.Value, name: str, like: ir.Value, dtype: ir.DataType = FLOAT,
+              channels: int | None = 1) -> None:
         """Make ``value`` the graph output ``name`` (renamed: it is one of ours), typed ``dtype``
         N x ``channels`` x H x W (``None``: N x H x W) with ``like``'s dims."""
         value.name = self.b.claim(name)
         dims = list(like.shape) if like.shape is not None and like.shape.rank() == 4 else [None] * 4
         value.dtype = dtype
-        value.shape = ir.Shape([dims[0], dims[2], dims[3]] if channels is None else [dims[0], channels, dims[2], dims[3]])
+        value.shape = ir.Shape(
+            [dims[0], dims[2], dims[3]] if channels is None else [dims[0], channels, dims[2], dims[3]])
         self.b.graph.outputs.append(value)
 
     def _pred(self) -> str:
@@ -208,7 +212,8 @@ class _PGNGraph:
     def _gt_input(self) -> ir.Value:
         """The ``pgn_gt`` input (int64 N x H x W), nearest-sampled to the working resolution."""
         dims = list(self.head.logits.shape) if self.head.logits.shape is not None else [None] * 4
-        gt = ir.Value(name=self.b.claim(GT_INPUT), type=ir.TensorType(ir.DataType.INT64), shape=ir.Shape([dims[0], dims[2], dims[3]]))
+        gt = ir.Value(name=self.b.claim(GT_INPUT), type=ir.TensorType(ir.DataType.INT64),
+                      shape=ir.Shape([dims[0], dims[2], dims[3]]))
         self.b.graph.inputs.append(gt)
         if self.at_output:
             return gt
@@ -225,7 +230,8 @@ class _PGNGraph:
         return gt
 
     # ------------------------------------------------------------------ the maps
-    def _pgn_map(self, probs: ir.Value, features: list[_Features], label: str, p: float, gt: ir.Value | None) -> ir.Value:
+    def _pgn_map(self, probs: ir.Value, features: list[_Features], label: str, p: float,
+                 gt: ir.Value | None) -> ir.Value:
         feature_sum = self._feature_sum(features, p)
         class_sum = self._class_sum(probs, label, p, gt)
         product = feature_sum if class_sum is None else self.b.op("Mul", [class_sum, feature_sum])
@@ -255,7 +261,8 @@ class _PGNGraph:
         if branch.linear:
             return self._mirror(branch.path, self._token_p_sum(psi, p))
         if not branch.window.pointwise:
-            return self._mirror(branch.path, self._window_sum(self._p_sum(psi.value, p, psi.nonneg, psi.channels), branch))
+            per_pixel = self._p_sum(psi.value, p, psi.nonneg, psi.channels)
+            return self._mirror(branch.path, self._window_sum(per_pixel, branch))
         return self._p_sum(psi.value, p, psi.nonneg, psi.channels)
 
     def _window_sum(self, x: ir.Value, branch: Branch) -> ir.Value:
@@ -276,7 +283,8 @@ class _PGNGraph:
         logits: broadcast to the classifier's output shape, pushed through copies of the layout
         ops, channel 0 kept (N x 1 x h x w)."""
         branch = psi.branch
-        magnitude = psi.value if psi.nonneg or p == 2.0 else self.b.memo(("abs", psi.value), lambda: self.b.op("Abs", [psi.value]))
+        magnitude = psi.value if psi.nonneg or p == 2.0 else self.b.memo(
+            ("abs", psi.value), lambda: self.b.op("Abs", [psi.value]))
         powered = self.b.op("Mul", [psi.value, psi.value]) if p == 2.0 else self._shared_power(magnitude, p)
         per_token = self.b.op("MatMul", [powered, self.b.const(np.ones((psi.channels, 1)))])
         x = self.b.op("Expand", [per_token, self.b.op("Shape", [branch.conv.outputs[0]])])
@@ -293,7 +301,8 @@ class _PGNGraph:
                 return None if p == 1.0 and self.scale is None else self._class_p_sum(probs, p, nonneg=True)
             return self._class_p_sum(self._off_target(probs, label, gt), p, nonneg=True)
         if label == "uni":
-            centered = self.b.memo(("centered", probs), lambda: self.b.op("Sub", [probs, self.b.const(1.0 / self.num_classes)]))
+            centered = self.b.memo(
+                ("centered", probs), lambda: self.b.op("Sub", [probs, self.b.const(1.0 / self.num_classes)]))
             return self._class_p_sum(centered, p, nonneg=False)
         # exact oh/gt: g = S off the target and S_t - 1 = -(sum of the others) at the target,
         # summed from the others rather than 1 - S_t (no cancellation when S_t is near 1).
@@ -302,10 +311,12 @@ class _PGNGraph:
         target_term = self._power(rest, p)
         if self.scale is not None:  # |a_t|^p of the target class t (0 without a target)
             mask = self._target_mask(label, probs, gt, as_float=True)
-            weight = self.b.memo(("target_weight", label, p), lambda: self._channel_sum(mask, self.num_classes, weights=self.scale**p))
+            weight = self.b.memo(("target_weight", label, p),
+                                 lambda: self._channel_sum(mask, self.num_classes, weights=self.scale**p))
             target_term = self.b.op("Mul", [target_term, weight])
         elif label == "gt":  # a class id outside [0, C) (an ignore label) has no target: g = S
-            has_target = self.b.memo(("has_target",), lambda: self.b.reduce("ReduceMax", self._target_mask(label, probs, gt, as_float=True)))
+            has_target = self.b.memo(("has_target",), lambda: self.b.reduce(
+                "ReduceMax", self._target_mask(label, probs, gt, as_float=True)))
             target_term = self.b.op("Mul", [target_term, has_target])
         return self.b.op("Add", [self._class_p_sum(off_target, p, nonneg=True), target_term])
 
@@ -412,7 +423,8 @@ class _PGNGraph:
         in [0, 1], finite for any finite logits (the largest ``e`` is 1, the sum >= 1). Shares
         ``e`` and its sum with :meth:`_log_probabilities` of the same logits. Not ONNX's
         ``Softmax(axis=1)``: see the module docstring."""
-        return self.b.memo(("softmax", logits), lambda: self.b.op("Div", [self._shifted_exp(logits), self._exp_sum(logits)]))
+        return self.b.memo(("softmax", logits),
+                           lambda: self.b.op("Div", [self._shifted_exp(logits), self._exp_sum(logits)]))
 
     def _log_probabilities(self, logits: ir.Value) -> ir.Value:
         """Log-softmax over the classes, ``z - max_c z - log sum_c exp(z - max_c z)``: finite
@@ -432,7 +444,8 @@ class _PGNGraph:
 
     def _exp_sum(self, logits: ir.Value) -> ir.Value:
         """``sum_c exp(z - max_c z)`` (N x 1 x h x w, >= 1), once per logits."""
-        return self.b.memo(("exp_sum", logits), lambda: self._channel_sum(self._shifted_exp(logits), self.num_classes, logits))
+        return self.b.memo(("exp_sum", logits),
+                           lambda: self._channel_sum(self._shifted_exp(logits), self.num_classes, logits))
 
     def _branch_features(self, branch: Branch) -> _Features:
         """psi of one branch as float32, resized like the branch (and like the logits when the
