@@ -279,8 +279,8 @@ class HeadInfo:
     the sum (then ``features[i]`` is brought to ``head_logits``' size the same way).
     ``kind``: ``"conv"`` (Conv classifiers) or ``"linear"`` (a per-token MatMul/Gemm over the
     last axis, ``features`` N x T x E); ``kernel``/``pads``/``dilations``: per branch, the
-    classifier's kernel size, ONNX pads and dilations (``[1, 1]``, ``[0, 0, 0, 0]``, ``[1, 1]``
-    for 1x1 and linear heads); ``affine``: the per-class affine nodes between the classifier and
+    classifier's kernel size, ONNX pads and dilations (all three empty when every classifier is
+    a 1x1 conv without padding or a per-token head); ``affine``: the per-class affine nodes between the classifier and
     the logits; ``class_scale``: the per-class factor ``a`` of ``g' = a * g`` (``None``: 1);
     ``head_logits`` is then the logits after that affine (what the softmax sees);
     ``weights``: ``"trained"`` (the maps are the gradient w.r.t. the checkpoint's classifier
@@ -310,7 +310,12 @@ class HeadInfo:
     layout: list[str] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as a dict; those from ``kind`` on only where they differ from their
+        defaults (a plain 1x1 head's metadata stays as readers before them wrote it)."""
+        data = dataclasses.asdict(self)
+        defaults = HeadInfo("", "", "", "", "")  # type: ignore[arg-type]
+        optional = [f.name for f in dataclasses.fields(self)][8:]
+        return {k: v for k, v in data.items() if k not in optional or v != getattr(defaults, k)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HeadInfo:

@@ -14,8 +14,9 @@ which one worked); ``static_shape`` exports a fixed N x C x H x W for models who
 export fails (adaptive pooling whose output does not divide the input, ...). ``weights``:
 ``trained`` (default) grafts the gradient w.r.t. the checkpoint's classifier weights, undoing
 a BatchNorm or scale the exporter folded into them (:mod:`pgn_deploy.export.trained_weights`);
-``graph`` w.r.t. the weights stored in the graph. The metadata records which, with a note
-when it is not certain.
+``graph`` w.r.t. the weights stored in the graph. The metadata records ``trained`` when a fold
+was undone, else ``graph`` (the graph's weights are then the trained ones unless its note says
+otherwise: no layer of the checkpoint matches, or an ONNX file's fold cannot be undone).
 """
 from __future__ import annotations
 
@@ -256,10 +257,9 @@ def _trained_weights(loaded: Any, onnx_model: Any, head: str | None,
     if loaded.kind == "onnx":
         return None, "graph", ONNX_NOTE
     match = match_trained(loaded.module, onnx_model, find_head(onnx_model, head))
-    if match.layer is None:
+    if match.layer is None or match.scale is None:  # no layer matches, or the graph's weights are the trained ones
         return None, "graph", match.note("trained")
-    scale = None if match.scale is None else [float(v) for v in match.scale]
-    return scale, "trained", match.note("trained")
+    return [float(v) for v in match.scale], "trained", match.note("trained")
 
 
 def check_segmentation_output(module: Any, example: Any) -> None:

@@ -123,7 +123,7 @@ class Head:
     def info(self) -> HeadInfo:
         """The :class:`~pgn_deploy.contract.HeadInfo` written into the metadata."""
         resize = [n for n in self.chain if n.op_type == "Resize"]
-        windows = [b.window for b in self.branches]
+        windows = [b.window for b in self.branches] if not all(b.window.pointwise for b in self.branches) else []
         return HeadInfo(
             conv_nodes=[b.conv.name for b in self.branches],
             features=[b.features.name for b in self.branches],
