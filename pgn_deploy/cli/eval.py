@@ -10,6 +10,7 @@ from pgn_deploy.cli.common import make_parser, print_json, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``pgn-eval`` argument parser."""
     from pgn_deploy.eval.metrics.pixel import BINNINGS
     from pgn_deploy.eval.paper.datasets import TRACKS
     from pgn_deploy.runtime.backends.base import backend_names
@@ -80,6 +81,7 @@ def _command(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``pgn-eval`` on ``argv`` (default: the command line); returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     return run_cli(build_parser(), lambda args: _command(args, argv), argv)
 
