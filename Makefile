@@ -66,8 +66,8 @@ demo: $(STAMP)
 	rm -rf $(DEMO) && mkdir -p $(DEMO)
 	@echo "== 1/6 pgn-synthroad: $(DEMO_CALIB_FRAMES) in-distribution frames to calibrate on (seed 3, val split: no OoD object)"
 	$(BIN)/pgn-synthroad --out $(DEMO)/calibration --frames $(DEMO_CALIB_FRAMES) --seed 3 --layout cityscapes
-	@echo "== 2/6 pgn-export: graft PGN onto the shipped checkpoint, calibrate, in-graph percentile ranks and OoD mask"
-	$(BIN)/pgn-export $(DEMO_CKPT) --p 0.5 --label both --pred --baselines -o $(DEMO_MODEL) \
+	@echo "== 2/6 pgn-export: graft PGN (last and penultimate layer) onto the shipped checkpoint, calibrate, in-graph percentile ranks and OoD mask"
+	$(BIN)/pgn-export $(DEMO_CKPT) --p 0.5 --label both --layer both --pred --baselines -o $(DEMO_MODEL) \
 	  --calib $(DEMO)/calibration/cityscapes/leftImg8bit --normalize
 	@echo "== 3/6 pgn-check: the grafted model against PyTorch"
 	$(BIN)/pgn-check $(DEMO_MODEL) --reference $(DEMO_CKPT)

@@ -29,9 +29,15 @@ VARIANTS: dict[str, PGNSpec] = {
     "ten_keep": PGNSpec(p=TEN_P, labels=TEN_LABELS, keep_feature_size=True),
     "one_output": PGNSpec(resolution="output"),
     "ten_output": PGNSpec(p=TEN_P, labels=TEN_LABELS, resolution="output"),
+    "ten_penultimate": PGNSpec(p=TEN_P, labels=TEN_LABELS, layers=("penultimate",)),
+    "twenty": PGNSpec(p=TEN_P, labels=TEN_LABELS, layers=("last", "penultimate")),
 }
 """Grafted variants: one map or all ten (5 p x 2 labels); maps resized to the output size
-(default), kept at the classifier's size (``_keep``) or computed per output pixel (``_output``)."""
+(default), kept at the classifier's size (``_keep``) or computed per output pixel (``_output``);
+the ten maps of the penultimate layer (``ten_penultimate``) and the published code's twenty
+(both layers, ``twenty``; ``docs/penultimate.md``). The grafts see the exported ONNX file only,
+so the penultimate maps differentiate the BN-folded kernel: the same nodes as the trained
+kernel's (the factor is folded into a constant), hence the same cost."""
 
 
 def _demo() -> torch.nn.Module:
@@ -49,7 +55,24 @@ def _torchvision(name: str) -> Callable[[], torch.nn.Module]:
     return build
 
 
+def _smp_unet(kernel: int) -> Callable[[], torch.nn.Module]:
+    """segmentation_models_pytorch's Unet (ResNet-18 encoder, no pretrained weights): its own
+    3x3 classifier, or the same network with a 1x1 classifier (the k x k window sum's cost)."""
+
+    def build() -> torch.nn.Module:
+        import segmentation_models_pytorch as smp
+
+        model = smp.Unet("resnet18", encoder_weights=None, classes=NUM_CLASSES)
+        conv = model.segmentation_head[0]
+        model.segmentation_head[0] = torch.nn.Conv2d(conv.in_channels, NUM_CLASSES, kernel, padding=kernel // 2)
+        return model
+
+    return build
+
+
 BUILDERS: dict[str, Callable[[], torch.nn.Module]] = {
+    "smp_unet_resnet18": _smp_unet(3),
+    "smp_unet_resnet18_1x1": _smp_unet(1),
     "demo": _demo,
     "deeplabv3_mobilenet_v3_large": _torchvision("deeplabv3_mobilenet_v3_large"),
     "lraspp_mobilenet_v3_large": _torchvision("lraspp_mobilenet_v3_large"),

@@ -94,4 +94,6 @@ def run(path: Path, plain: Path, shape: tuple[int, int], settings: Settings) -> 
         "inserted_nodes": {op: count for op, (count, _) in sorted(inserted.items())},
         "pgn_share_percent": 100.0 * sum(pgn.values()) / total,
         "top_pgn_nodes": [{"node": name, "op": ops[name], "ms": ms} for name, ms in top],
+        "pgn_ms_by_op": {op: sum(ms for name, ms in pgn.items() if ops[name] == op)
+                         for op in sorted({ops[n] for n in pgn})},
     }

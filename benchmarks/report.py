@@ -13,6 +13,7 @@ PREFIX = "latency_"
 VARIANT_TEXT = {
     "one": "1 map", "ten": "10 maps", "one_keep": "1 map, classifier size", "ten_keep": "10 maps, classifier size",
     "one_output": "1 map, resolution output", "ten_output": "10 maps, resolution output",
+    "ten_penultimate": "10 penultimate maps", "twenty": "20 maps (both layers)",
     "plain_again": "plain again (A/A control)",
 }
 

@@ -17,9 +17,10 @@ SECTIONS = ("overhead", "methods", "backprop", "memory", "fp16", "profile")
 MC_MODELS = ("demo", "deeplabv3_mobilenet_v3_large")
 MEMORY_MODEL = "deeplabv3_mobilenet_v3_large"
 BACKPROP_PIXELS = 64
-PROFILED = ("one", "ten", "ten_keep", "one_output")
-"""Variants profiled per node: the headline targets' three, and the graft of the exact
-per-output-pixel map that (d) compares with back-propagation at the output resolution."""
+PROFILED = ("one", "ten", "ten_keep", "one_output", "ten_penultimate", "twenty")
+"""Variants profiled per node (those of them the plan times): the headline targets' three, the
+graft of the exact per-output-pixel map that (d) compares with back-propagation at the output
+resolution, and the penultimate layer's ten maps and all twenty."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +78,7 @@ def run_study(plan: Plan, settings: Settings, work: Path) -> dict[str, Any]:
     if "profile" in plan.sections:
         doc["profile"] = []
         for model in [m for m in plan.models if m in MC_MODELS]:
-            for variant in PROFILED:
+            for variant in [v for v in PROFILED if v in plan.variants]:
                 log(f"profile: {model} {variant}")
                 files = ModelFiles(model, work)
                 doc["profile"].append(profile_ops.run(files.variant(variant), files.plain(), plan.focus, settings))

@@ -33,6 +33,8 @@ FORMS = ("paper", "exact")
 LABELS = ("uni", "oh", "gt")
 RESOLUTIONS = ("feature", "output")
 UPSAMPLES = ("auto", "matmul", "resize")
+LAYERS = ("last", "penultimate")
+PENULTIMATE_SUFFIX = "_penultimate"
 PRED = "pred"
 BASELINES = ("msp", "entropy")
 GT_INPUT = "pgn_gt"
@@ -138,13 +140,22 @@ def format_p(p: float) -> str:
     return format(float(p), "g")
 
 
-def pgn_output_name(label: str, p: float) -> str:
-    """Output name of the PGN map for ``label`` and exponent ``p``: ``pgn_<label>_p<p>``."""
-    return f"pgn_{label}_p{format_p(p)}"
+def pgn_output_name(label: str, p: float, layer: str = "last") -> str:
+    """Output name of the PGN map for ``label`` and exponent ``p``: ``pgn_<label>_p<p>`` for the
+    classifier (``layer="last"``), ``pgn_<label>_p<p>_penultimate`` for the conv before it."""
+    return f"pgn_{label}_p{format_p(p)}" + (PENULTIMATE_SUFFIX if layer == "penultimate" else "")
+
+
+def parse_map_name(name: str) -> tuple[str, float, str] | None:
+    """``(label, p, layer)`` of any PGN map name (both layers); ``None`` for other names."""
+    layer = "penultimate" if name.endswith(PENULTIMATE_SUFFIX) else "last"
+    parsed = parse_pgn_output_name(name[: -len(PENULTIMATE_SUFFIX)] if layer == "penultimate" else name)
+    return None if parsed is None else (*parsed, layer)
 
 
 def parse_pgn_output_name(name: str) -> tuple[str, float] | None:
-    """Inverse of :func:`pgn_output_name`; ``None`` for a name that is not a PGN map."""
+    """Inverse of :func:`pgn_output_name` for the last layer's maps; ``None`` for a name that
+    is not one (penultimate maps included: :func:`parse_map_name` reads those)."""
     if not name.startswith("pgn_"):
         return None
     label, _, p_text = name[4:].partition("_p")
@@ -174,6 +185,9 @@ class PGNSpec:
       ``"auto"`` (default), matmul when the classifier map has at most 64 rows at the model's
       nominal input size (the MatMul's cost grows with
       them, the Resize's does not). The grafted model's metadata records what was used.
+    * ``layers``: ``"last"``, the gradient w.r.t. the classifier; ``"penultimate"``, w.r.t. the
+      conv before it (maps ``pgn_<label>_p<p>_penultimate``, resolution ``feature`` only;
+      ``docs/penultimate.md``). Metadata without the field means ``("last",)``.
     """
 
     p: tuple[float, ...] = (0.5,)
@@ -185,10 +199,17 @@ class PGNSpec:
     pred: bool = False
     baselines: bool = False
     upsample: str = "auto"
+    layers: tuple[str, ...] = ("last",)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "p", tuple(float(p) for p in self.p))
         object.__setattr__(self, "labels", tuple(self.labels))
+        if not self.layers or len(set(self.layers)) != len(self.layers) or not set(self.layers) <= set(LAYERS):
+            raise BadInputError(f"layers {list(self.layers)} must be distinct names from {', '.join(LAYERS)}")
+        object.__setattr__(self, "layers", tuple(layer for layer in LAYERS if layer in self.layers))
+        if "penultimate" in self.layers and self.resolution == "output":
+            raise BadInputError("penultimate-layer maps are computed at the classifier's resolution; "
+                                "use --resolution feature")
         if not self.p:
             raise BadInputError("at least one p is needed")
         for p in self.p:
@@ -216,12 +237,12 @@ class PGNSpec:
 
     @property
     def map_names(self) -> list[str]:
-        """Names of every PGN output, labels outer, p inner."""
-        return [pgn_output_name(label, p) for label in self.labels for p in self.p]
+        """Names of every PGN output: layers outer (last first), then labels, p inner."""
+        return [pgn_output_name(label, p, layer) for layer in self.layers for label in self.labels for p in self.p]
 
     def to_json(self) -> dict[str, Any]:
         """This object as a JSON-ready dict (the form stored in the model's metadata)."""
-        return dataclasses.asdict(self) | {"p": list(self.p), "labels": list(self.labels)}
+        return dataclasses.asdict(self) | {"p": list(self.p), "labels": list(self.labels), "layers": list(self.layers)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PGNSpec:
@@ -299,6 +320,17 @@ class HeadInfo:
     ``align_corners``: that resize's ``align_corners``; ``feature_resize``: per branch,
     ``"none"`` or the mode of the resize the model applies to that branch's conv output before
     the sum (then ``features[i]`` is brought to ``head_logits``' size the same way).
+    ``kind``: ``"conv"`` (Conv classifiers) or ``"linear"`` (a per-token MatMul/Gemm over the
+    last axis, ``features`` N x T x E); ``kernel``/``pads``/``dilations``: per branch, the
+    classifier's kernel size, ONNX pads and dilations (all three empty when every classifier is
+    a 1x1 conv without padding or a per-token head); ``affine``: the per-class affine nodes between the classifier and
+    the logits; ``class_scale``: the per-class factor ``a`` of ``g' = a * g`` (``None``: 1);
+    ``head_logits`` is then the logits after that affine (what the softmax sees);
+    ``weights``: ``"trained"`` (the maps are the gradient w.r.t. the checkpoint's classifier
+    weights, an exporter's BatchNorm fold undone) or ``"graph"`` (w.r.t. the weights stored in
+    the graph); ``weights_note``: why, when that is not certain; ``passed``: the
+    Softmax/LogSoftmax/ArgMax nodes after the logits that the graft looked through;
+    ``layout``: the layout ops (Transpose/Reshape/Slice...) mirrored onto the maps.
     """
 
     conv_nodes: list[str]
@@ -309,10 +341,24 @@ class HeadInfo:
     resize: str = "none"
     align_corners: bool = False
     feature_resize: list[str] = dataclasses.field(default_factory=list)
+    kind: str = "conv"
+    kernel: list[list[int]] = dataclasses.field(default_factory=list)
+    pads: list[list[int]] = dataclasses.field(default_factory=list)
+    dilations: list[list[int]] = dataclasses.field(default_factory=list)
+    affine: list[str] = dataclasses.field(default_factory=list)
+    class_scale: list[float] | None = None
+    weights: str = "graph"
+    weights_note: str = ""
+    passed: list[str] = dataclasses.field(default_factory=list)
+    layout: list[str] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        """This object as a JSON-ready dict (the form stored in the model's metadata)."""
-        return dataclasses.asdict(self)
+        """The fields as a JSON-ready dict; those from ``kind`` on only where they differ from their
+        defaults (a plain 1x1 head's metadata stays as readers before them wrote it)."""
+        data = dataclasses.asdict(self)
+        defaults = HeadInfo("", "", "", "", "")  # type: ignore[arg-type]
+        optional = [f.name for f in dataclasses.fields(self)][8:]
+        return {k: v for k, v in data.items() if k not in optional or v != getattr(defaults, k)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HeadInfo:
@@ -337,6 +383,9 @@ class Metadata:
     "default", "rule"}``: a uint8 N x 1 x H x W output ``<map>_norm >= threshold`` whose
     threshold is an optional float32 scalar graph input (default ``default``, a rank).
     ``dropped_outputs``: outputs removed by ``--outputs`` (the metadata still names them).
+    ``penultimate``: with penultimate-layer maps, the conv they differentiate and how
+    (``conv``, ``activation``, ``batch_norm``: ``kept``/``folded``/``none``, ``weights``:
+    ``trained``/``graph``, ``scale_from``: ``graph``/``exporter``/``none``), else ``None``.
     """
 
     spec: PGNSpec
@@ -352,6 +401,7 @@ class Metadata:
     precision: str = "fp32"
     gt_input: str | None = None
     quantization: dict[str, Any] | None = None
+    penultimate: dict[str, Any] | None = None
     producer: str = ""
     format_version: int = FORMAT_VERSION
     normalized: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -386,6 +436,7 @@ class Metadata:
             "precision": self.precision,
             "gt_input": self.gt_input,
             **({"quantization": self.quantization} if self.quantization is not None else {}),
+            **({"penultimate": self.penultimate} if self.penultimate is not None else {}),
         }
 
     def dumps(self) -> str:
@@ -416,6 +467,7 @@ class Metadata:
             precision=data.get("precision", "fp32"),
             gt_input=data.get("gt_input"),
             quantization=data.get("quantization"),
+            penultimate=data.get("penultimate"),
             producer=data.get("producer", ""),
             normalized=dict(outputs.get("normalized") or {}),
             ood_mask=outputs.get("ood_mask"),

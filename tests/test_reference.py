@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -120,3 +121,84 @@ def test_bad_arguments():
         R.class_factor(logits, "paper", "gt")
     with pytest.raises(BadInputError):
         R.class_factor(logits, "exact", "gt")  # no gt map given
+
+
+# --------------------------------------------------------------------------- penultimate layer
+def penultimate_head(seed: int, *, kernel=3, dilation=1, bias=False, bn=True, e2=4, e=6, c=5, n=2, h=5, w=7):
+    """A random float64 eval-mode head ``conv -> [BN] -> (act) -> classifier`` and its input psi2
+    (odd sizes; BN statistics far from the identity so a missing factor shows)."""
+    gen = torch.Generator().manual_seed(seed)
+    conv = torch.nn.Conv2d(e2, e, kernel, padding=dilation * (kernel - 1) // 2, dilation=dilation, bias=bias).double()
+    batch_norm = torch.nn.BatchNorm2d(e).double().eval() if bn else None
+    classifier = torch.nn.Conv2d(e, c, 1).double()
+    with torch.no_grad():
+        for param in (*conv.parameters(), *classifier.parameters()):
+            param.copy_(torch.randn(param.shape, generator=gen, dtype=torch.float64))
+        if batch_norm is not None:
+            batch_norm.weight.copy_(torch.rand(e, generator=gen, dtype=torch.float64) * 2 + 0.2)
+            batch_norm.bias.copy_(torch.randn(e, generator=gen, dtype=torch.float64))
+            batch_norm.running_mean.copy_(torch.randn(e, generator=gen, dtype=torch.float64))
+            batch_norm.running_var.copy_(torch.rand(e, generator=gen, dtype=torch.float64) * 3 + 0.1)
+    psi2 = torch.randn(n, e2, h, w, generator=gen, dtype=torch.float64)
+    return psi2, conv, batch_norm, classifier
+
+
+PIXELS = [(0, 0, 0), (1, 4, 6), (0, 2, 3), (1, 0, 5), (0, 4, 1)]
+
+
+@pytest.mark.parametrize("p", P_VALUES)
+@pytest.mark.parametrize("label", ["uni", "oh", "gt"])
+@pytest.mark.parametrize("kernel,dilation,bias,bn,weights", [
+    (1, 1, False, True, "trained"),
+    (3, 2, True, True, "trained"),
+    (3, 1, False, True, "graph"),
+    (3, 2, True, False, "trained"),
+])
+def test_penultimate_closed_form_equals_autograd(p, label, kernel, dilation, bias, bn, weights):
+    psi2, conv, batch_norm, classifier = penultimate_head(3, kernel=kernel, dilation=dilation, bias=bias, bn=bn)
+    gt = torch.randint(0, 5, (2, 5, 7), generator=torch.Generator().manual_seed(4))
+    closed = R.penultimate_pgn_module(psi2, conv, batch_norm, classifier, p, label, "exact", weights=weights, gt=gt)
+    oracle = R.autograd_penultimate_pgn(psi2, conv, batch_norm, classifier, PIXELS, p, label, weights=weights, gt=gt)
+    assert rel_err(torch.stack([closed[n, y, x] for n, y, x in PIXELS]), oracle) < 1e-9
+
+
+@pytest.mark.parametrize("activation", ["leaky_relu", "relu6", "identity"])
+def test_penultimate_other_activations_equal_autograd(activation):
+    psi2, conv, batch_norm, classifier = penultimate_head(5, kernel=3, dilation=1)
+    act = {"activation": activation, "negative_slope": 0.2}
+    closed = R.penultimate_pgn_module(psi2, conv, batch_norm, classifier, 0.5, "oh", "exact", **act)
+    oracle = R.autograd_penultimate_pgn(psi2, conv, batch_norm, classifier, PIXELS, 0.5, "oh", **act)
+    assert rel_err(torch.stack([closed[n, y, x] for n, y, x in PIXELS]), oracle) < 1e-9
+
+
+def test_penultimate_oracle_is_plain_autograd_through_the_modules():
+    """The oracle's hand-written BN equals back-propagation through the PyTorch modules
+    (Dropout included, identity in eval mode) to ``conv.weight``."""
+    psi2, conv, batch_norm, classifier = penultimate_head(6, kernel=3, dilation=2, bias=True)
+    head = torch.nn.Sequential(conv, batch_norm, torch.nn.ReLU(), torch.nn.Dropout(0.3), classifier).eval()
+    direct = R.autograd_pgn(head(psi2), [conv.weight], PIXELS, 0.3, "uni")
+    oracle = R.autograd_penultimate_pgn(psi2, conv, batch_norm, classifier, PIXELS, 0.3, "uni")
+    assert rel_err(oracle, direct) < 1e-12
+
+
+def test_penultimate_bn_factor_separates_trained_from_folded_weights():
+    psi2, conv, batch_norm, classifier = penultimate_head(7)
+    trained = R.penultimate_pgn_module(psi2, conv, batch_norm, classifier, 1.0, "uni", "exact", weights="trained")
+    folded = R.penultimate_pgn_module(psi2, conv, batch_norm, classifier, 1.0, "uni", "exact", weights="graph")
+    assert rel_err(trained, folded) > 1e-2
+
+
+@pytest.mark.parametrize("p", P_VALUES)
+@pytest.mark.parametrize("label", ["uni", "oh"])
+def test_penultimate_paper_form_equals_explicit_outer_product(p, label):
+    """Paper form: the closed form against ``||s (x) unfold(psi2)||_p`` materialized."""
+    psi2, conv, batch_norm, classifier = penultimate_head(8, kernel=3, dilation=2)
+    closed = R.penultimate_pgn_module(psi2, conv, batch_norm, classifier, p, label, "paper")
+    with torch.no_grad():
+        z = batch_norm(conv(psi2))
+        g = R.class_factor(classifier(torch.relu(z)), "paper", label)
+        factor = batch_norm.weight / torch.sqrt(batch_norm.running_var + batch_norm.eps)
+        s = torch.einsum("ce,nchw->nehw", classifier.weight[:, :, 0, 0], g) * (z > 0) * factor[None, :, None, None]
+        patches = F.unfold(psi2, 3, dilation=2, padding=2).reshape(2, -1, 5, 7)
+        explicit = (s[:, :, None] * patches[:, None]).abs().pow(p).sum(dim=(1, 2)).pow(1 / p)
+    assert rel_err(closed, explicit) < 1e-9

@@ -26,7 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"dataset kind and root folder; kinds: {', '.join(TRACKS)}")
     parser.add_argument("--scores", help="comma-separated maps to evaluate (default: every PGN map and "
                         "baseline output of the model, plus the enabled MC dropout / ensemble maps)")
-    parser.add_argument("--checkpoint", help="the model's source checkpoint (needed for --mc-dropout)")
+    parser.add_argument("--checkpoint", help="the model's source checkpoint (needed for --mc-dropout; with "
+                        "--paper-maps, the penultimate maps then use its trained kernel)")
+    parser.add_argument("--paper-maps", action="store_true",
+                        help="re-graft the model with the published code's twenty maps (last and penultimate "
+                             "layer x labels uni, oh x p 0.1, 0.3, 0.5, 1, 2) and msp/entropy, and evaluate those")
     parser.add_argument("--mc-dropout", type=int, metavar="N", help="MC dropout baseline with N samples")
     parser.add_argument("--mc-rate", type=float, metavar="P",
                         help="dropout probability for MC dropout (default: the network's own)")
@@ -65,7 +69,7 @@ def _command(args: argparse.Namespace, argv: Sequence[str]) -> int:
         smiyc_out=args.smiyc_out, binning=args.binning, folds=args.folds, seed=args.seed,
         force=args.force, backend=args.backend,
         threads=args.threads, progress=show_progress(args),
-        command=shlex.join(["pgn-eval", *argv]),
+        command=shlex.join(["pgn-eval", *argv]), paper_maps=args.paper_maps,
     )
     report = evaluate(config)
     if args.json:

@@ -4,11 +4,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from pgn_deploy.cli.common import emit, make_parser, run_cli
-from pgn_deploy.contract import FORMS, INPUT_FORMATS, LABELS, RESOLUTIONS, UPSAMPLES
+from pgn_deploy.cli.common import EXIT_FAILED, emit, make_parser, run_cli
+from pgn_deploy.contract import FORMS, INPUT_FORMATS, LABELS, LAYERS, RESOLUTIONS, UPSAMPLES
 from pgn_deploy.engines.precision import ALL_PRECISIONS
 from pgn_deploy.export.api import DEFAULT_EXPORTER
 from pgn_deploy.export.onnx_export import EXPORTERS
+from pgn_deploy.graft.attach import WEIGHTS
 from pgn_deploy.runtime.stats import THRESHOLD_RULE
 
 
@@ -36,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="exponent of the p-norm, > 0; repeat for several maps (default 0.5)")
     parser.add_argument("--label", action="append", choices=(*LABELS, "both"),
                         help="auxiliary label: uni, oh, gt (form exact), both = uni + oh; repeatable (default uni)")
+    parser.add_argument("--layer", action="append", choices=(*LAYERS, "both"),
+                        help="the weights the gradient is taken for: last (the classifier), penultimate (the "
+                             "conv before it; maps pgn_<label>_p<p>_penultimate), both; repeatable (default last)")
     parser.add_argument("--form", choices=FORMS, default="paper",
                         help="class factor: the published one (paper) or the true gradient (exact)")
     parser.add_argument("--bias", action="store_true", help="include the classifier bias in the gradient")
@@ -63,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--calib-method", choices=("entropy", "max"), default="entropy",
                         help="activation range calibration (default entropy)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    parser.add_argument("--weights", choices=WEIGHTS, default="trained",
+                        help="gradient w.r.t. the checkpoint's trained classifier weights (an exporter's fold of a "
+                             "BatchNorm or scale undone; default) or the weights stored in the graph")
+    parser.add_argument("--static-shape", action="store_true",
+                        help="export a fixed N x C x H x W (--input-shape) for models whose dynamic export fails")
+    parser.add_argument("--explain", action="store_true",
+                        help="print the classifier head that was found (ops from the features to the logits, kernel, "
+                             "affine factors, layout ops) or the op that stopped the search; write nothing")
     deploy = parser.add_argument_group("deployment")
     deploy.add_argument("--calib", nargs="+", metavar="IMAGES",
                         help="in-distribution images, folders or videos: store each map's quantiles and default "
@@ -81,9 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from pgn_deploy.export.api import explain_head
+
+    report = explain_head(args.checkpoint, head=args.head, input_shape=args.input_shape, opset=args.opset,
+                          exporter=args.exporter, arch=args.arch, arch_kwargs=args.arch_kwargs,
+                          trust_pickle=args.trust_pickle, static_shape=args.static_shape)
+    emit(args, report)
+    return 0 if report.refusal is None else EXIT_FAILED
+
+
 def _export(args: argparse.Namespace) -> int:
     from pgn_deploy.export.api import export_model
 
+    if args.explain:
+        return _explain(args)
     result = export_model(
         args.checkpoint,
         args.output,
@@ -96,6 +120,7 @@ def _export(args: argparse.Namespace) -> int:
         pred=args.pred,
         baselines=args.baselines,
         upsample=args.upsample,
+        layers=args.layer or ["last"],
         head=args.head,
         input_shape=args.input_shape,
         opset=args.opset,
@@ -113,6 +138,8 @@ def _export(args: argparse.Namespace) -> int:
         outputs=args.outputs,
         mean=args.mean,
         std=args.std,
+        weights=args.weights,
+        static_shape=args.static_shape,
     )
     emit(args, result)
     return 0

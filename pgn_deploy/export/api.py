@@ -4,8 +4,19 @@ Order of work: every argument is validated first (the PGN spec, the input shape,
 path), then the checkpoint is loaded (:mod:`pgn_deploy.export.load`), one forward pass checks
 that the network is a segmentation network, the plain model is exported
 (:func:`~pgn_deploy.export.onnx_export.export_onnx`), grafted
-(:func:`~pgn_deploy.graft.attach.graft`) and saved atomically. A bad argument therefore fails
+(:func:`~pgn_deploy.graft.attach.graft`), run once on ONNX Runtime's CPU provider at the traced
+shape (:func:`~pgn_deploy.export.probe.probe_grafted`: a file that does not run, or whose maps
+are not finite there, is never written) and saved atomically. A bad argument therefore fails
 in milliseconds and leaves no file behind.
+
+When no exporter is named and the default one fails, the other one is tried (the report says
+which one worked); ``static_shape`` exports a fixed N x C x H x W for models whose dynamic
+export fails (adaptive pooling whose output does not divide the input, ...). ``weights``:
+``trained`` (default) grafts the gradient w.r.t. the checkpoint's classifier weights, undoing
+a BatchNorm or scale the exporter folded into them (:mod:`pgn_deploy.export.trained_weights`);
+``graph`` w.r.t. the weights stored in the graph. The metadata records ``trained`` when a fold
+was undone, else ``graph`` (the graph's weights are then the trained ones unless its note says
+otherwise: no layer of the checkpoint matches, or an ONNX file's fold cannot be undone).
 """
 from __future__ import annotations
 
@@ -15,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from pgn_deploy.contract import (
+    LAYERS,
     BadInputError,
+    HeadInfo,
     InputInfo,
     Metadata,
     ModelLoadError,
@@ -29,6 +42,7 @@ from pgn_deploy.contract import (
     save_onnx,
 )
 from pgn_deploy.export.onnx_export import EXPORTERS
+from pgn_deploy.graft.attach import WEIGHTS
 
 DEFAULT_EXPORTER = "torchscript"
 """``torch.onnx.export(dynamo=False)``: on the torchvision and transformers test models it is
@@ -42,19 +56,29 @@ LABEL_ALIASES = {"both": ("uni", "oh")}
 
 @dataclasses.dataclass
 class ExportResult:
-    """The written file and the metadata grafted into it."""
+    """The written file, the metadata grafted into it, the PyTorch exporter that produced the
+    graph (``None`` for an ONNX checkpoint) and notes for the user (one line each)."""
 
     path: Path
     metadata: Metadata
+    exporter: str | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     def to_text(self) -> str:
         """What ``pgn-export`` prints: the file, the head, the outputs, the input and the calibration."""
         meta = self.metadata
-        outputs = [*meta.original_outputs, *meta.pgn_outputs, *([meta.pred] if meta.pred else []), *meta.baselines,
+        outputs = [*meta.original_outputs, *meta.pgn_outputs,
+                   *([meta.pred] if meta.pred else []), *meta.baselines,
                    *(meta.normalized[m] for m in meta.score_outputs if m in meta.normalized),
                    *([meta.ood_mask["output"]] if meta.ood_mask else [])]
-        lines = [f"wrote {self.path}", f"  head: {', '.join(meta.head.conv_nodes)} ({meta.num_classes} classes)",
-                 f"  outputs: {', '.join(outputs)}", f"  input: {meta.input.name} ({meta.input.format})"]
+        kernel = "x".join(map(str, meta.head.kernel[0])) if meta.head.kernel else "1x1"
+        lines = [f"wrote {self.path}",
+                 f"  head: {', '.join(meta.head.conv_nodes)} ({meta.head.kind}, {kernel}, {meta.num_classes} classes; "
+                 f"gradient w.r.t. the {meta.head.weights} weights)"]
+        if self.exporter:
+            lines.append(f"  exporter: {self.exporter}")
+        lines += [f"  note: {note}" for note in self.notes]
+        lines += [f"  outputs: {', '.join(outputs)}", f"  input: {meta.input.name} ({meta.input.format})"]
         if meta.calibration:
             rule = next(iter(meta.calibration.values())).get("threshold_rule")
             lines.append(f"  calibrated: {len(meta.calibration)} maps, default thresholds = {rule} of "
@@ -67,8 +91,9 @@ class ExportResult:
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
-        """``{"path": str, "metadata": the grafted metadata as a JSON-ready dict}``."""
-        return {"path": str(self.path), "metadata": self.metadata.to_json()}
+        """The result as a JSON-ready dict."""
+        return {"path": str(self.path), "exporter": self.exporter, "notes": self.notes,
+                "metadata": self.metadata.to_json()}
 
 
 def make_spec(
@@ -81,9 +106,10 @@ def make_spec(
     pred: bool = False,
     baselines: bool = False,
     upsample: str = "auto",
+    layers: str | Sequence[str] = "last",
 ) -> PGNSpec:
     """A validated :class:`PGNSpec`; ``p`` and ``labels`` may be single values, ``"both"`` is
-    ``uni`` and ``oh``."""
+    ``uni`` and ``oh``; ``layers`` one of ``last``/``penultimate`` or several, ``"both"`` is both."""
     p_values = [p] if isinstance(p, (int, float)) else list(p)
     label_list = [labels] if isinstance(labels, str) else list(labels)
     expanded = [name for label in label_list for name in LABEL_ALIASES.get(label, (label,))]
@@ -97,7 +123,13 @@ def make_spec(
         pred=pred,
         baselines=baselines,
         upsample=upsample,
+        layers=_layers(layers),
     )
+
+
+def _layers(layers: str | Sequence[str]) -> tuple[str, ...]:
+    names = [layers] if isinstance(layers, str) else list(layers)
+    return tuple(dict.fromkeys(n for name in names for n in (LAYERS if name == "both" else (name,))))
 
 
 
@@ -121,6 +153,7 @@ def export_model(
     pred: bool = False,
     baselines: bool = False,
     upsample: str = "auto",
+    layers: str | Sequence[str] = "last",
     head: str | None = None,
     input_shape: str | Sequence[int] | None = None,
     opset: int | None = None,
@@ -138,6 +171,8 @@ def export_model(
     outputs: Sequence[str] | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    weights: str = "trained",
+    static_shape: bool = False,
 ) -> ExportResult:
     """Export ``checkpoint`` with the PGN maps grafted in; returns the path and the metadata.
 
@@ -145,7 +180,9 @@ def export_model(
     ONNX file or (with ``trust_pickle``) a pickled module; see :mod:`pgn_deploy.export.load`.
     ``output``: default ``<stem>.pgn.onnx`` beside the checkpoint; never overwritten without
     ``force``. ``p``/``labels``/``form``/``bias``/``resolution``/``keep_feature_size``/``pred``/
-    ``baselines``/``upsample``: the :class:`PGNSpec` (``labels="both"``: uni and oh). ``head``: a node of the
+    ``baselines``/``upsample``/``layers``: the :class:`PGNSpec` (``labels="both"``: uni and oh;
+    ``layers="both"``: last and penultimate; a PyTorch model's folded BatchNorm factors go to the
+    graft, :mod:`pgn_deploy.export.bn_fold`). ``head``: a node of the
     classifier head (default: found). ``input_shape``: ``N x C x H x W`` of the traced
     example (default: the checkpoint's ``input.size``, else 512 x 512; the exported model keeps
     batch and size dynamic). ``opset``/``exporter``: passed to the PyTorch exporter
@@ -163,11 +200,14 @@ def export_model(
     :func:`pgn_deploy.graft.deploy.prepare_deployment`. ``mean``/``std``: the input
     normalization (3 values each), instead of the checkpoint's ``input`` dict or the assumed
     ImageNet statistics.
+    ``weights``/``static_shape``: see the module doc.
     """
     from pgn_deploy.engines.precision import QUANT_PRECISIONS, check_calibration_use
     from pgn_deploy.graft.preprocess import check_input_format
 
     check_calibration_use(precision, calib)
+    if weights not in WEIGHTS:
+        raise BadInputError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     check_input_format(input_format)
     if normalize and not calib:
         raise BadInputError("--normalize needs --calib IMAGES (in-distribution images to take the quantiles from)")
@@ -186,7 +226,7 @@ def export_model(
         check_not_input(output, source)
         path = convert_file(checkpoint, output, precision, calib, calib_max, calib_method, force=force)
         return ExportResult(path=path, metadata=read_metadata(path))
-    spec = make_spec(p, labels, form, bias, resolution, keep_feature_size, pred, baselines, upsample)
+    spec = make_spec(p, labels, form, bias, resolution, keep_feature_size, pred, baselines, upsample, layers)
     shape = None if input_shape is None else parse_shape(input_shape, 4, "input shape")
     kwargs = parse_arch_kwargs(arch_kwargs)
     if opset is not None and opset < 1:
@@ -200,27 +240,24 @@ def export_model(
     check_not_input(output, checkpoint)
     output = check_output_path(output, force)
 
-    from pgn_deploy.export.load import load_model
-    from pgn_deploy.export.onnx_export import export_onnx
+    from pgn_deploy.export.probe import probe_grafted
     from pgn_deploy.graft.attach import graft
 
-    loaded = load_model(checkpoint, arch, kwargs, trust_pickle)
-    if loaded.kind == "onnx":
-        onnx_model = loaded.onnx_model
-        info = _onnx_input_info(onnx_model, shape)
-    else:
-        torch = require("torch", "exporting a PyTorch model")
-        info = _checkpoint_input_info(loaded.input, shape)
-        channels = shape[1] if shape else len(info.mean)
-        batch = shape[0] if shape else 1
-        example = torch.randn(batch, channels, *info.size, generator=torch.Generator().manual_seed(0))
-        check_segmentation_output(loaded.module, example)
-        onnx_model = export_onnx(
-            loaded.module, example, None, exporter=exporter or DEFAULT_EXPORTER, opset=opset, dynamic=True
-        )
+    loaded, onnx_model, info, probe_shape, used, notes = _plain_onnx(
+        checkpoint, arch, kwargs, trust_pickle, shape, exporter, opset, static_shape)
     if normalization is not None:
         info = dataclasses.replace(info, mean=normalization[0], std=normalization[1], assumed_normalization=False)
-    grafted = graft(onnx_model, spec, head=head, input_info=info, class_names=loaded.class_names)
+    folded, weights_used, weights_note = _trained_weights(loaded, onnx_model, head, weights)
+    if weights_note:
+        notes.append(weights_note)
+    folds = []
+    if "penultimate" in spec.layers and weights == "trained" and loaded.module is not None:
+        from pgn_deploy.export.bn_fold import batch_norm_folds
+
+        folds = batch_norm_folds(loaded.module)
+    grafted = graft(onnx_model, spec, head=head, input_info=info, class_names=loaded.class_names,
+                    folded_scale=folded, weights=weights_used, weights_note=weights_note, bn_folds=folds)
+    probe_grafted(grafted, probe_shape)
     if precision in QUANT_PRECISIONS:
         from pgn_deploy.engines.quantize import quantize_model, read_calibration
 
@@ -236,7 +273,72 @@ def export_model(
 
     grafted = prepare_deployment(grafted, normalize=normalize, input_format=input_format, outputs=outputs)
     path = save_onnx(grafted, output, force=force)
-    return ExportResult(path=path, metadata=read_metadata(grafted))
+    return ExportResult(path=path, metadata=read_metadata(grafted), exporter=used, notes=notes)
+
+
+def _plain_onnx(checkpoint: Path, arch: str | None, kwargs: dict[str, Any] | None, trust_pickle: bool,
+                shape: tuple[int, ...] | None, exporter: str | None, opset: int | None,
+                static_shape: bool) -> tuple[Any, Any, InputInfo, tuple[int, ...], str | None, list[str]]:
+    """Load ``checkpoint`` and make the plain ONNX model: (loaded, ONNX model, input info, the
+    probe shape, the exporter used or None, notes)."""
+    from pgn_deploy.export.load import load_model
+
+    loaded = load_model(checkpoint, arch, kwargs, trust_pickle)
+    if loaded.kind == "onnx":
+        info = _onnx_input_info(loaded.onnx_model, shape)
+        size = info.size or DEFAULT_SIZE
+        probe = (shape[0] if shape else 1, len(info.mean), *size)
+        return loaded, loaded.onnx_model, info, probe, None, []
+    torch = require("torch", "exporting a PyTorch model")
+    info = _checkpoint_input_info(loaded.input, shape)
+    if static_shape:
+        info = dataclasses.replace(info, dynamic_batch=False, dynamic_size=False)
+    channels = shape[1] if shape else len(info.mean)
+    batch = shape[0] if shape else 1
+    example = torch.randn(batch, channels, *info.size, generator=torch.Generator().manual_seed(0))
+    check_segmentation_output(loaded.module, example)
+    onnx_model, used, notes = export_with_fallback(loaded.module, example, exporter, opset, not static_shape)
+    return loaded, onnx_model, info, tuple(example.shape), used, notes
+
+
+def export_with_fallback(module: Any, example: Any, exporter: str | None, opset: int | None,
+                         dynamic: bool) -> tuple[Any, str, list[str]]:
+    """Export with ``exporter``; when none is named and the default fails, with the other one.
+    Returns the model, the exporter that worked and a note saying so. Raises
+    :class:`UnsupportedModelError` with each exporter's one-line reason when all fail."""
+    from pgn_deploy.export.onnx_export import export_onnx
+
+    order = [exporter] if exporter else [DEFAULT_EXPORTER, *(e for e in EXPORTERS if e != DEFAULT_EXPORTER)]
+    reasons = []
+    for name in order:
+        try:
+            model = export_onnx(module, example, None, exporter=name, opset=opset, dynamic=dynamic)
+        except UnsupportedModelError as exc:
+            reasons.append(str(exc))
+            continue
+        notes = [f"the {order[0]} exporter failed ({reasons[0]}); the {name} exporter worked"] if reasons else []
+        return model, name, notes
+    hint = " (try --static-shape)" if dynamic else ""
+    raise UnsupportedModelError("; ".join(reasons) + hint)
+
+
+def _trained_weights(loaded: Any, onnx_model: Any, head: str | None,
+                     weights: str) -> tuple[list[float] | None, str, str]:
+    """(folded factor to undo, weights recorded, note) for :func:`graft` (module doc)."""
+    from pgn_deploy.export.trained_weights import ONNX_NOTE, match_trained
+    from pgn_deploy.graft.attach import find_head
+
+    if weights == "graph":
+        if loaded.kind == "onnx":
+            return None, "graph", ""
+        match = match_trained(loaded.module, onnx_model, find_head(onnx_model, head))
+        return None, "graph", match.note("graph")
+    if loaded.kind == "onnx":
+        return None, "graph", ONNX_NOTE
+    match = match_trained(loaded.module, onnx_model, find_head(onnx_model, head))
+    if match.layer is None or match.scale is None:  # no layer matches, or the graph's weights are the trained ones
+        return None, "graph", match.note("trained")
+    return [float(v) for v in match.scale], "trained", match.note("trained")
 
 
 def _is_grafted_onnx(checkpoint: str | Path) -> bool:
@@ -397,3 +499,90 @@ def parse_arch_kwargs(arch_kwargs: Mapping[str, Any] | str | None) -> dict[str, 
     if not isinstance(parsed, dict):
         raise BadInputError("--arch-kwargs must be a JSON object, e.g. '{\"num_classes\": 19}'")
     return parsed
+
+
+@dataclasses.dataclass
+class HeadReport:
+    """What head discovery found (``pgn-export --explain``): ``ops`` are ``(role, op, node,
+    detail)`` in graph order from the features to the logits output, or ``refusal`` says where
+    the walk stopped and which rule it broke."""
+
+    exporter: str | None
+    head: HeadInfo | None
+    ops: list[tuple[str, str, str, str]]
+    refusal: str | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def to_text(self) -> str:
+        """Human-readable lines."""
+        lines = [f"exporter: {self.exporter}"] if self.exporter else []
+        lines += [f"note: {note}" for note in self.notes]
+        if self.refusal is not None:
+            return "\n".join([*lines, f"refused: {self.refusal}"])
+        head = self.head
+        lines.append(f"head: {head.kind}, {len(head.conv_nodes)} classifier(s), features {', '.join(head.features)}")
+        lines += [f"  {role:<10} {op:<20} {name}{f'  ({detail})' if detail else ''}"
+                  for role, op, name, detail in self.ops]
+        lines.append(f"logits: {head.logits} -> output {head.logits_output}; maps resized: {head.resize}")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as a JSON-ready dict."""
+        return {"exporter": self.exporter, "notes": self.notes, "refusal": self.refusal,
+                "head": None if self.head is None else self.head.to_json(),
+                "ops": [dict(zip(("role", "op", "node", "detail"), op)) for op in self.ops]}
+
+
+def explain_head(
+    checkpoint: str | Path,
+    *,
+    head: str | None = None,
+    input_shape: str | Sequence[int] | None = None,
+    opset: int | None = None,
+    exporter: str | None = None,
+    arch: str | None = None,
+    arch_kwargs: Mapping[str, Any] | str | None = None,
+    trust_pickle: bool = False,
+    static_shape: bool = False,
+) -> HeadReport:
+    """Load and export ``checkpoint`` as :func:`export_model` does and report the classifier head
+    that the graft would use, or why there is none; nothing is written."""
+    import onnx_ir as ir
+
+    from pgn_deploy.graft.head import locate_head
+
+    shape = None if input_shape is None else parse_shape(input_shape, 4, "input shape")
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise ModelLoadError(f"{checkpoint}: no such file")
+    _, model, _, _, used, notes = _plain_onnx(checkpoint, arch, parse_arch_kwargs(arch_kwargs), trust_pickle,
+                                              shape, exporter, opset, static_shape)
+    graph = ir.from_proto(model).graph
+    try:
+        found = locate_head(graph, head)
+    except UnsupportedModelError as exc:
+        return HeadReport(used, None, [], str(exc), notes)
+    return HeadReport(used, found.info(), _head_ops(graph, found), None, notes)
+
+
+def _head_ops(graph: Any, found: Any) -> list[tuple[str, str, str, str]]:
+    """(role, op, node, detail) of every node of ``found`` in graph order."""
+    from pgn_deploy.graft.head import resize_mode
+
+    roles: dict[Any, tuple[str, str]] = {}
+    for branch in found.branches:
+        window = branch.window
+        detail = (f"E={branch.channels}, C={found.num_classes}, kernel {window.kernel[0]}x{window.kernel[1]}, "
+                  f"pads {list(window.pads)}, dilations {list(window.dilations)}")
+        if branch.linear:
+            detail = f"E={branch.channels}, C={found.num_classes}, per token"
+        roles[branch.conv] = ("classifier", detail)
+        roles.update({node: ("branch", "") for node in branch.path})
+        roles.update({node: ("layout", "mirrored on the maps") for node in branch.layout})
+    if found.join is not None:
+        roles[found.join] = ("join", "")
+    roles.update({node: ("spatial", resize_mode(node) if node.op_type == "Resize" else "") for node in found.chain})
+    scale = "" if found.scale is None else "factor " + ", ".join(f"{v:.4g}" for v in found.scale)
+    roles.update({node: ("affine", scale) for node in found.affine})
+    roles.update({node: ("passed", "the graft uses the logits before it") for node in found.passed})
+    return [(roles[node][0], node.op_type, node.name, roles[node][1]) for node in graph if node in roles]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,6 +37,22 @@ def segmentation_outputs(result: Any) -> dict[str, Any]:
         f"the model returns {type(result).__name__}; expected a tensor, a dict with 'out' "
         "(torchvision) or an object with .logits (transformers)"
     )
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_CUT_AT = (" Please feel free", " [Caused by", " Next steps", " This is step")
+
+
+def exporter_error(exc: BaseException) -> str:
+    """One line for an exporter failure: the innermost cause (the dynamo exporter wraps the
+    real error), its type and first line, without colour codes, cut before PyTorch's advice."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = [line.strip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
+    message = lines[0] if lines else ""
+    for marker in _CUT_AT:
+        message = message.split(marker)[0]
+    return f"{type(exc).__name__}: {message.strip()}" if message else type(exc).__name__
 
 
 def _tuple_outputs_module(module: Any, names: list[str]) -> Any:
@@ -99,11 +116,8 @@ def export_onnx(
             model = _export_dynamo(torch, wrapped, example_input, names, opset, dynamic)
         else:
             model = _export_torchscript(torch, wrapped, example_input, names, opset, dynamic)
-    except Exception as exc:  # the exporters raise many kinds; report the first line
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise UnsupportedModelError(
-            f"torch.onnx.export ({exporter}) failed: {type(exc).__name__}: {message}"
-        ) from exc
+    except Exception as exc:  # the exporters raise many kinds; report the cause in one line
+        raise UnsupportedModelError(f"torch.onnx.export ({exporter}) failed: {exporter_error(exc)}") from exc
     if path is not None:
         save_onnx(model, path, force=force)
     return model

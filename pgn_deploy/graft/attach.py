@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Sequence
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 
@@ -26,9 +28,14 @@ from pgn_deploy.contract import (
     write_metadata,
 )
 from pgn_deploy.graft.head import Head, find_head, locate_head
+from pgn_deploy.graft.penultimate import BatchNormFold, locate_penultimate
 from pgn_deploy.graft.pgn_subgraph import add_pgn_outputs
 
 __all__ = ["find_head", "graft"]
+
+WEIGHTS = ("trained", "graph")
+"""What the maps are the gradient of: the checkpoint's classifier weights (an exporter's fold of
+a BatchNorm or scale undone) or the weights stored in the graph."""
 
 _PRECISIONS = {ir.DataType.FLOAT16: "fp16", ir.DataType.BFLOAT16: "bf16"}
 PROBE_SIZE = (512, 512)
@@ -43,12 +50,23 @@ def graft(
     head: str | None = None,
     input_info: InputInfo | None = None,
     class_names: list[str] | None = None,
+    folded_scale: Sequence[float] | None = None,
+    weights: str = "graph",
+    weights_note: str = "",
+    bn_folds: Sequence[BatchNormFold] = (),
 ) -> onnx.ModelProto:
     """A new model: ``model`` plus the PGN outputs of ``spec`` and the ``pgn_deploy`` metadata.
 
     ``head`` names a node of the classifier head when the automatic search picks the wrong one;
     ``input_info`` describes the image input (default: the first graph input, ImageNet
     normalization); ``class_names`` must have one name per class. ``model`` is not modified.
+    ``weights``: which classifier weights the maps are the gradient of, recorded in the
+    metadata with ``weights_note``: ``"graph"`` (those stored in the graph) or ``"trained"``
+    (the checkpoint's; ``folded_scale``, one factor per class, is then what an exporter folded
+    into them, ``W_graph = a * W_trained``, and the class factor is scaled by it).
+    ``bn_folds``: the BatchNorms an exporter folded into convs; when given, the penultimate maps
+    take the trained kernel's factor from them (:mod:`pgn_deploy.graft.penultimate`; a
+    BatchNormalization kept in the graph is read there for either ``weights``).
     Raises :class:`UnsupportedModelError` (no head, already grafted, opset < 13) or
     :class:`BadInputError` (bad ``head``/``class_names``, output names already taken).
     """
@@ -56,21 +74,36 @@ def graft(
         raise UnsupportedModelError("the model is already grafted (it has pgn_deploy metadata); graft the original")
     graph_model = ir.from_proto(model)
     graph = graph_model.graph
+    if weights not in WEIGHTS:
+        raise BadInputError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     found = locate_head(graph, head)
+    # before a folded classifier scale joins found.scale: the penultimate maps need the graph's dphi/dpsi
+    # the exporter's BatchNorm factors mean the trained penultimate kernel, whatever the
+    # classifier's own weights could be matched to
+    penultimate = locate_penultimate(found, bn_folds, "trained" if bn_folds else weights) \
+        if "penultimate" in spec.layers else None
+    if folded_scale is not None and weights == "trained":
+        if len(folded_scale) != found.num_classes:
+            raise BadInputError(
+                f"{len(folded_scale)} folded factors given for a model with {found.num_classes} classes")
+        folded = np.asarray(folded_scale, dtype=np.float64)
+        found.scale = folded if found.scale is None else found.scale * folded
     if class_names is not None and len(class_names) != found.num_classes:
         raise BadInputError(f"{len(class_names)} class names given for a model with {found.num_classes} classes")
     _check_free_names(graph, spec)
     _name_classifier_convs(graph, found)
-    _annotate_types(model, found)
+    _annotate_types(model, found, [penultimate.pre_activation, penultimate.inputs] if penultimate else [])
     input_info = input_info or _default_input_info(model)
-    outputs = add_pgn_outputs(graph, found, spec, _classifier_rows(model, found, input_info.size))
+    info = found.info()
+    outputs = add_pgn_outputs(graph, found, spec, _classifier_rows(model, found, input_info.size), penultimate)
+    info = dataclasses.replace(info, head_logits=outputs.class_logits, weights=weights, weights_note=weights_note)
     grafted = ir.to_proto(graph_model)
     original_outputs = [o.name for o in model.graph.output]
     write_metadata(
         grafted,
         Metadata(
             spec=dataclasses.replace(spec, upsample=outputs.upsample),
-            head=found.info(),
+            head=info,
             num_classes=found.num_classes,
             input=input_info,
             original_outputs=original_outputs,
@@ -80,6 +113,7 @@ def graft(
             class_names=list(class_names) if class_names is not None else None,
             precision=_PRECISIONS.get(found.head_logits.dtype, "fp32"),
             gt_input=outputs.gt_input,
+            penultimate=penultimate.info if penultimate else None,
         ),
     )
     try:
@@ -134,7 +168,7 @@ def _name_classifier_convs(graph: ir.Graph, head: Head) -> None:
             branch.conv.name = next(names)
 
 
-def _annotate_types(model: onnx.ModelProto, head: Head) -> None:
+def _annotate_types(model: onnx.ModelProto, head: Head, extra: Sequence[ir.Value] = ()) -> None:
     """Give the head's values the dtype and shape ONNX shape inference finds (the graft
     chooses casts and declares output shapes from them); the model itself is not changed."""
     inferred = onnx.shape_inference.infer_shapes(without_weights(model), data_prop=True)
@@ -142,7 +176,7 @@ def _annotate_types(model: onnx.ModelProto, head: Head) -> None:
         info.name: info
         for info in (*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input)
     }
-    values = [head.logits, head.head_logits, *(b.features for b in head.branches)]
+    values = [head.logits, head.head_logits, *(b.features for b in head.branches), *extra]
     for value in values:
         info = known.get(value.name)
         if info is None or not info.type.HasField("tensor_type"):

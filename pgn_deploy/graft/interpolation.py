@@ -42,9 +42,9 @@ def matmul_resizer(b: GraphBuilder, chain: list[ir.Node], source: ir.Value,
     if not has_sizes and (scales is None or scales.shape != (4,) or scales[0] != 1 or scales[1] != 1):
         return None
     mode = str(attribute(node, "coordinate_transformation_mode", "half_pixel"))
-    rows = _matrix(b, mode, b.dim(source, 2), b.dim(target, 2), None if has_sizes else float(scales[2]),
-                   transpose=False)
-    cols = _matrix(b, mode, b.dim(source, 3), b.dim(target, 3), None if has_sizes else float(scales[3]), transpose=True)
+    row_scale, col_scale = (None, None) if has_sizes else (float(scales[2]), float(scales[3]))
+    rows = _matrix(b, mode, b.dim(source, 2), b.dim(target, 2), row_scale, transpose=False)
+    cols = _matrix(b, mode, b.dim(source, 3), b.dim(target, 3), col_scale, transpose=True)
     return lambda x: b.op("MatMul", [rows, b.op("MatMul", [x, cols])])
 
 

@@ -1,9 +1,16 @@
 """The PGN subgraph: every requested map from the classifier head, in one float32 subgraph.
 
-Math (``docs/math.md``): per pixel, ``PGN = ||g||_p * (sum_i ||psi_i||_p^p [+ 1])^(1/p)``
-with ``g`` the class factor of the form/label and ``psi_i`` the inputs of the 1x1 classifier
-conv(s). The graph computes it as ``root_p(G_p * F_p)`` with ``G_p = sum_h |g_h|^p`` and
-``F_p = sum_i sum_e |psi_ie|^p [+ 1]``: one root per map, no E x C tensor. Work is shared: the
+Math (``docs/math.md``): per pixel, ``PGN = ||a * g||_p * (sum_i ||psi_i||_p^p [+ 1])^(1/p)``
+with ``g`` the class factor of the form/label, ``a`` the per-class factor of the affine ops
+after the classifier (1 when there are none) and ``psi_i`` the inputs of the classifier(s).
+The graph computes it as ``root_p(G_p * F_p)`` with ``G_p = sum_h |a_h|^p |g_h|^p`` and
+``F_p = sum_i sum_e |psi_ie|^p [+ 1]``: one root per map, no E x C tensor. For a k x k
+classifier the gradient at a pixel is ``g (x) P`` with ``P`` the E x k x k input patch, so
+``F_p`` is the window sum of ``sum_e |psi_e|^p`` over the kernel's window: a pooling (or a
+ones-kernel Conv) of that one-channel map with the classifier's own pads and dilations. For a
+per-token MatMul head, ``sum_e |psi_te|^p`` is taken over the last axis, broadcast to the
+classifier's output shape and pushed through copies of the head's layout ops (Transpose,
+Reshape, token Slice), then one channel is kept. Work is shared: the
 softmax, ``|psi|``, ``|g|``, the argmax/one-hot masks and every ``F_p`` are computed once for
 all (label, p) pairs. ``|x|^p`` is ``x`` for ``p = 1``, ``x * x`` for 2, Sqrt for 0.5, a square
 or cube of a smaller shared power where one exists, ``exp(max(p ln x, -87))`` for other
@@ -34,14 +41,15 @@ import math
 import numpy as np
 import onnx_ir as ir
 
-from pgn_deploy.contract import BASELINES, GT_INPUT, PRED, PGNSpec
+from pgn_deploy.contract import BASELINES, GT_INPUT, PRED, PGNSpec, UnsupportedModelError
 from pgn_deploy.graft.graph_builder import FLOAT, GraphBuilder
-from pgn_deploy.graft.head import Branch, Head, attribute, constant_array
+from pgn_deploy.graft.head import Branch, Head, affine_operand, attribute, constant_array
 from pgn_deploy.graft.interpolation import MATMUL_MAX_ROWS, matmul_resizer
+from pgn_deploy.graft.penultimate import PenultimateHead, penultimate_maps
 
 # Ops whose output is never negative: when one of them makes psi, |psi| = psi and the Abs is
 # skipped. (The probabilities are non-negative by construction and passed as such.)
-_NONNEGATIVE_OPS = ("Relu", "Sigmoid", "HardSigmoid", "Softmax", "Abs", "Exp", "Softplus")
+NONNEGATIVE_OPS = ("Relu", "Sigmoid", "HardSigmoid", "Softmax", "Abs", "Exp", "Softplus")
 # The smallest argument of Exp whose result is a normal float32 (exp(-87) = 1.6e-38).
 EXP_FLOOR = -87.0
 # Resize modes that keep a non-negative tensor non-negative (convex weights).
@@ -57,9 +65,13 @@ class PGNOutputs:
     baselines: list[str]
     gt_input: str | None
     upsample: str
+    class_logits: str
 
 
-def add_pgn_outputs(graph: ir.Graph, head: Head, spec: PGNSpec, classifier_rows: int | None = None) -> PGNOutputs:
+def add_pgn_outputs(
+    graph: ir.Graph, head: Head, spec: PGNSpec, classifier_rows: int | None = None,
+    penultimate: PenultimateHead | None = None,
+) -> PGNOutputs:
     """Append the PGN subgraph of ``spec`` for ``head`` to ``graph`` and its outputs.
 
     ``head``'s values must carry dtype and shape where known (see ``graft``). Outputs: the maps
@@ -68,45 +80,82 @@ def add_pgn_outputs(graph: ir.Graph, head: Head, spec: PGNSpec, classifier_rows:
     label ``gt`` an int64 N x H x W graph input ``pgn_gt`` at the logits' output size.
     ``classifier_rows``: the head's height at the model's nominal input size, for
     ``upsample="auto"`` (``None``: unknown, the model's resize ops are used).
+    ``penultimate``: the conv before the classifier, needed when ``spec.layers`` has
+    ``penultimate`` (:mod:`pgn_deploy.graft.penultimate`); those maps follow the last layer's.
+    Raises :class:`~pgn_deploy.contract.UnsupportedModelError` for ``resolution="output"`` on
+    a k x k or per-token head whose logits are resized (the gradient per output pixel then
+    mixes several input windows and has no closed form).
     """
-    return _PGNGraph(GraphBuilder(graph), head, spec, classifier_rows).build()
+    if spec.resolution == "output" and any(n.op_type == "Resize" for n in head.chain) and any(
+            b.linear or not b.window.pointwise for b in head.branches):
+        raise UnsupportedModelError(
+            "resolution 'output' needs a 1x1 classifier when the logits are resized (a k x k or per-token "
+            "head mixes several windows per output pixel); use resolution 'feature'")
+    return _PGNGraph(GraphBuilder(graph), head, spec, classifier_rows, penultimate).build()
 
 
 @dataclasses.dataclass
 class _Features:
-    """One branch's psi as float32 at the working resolution; ``nonneg``: known to be >= 0."""
+    """One branch's psi as float32 (at the working resolution for a pointwise conv, as the
+    classifier sees it otherwise); ``nonneg``: known to be >= 0; ``channels``: E."""
 
     value: ir.Value
     nonneg: bool
     channels: int | None
+    branch: Branch
 
 
 class _PGNGraph:
-    def __init__(self, builder: GraphBuilder, head: Head, spec: PGNSpec, classifier_rows: int | None) -> None:
+    def __init__(
+        self, builder: GraphBuilder, head: Head, spec: PGNSpec, classifier_rows: int | None,
+        penultimate: PenultimateHead | None = None,
+    ) -> None:
         self.b = builder
+        self.penultimate = penultimate
         self.classifier_rows = classifier_rows
         self.head = head
         self.spec = spec
         self.num_classes = head.num_classes
         self.at_output = spec.resolution == "output"
         self.working = head.logits if self.at_output else head.head_logits  # N x C x h x w of the maps
+        self.scale = None if head.scale is None else np.abs(head.scale)
+        self.class_logits = self._class_logits()  # at the classifier's resolution
 
     # ------------------------------------------------------------------ outputs
     def build(self) -> PGNOutputs:
         gt = self._gt_input() if "gt" in self.spec.labels else None
-        logits = self.head.logits if self.at_output else self.head.head_logits
-        probs = self._probabilities(self.b.to_float(logits))
-        features = [self._branch_features(branch) for branch in self.head.branches]
+        probs = self._probabilities(self.b.to_float(self.head.logits if self.at_output else self.class_logits))
+        last = "last" in self.spec.layers
+        features = [self._branch_features(branch) for branch in self.head.branches] if last else []
         maps = [
             self._pgn_map(probs, features, label, p, gt)
             for label in self.spec.labels
             for p in self.spec.p
-        ]
+        ] if last else []
+        if "penultimate" in self.spec.layers:
+            maps += penultimate_maps(self, self.penultimate, probs, gt)
         names = self.spec.map_names
         upsample = self._emit_maps(maps, names)
         pred = self._pred() if self.spec.pred else None
         baselines = self._baselines() if self.spec.baselines else []
-        return PGNOutputs(names, pred, baselines, GT_INPUT if gt is not None else None, upsample)
+        gt_name = GT_INPUT if gt is not None else None
+        return PGNOutputs(names, pred, baselines, gt_name, upsample, self.class_logits.name)
+
+    def _class_logits(self) -> ir.Value:
+        """The logits the softmax sees at the classifier's resolution: the head logits with the
+        per-class affine nodes after them applied (the graph's own tensors while they follow
+        the head logits directly; copies once a resize came between: a per-class affine
+        commutes with a resize whose weights sum to one)."""
+        value = self.head.head_logits
+        for node in self.head.post_affine:
+            if value in node.inputs:
+                value = node.outputs[0]
+                continue
+            operand = affine_operand(node)
+            inputs = [value if v is operand else v for v in node.inputs]
+            attributes = {name: attr.value for name, attr in node.attributes.items()}
+            value = self.b.op(node.op_type, inputs, attributes)
+        return value
 
     @property
     def _feature_sized(self) -> bool:
@@ -135,8 +184,8 @@ class _PGNGraph:
         value.name = self.b.claim(name)
         dims = list(like.shape) if like.shape is not None and like.shape.rank() == 4 else [None] * 4
         value.dtype = dtype
-        value.shape = ir.Shape([dims[0], dims[2], dims[3]] if channels is None
-                               else [dims[0], channels, dims[2], dims[3]])
+        value.shape = ir.Shape(
+            [dims[0], dims[2], dims[3]] if channels is None else [dims[0], channels, dims[2], dims[3]])
         self.b.graph.outputs.append(value)
 
     def _pred(self) -> str:
@@ -197,7 +246,7 @@ class _PGNGraph:
         def make() -> ir.Value:
             total = None
             for psi in features:
-                part = self._p_sum(psi.value, p, psi.nonneg, psi.channels)
+                part = self._branch_p_sum(psi, p)
                 total = part if total is None else self.b.op("Add", [total, part])
             if self.spec.bias:
                 total = self.b.op("Add", [total, self.b.const(1.0)])
@@ -205,26 +254,78 @@ class _PGNGraph:
 
         return self.b.memo(("feature_sum", p), make)
 
+    def _branch_p_sum(self, psi: _Features, p: float) -> ir.Value:
+        """``sum_e |psi_e|^p`` of one branch over its classifier's input window, N x 1 x h x w
+        at the working resolution (see the module doc for k x k and per-token heads)."""
+        branch = psi.branch
+        if branch.linear:
+            return self._mirror(branch.path, self._token_p_sum(psi, p))
+        if not branch.window.pointwise:
+            per_pixel = self._p_sum(psi.value, p, psi.nonneg, psi.channels)
+            return self._mirror(branch.path, self._window_sum(per_pixel, branch))
+        return self._p_sum(psi.value, p, psi.nonneg, psi.channels)
+
+    def _window_sum(self, x: ir.Value, branch: Branch) -> ir.Value:
+        """The sum of the one-channel map ``x`` over each output pixel's input window, with the
+        classifier's pads, dilations and auto_pad (zero padding contributes nothing, as in the
+        gradient): ``k_h k_w`` times an ``AveragePool`` that counts the padding (dilations need
+        opset 19 there), else a Conv with a ones kernel. On ONNX Runtime's CPU provider the
+        pooling takes 0.30 ms for a 3x3 window over 512 x 1024, the Conv 7.2 ms (it goes through
+        im2col; ``benchmarks/results/kxk_head_profile.md``)."""
+        window = branch.window
+        attributes: dict[str, object] = {"kernel_shape": list(window.kernel)}
+        if window.auto_pad in ("NOTSET", ""):
+            attributes["pads"] = list(window.pads)
+        else:
+            attributes["auto_pad"] = window.auto_pad
+        if window.dilations != (1, 1):
+            attributes["dilations"] = list(window.dilations)
+        if window.dilations == (1, 1) or self.b.opset >= 19:
+            mean = self.b.op("AveragePool", [x], attributes | {"count_include_pad": 1})
+            return self.b.op("Mul", [mean, self.b.const(float(window.kernel[0] * window.kernel[1]))])
+        return self.b.op("Conv", [x, self.b.const(np.ones((1, 1, *window.kernel)))], attributes)
+
+    def _token_p_sum(self, psi: _Features, p: float) -> ir.Value:
+        """``sum_e |psi_te|^p`` of a per-token head (N x T x E, E last), laid out like its
+        logits: broadcast to the classifier's output shape, pushed through copies of the layout
+        ops, channel 0 kept (N x 1 x h x w)."""
+        branch = psi.branch
+        magnitude = psi.value if psi.nonneg or p == 2.0 else self.b.memo(
+            ("abs", psi.value), lambda: self.b.op("Abs", [psi.value]))
+        powered = self.b.op("Mul", [psi.value, psi.value]) if p == 2.0 else self._shared_power(magnitude, p)
+        per_token = self.b.op("MatMul", [powered, self.b.const(np.ones((psi.channels, 1)))])
+        x = self.b.op("Expand", [per_token, self.b.op("Shape", [branch.conv.outputs[0]])])
+        for node in branch.layout:
+            attributes = {name: attr.value for name, attr in node.attributes.items()}
+            x = self.b.op(node.op_type, [x, *node.inputs[1:]], attributes)
+        one = self.b.const([1], np.int64)
+        return self.b.op("Slice", [x, self.b.const([0], np.int64), one, one])
+
     def _class_sum(self, probs: ir.Value, label: str, p: float, gt: ir.Value | None) -> ir.Value | None:
         """``G_p = sum_h |g_h|^p`` (N x 1 x h x w); ``None`` when it is 1 (paper uni, p = 1)."""
         if self.spec.form == "paper":
             if label == "uni":
-                return None if p == 1.0 else self._p_sum(probs, p, nonneg=True)
-            return self._p_sum(self._off_target(probs, label, gt), p, nonneg=True)
+                return None if p == 1.0 and self.scale is None else self._class_p_sum(probs, p, nonneg=True)
+            return self._class_p_sum(self._off_target(probs, label, gt), p, nonneg=True)
         if label == "uni":
-            centered = self.b.memo(("centered", probs),
-                                   lambda: self.b.op("Sub", [probs, self.b.const(1.0 / self.num_classes)]))
-            return self._p_sum(centered, p, nonneg=False)
+            centered = self.b.memo(
+                ("centered", probs), lambda: self.b.op("Sub", [probs, self.b.const(1.0 / self.num_classes)]))
+            return self._class_p_sum(centered, p, nonneg=False)
         # exact oh/gt: g = S off the target and S_t - 1 = -(sum of the others) at the target,
         # summed from the others rather than 1 - S_t (no cancellation when S_t is near 1).
         off_target = self._off_target(probs, label, gt)
         rest = self.b.memo(("rest", label), lambda: self._channel_sum(off_target, self.num_classes))
         target_term = self._power(rest, p)
-        if label == "gt":  # a class id outside [0, C) (an ignore label) has no target: g = S
+        if self.scale is not None:  # |a_t|^p of the target class t (0 without a target)
+            mask = self._target_mask(label, probs, gt, as_float=True)
+            weight = self.b.memo(("target_weight", label, p),
+                                 lambda: self._channel_sum(mask, self.num_classes, weights=self.scale**p))
+            target_term = self.b.op("Mul", [target_term, weight])
+        elif label == "gt":  # a class id outside [0, C) (an ignore label) has no target: g = S
             has_target = self.b.memo(("has_target",), lambda: self.b.reduce(
                 "ReduceMax", self._target_mask(label, probs, gt, as_float=True)))
             target_term = self.b.op("Mul", [target_term, has_target])
-        return self.b.op("Add", [self._p_sum(off_target, p, nonneg=True), target_term])
+        return self.b.op("Add", [self._class_p_sum(off_target, p, nonneg=True), target_term])
 
     def _off_target(self, probs: ir.Value, label: str, gt: ir.Value | None) -> ir.Value:
         """``S`` with the target class(es) zeroed (N x C x h x w), shared across p."""
@@ -273,27 +374,35 @@ class _PGNGraph:
         scaled = self.b.op("Mul", [log, self.b.const(p)])
         return self.b.op("Exp", [self.b.op("Max", [scaled, self.b.const(EXP_FLOOR)])])
 
-    def _p_sum(self, x: ir.Value, p: float, nonneg: bool, channels: int | None = None) -> ir.Value:
-        """``sum_c |x_c|^p`` over the ``channels`` of ``x`` (default: the classes), keepdims,
-        N x 1 x h x w at the working resolution."""
+    def _p_sum(self, x: ir.Value, p: float, nonneg: bool, channels: int | None,
+               weights: np.ndarray | None = None) -> ir.Value:
+        """``sum_c w_c |x_c|^p`` over the ``channels`` of ``x`` (``None``: unknown, a
+        ReduceSum; never guessed), keepdims, N x 1 x h x w; ``weights`` ``w`` default to 1."""
 
         def make() -> ir.Value:
             magnitude = x if nonneg or p == 2.0 else self.b.memo(("abs", x), lambda: self.b.op("Abs", [x]))
             powered = self.b.op("Mul", [x, x]) if p == 2.0 else self._shared_power(magnitude, p)
-            return self._channel_sum(powered, self.num_classes if channels is None else channels)
+            return self._channel_sum(powered, channels, weights=weights)
 
-        return self.b.memo(("p_sum", x, p), make)
+        return self.b.memo(("p_sum", x, p, weights is not None), make)
 
-    def _channel_sum(self, x: ir.Value, channels: int | None, like: ir.Value | None = None) -> ir.Value:
+    def _class_p_sum(self, x: ir.Value, p: float, nonneg: bool) -> ir.Value:
+        """``sum_h |a_h|^p |x_h|^p`` over the classes (``a``: the head's per-class factor)."""
+        return self._p_sum(x, p, nonneg, self.num_classes, None if self.scale is None else self.scale**p)
+
+    def _channel_sum(self, x: ir.Value, channels: int | None, like: ir.Value | None = None,
+                     weights: np.ndarray | None = None) -> ir.Value:
         """``sum_c x_c`` over axis 1, keepdims: N x 1 x h x w with N, h, w of ``like`` (default:
         the working logits). With a known channel count it is a MatMul of a row of ones with
         ``x`` seen as N x channels x (h w): on ONNX Runtime's CPU provider 0.05 ms against
-        0.43 ms for ``ReduceSum(axis=1)`` over 256 x 32 x 64 (``benchmarks/NOTES.md``, attempt 7)."""
+        0.43 ms for ``ReduceSum(axis=1)`` over 256 x 32 x 64 (``benchmarks/NOTES.md``, attempt 7).
+        ``weights`` (``channels`` values) make it a weighted sum."""
         like = self.working if like is None else like
         if not isinstance(channels, int):
             return self.b.reduce("ReduceSum", x)
         flat = self.b.op("Reshape", [x, self.b.const([0, 0, -1], np.int64)])
-        total = self.b.op("MatMul", [self.b.const(np.ones((1, channels))), flat])
+        row = np.ones((1, channels)) if weights is None else np.asarray(weights, dtype=np.float64).reshape(1, channels)
+        total = self.b.op("MatMul", [self.b.const(row), flat])
         shape = self.b.memo(("map_shape", like), lambda: self.b.op(
             "Concat", [self.b.dims(like, 0, 1), self.b.const([1], np.int64), self.b.dims(like, 2, 4)], {"axis": 0}))
         return self.b.op("Reshape", [total, shape])
@@ -350,15 +459,17 @@ class _PGNGraph:
         resolution is ``output``)."""
         psi = branch.features
         producer = psi.producer()
-        nodes = branch.path + (self.head.chain if self.at_output else [])
+        pointwise = not branch.linear and branch.window.pointwise
+        nodes = branch.path + (self.head.chain if self.at_output else []) if pointwise else []
         nonneg = (
             producer is not None
-            and producer.op_type in _NONNEGATIVE_OPS
+            and producer.op_type in NONNEGATIVE_OPS
             and all(n.op_type != "Resize" or attribute(n, "mode", "nearest") in _CONVEX_MODES for n in nodes)
         )
-        channels = psi.shape[1] if psi.shape is not None and psi.shape.rank() == 4 else None
-        return _Features(self._mirror(nodes, self.b.to_float(psi)), nonneg,
-                         channels if isinstance(channels, int) else None)
+        channels = branch.channels
+        if channels is None and psi.shape is not None and psi.shape.rank() == 4 and isinstance(psi.shape[1], int):
+            channels = psi.shape[1]
+        return _Features(self._mirror(nodes, self.b.to_float(psi)), nonneg, channels, branch)
 
     def _mirror(self, nodes: list[ir.Node], x: ir.Value) -> ir.Value:
         """Apply the model's spatial ops ``nodes`` (Resize/Slice, forward order) to ``x``."""

@@ -94,7 +94,7 @@ def test_the_main_output_wins_and_a_hint_picks_the_aux_head(two_heads):
 
 
 def test_a_bad_hint_is_a_clear_error(two_heads):
-    with pytest.raises(BadInputError, match="no node of that name; 1x1 Conv nodes: .*aux"):
+    with pytest.raises(BadInputError, match="no node of that name; Conv nodes: .*aux"):
         find_head(two_heads, head="nonexistent")
     backbone = next(n.name for n in two_heads.graph.node if n.op_type == "Conv" and "backbone" in n.name)
     with pytest.raises(UnsupportedModelError, match=f"does not contain node '{backbone}'"):

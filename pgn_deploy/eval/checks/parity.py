@@ -58,8 +58,11 @@ from pgn_deploy.contract import (
 )
 
 TOLERANCES = {"pruned": 0.0, "self": 1e-5, "reference-outputs": 1e-4, "reference": 1e-4, "autograd": 1e-5}
+PENULTIMATE_NOTE = ("penultimate-layer map: not compared by pgn-check "
+                    "(tests/graft/test_penultimate*.py check them against autograd)")
 HALF_PRECISION_TOLERANCE = {"fp16": 1e-2, "bf16": 5e-2}
 TIE_FLOOR = 1e-6
+_MAP_CHECKS = ("self", "reference", "autograd")
 DEFAULT_SIZE = (64, 64)
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
@@ -101,8 +104,18 @@ class ParityReport:
         """True when no check failed."""
         return all(r.passed for r in self.results)
 
+    @property
+    def verdict(self) -> str:
+        """``fail`` when a check failed, ``skip`` when no map was compared with a reference
+        (every such check skipped: nothing was shown right), else ``pass``."""
+        if not self.passed:
+            return "fail"
+        compared = any(r.status == "pass" and r.compared > 0 for r in self.results if r.check in _MAP_CHECKS)
+        return "pass" if compared else "skip"
+
     def to_text(self) -> str:
-        """What ``pgn-check`` prints: one row per check and the verdict."""
+        """What ``pgn-check`` prints: one row per check and the verdict (PASS, FAIL, or SKIP when no
+        map was compared with a reference)."""
         def cell(value: float | None) -> str:
             return "-" if value is None else f"{value:.3g}"
 
@@ -114,12 +127,12 @@ class ParityReport:
                  for r in self.results]
         widths = [max(len(row[i]) for row in rows) for i in range(6)]
         lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[6] for row in rows]
-        lines.append("PASS" if self.passed else "FAIL")
+        skipped = " (no map was compared with a reference)" if self.verdict == "skip" else ""
+        lines.append(self.verdict.upper() + skipped)
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
-        """Model, reference, input shape, samples, seed, the ``TOLERANCES`` table, ``passed`` and every
-        result's fields, as a JSON-ready dict."""
+        """The report as a JSON-ready dict."""
         return {
             "model": self.model,
             "reference": self.reference,
@@ -128,6 +141,7 @@ class ParityReport:
             "seed": self.seed,
             "tolerances": TOLERANCES,
             "passed": self.passed,
+            "verdict": self.verdict,
             "results": [dataclasses.asdict(r) for r in self.results],
         }
 
@@ -267,20 +281,32 @@ class _HeadTensors:
         head = meta.head
         if "+" in head.resize or any("+" in mode for mode in head.feature_resize):
             raise _SkipCheck(f"the model resizes its logits several times in a row ({head.resize})")
+        if head.kind == "linear":
+            raise _SkipCheck("a per-token (MatMul) classifier: the float64 reference here covers Conv heads only")
         size = tuple(self.head_logits.shape[-2:])
-        features = [
+        windows = _windows(meta)
+        features = self.features if windows else [
             _resize(psi, size, mode) for psi, mode in zip(self.features, _branch_modes(meta, len(self.features)))
         ]
         output_size = tuple(self.logits.shape[-2:]) if head.resize != "none" else None
         gt_tensor = torch.from_numpy(gt) if gt is not None else None
+        scale = None if head.class_scale is None else torch.tensor(head.class_scale, dtype=torch.float64)
         maps = reference.pgn_maps(
-            features, self.head_logits, meta.spec, output_size, head.resize, head.align_corners, gt_tensor
+            features, self.head_logits, meta.spec, output_size, head.resize, head.align_corners, gt_tensor,
+            windows, scale,
         )
         if meta.baselines:
             maps.update(reference.baseline_maps(self.logits))
         if meta.pred:
             maps[meta.pred] = self.logits.argmax(dim=1)
         return {name: value.numpy() for name, value in maps.items()}
+
+
+def _windows(meta: Metadata) -> list[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] | None:
+    """Per branch (kernel, pads, dilations) when a classifier is not 1x1 without padding."""
+    head = meta.head
+    windows = [(tuple(k), tuple(p), tuple(d)) for k, p, d in zip(head.kernel, head.pads, head.dilations)]
+    return windows if any(k != (1, 1) or any(p) for k, p, _ in windows) else None
 
 
 def _branch_modes(meta: Metadata, count: int) -> list[str]:
@@ -296,10 +322,10 @@ def _resize(x: Any, size: tuple[int, int], mode: str, align_corners: bool = Fals
 
 def _near_ties(logits: np.ndarray, other: np.ndarray | None) -> np.ndarray:
     """N x h x w mask of pixels whose two largest logits (N x C x h x w) lie within
-    ``TIE_FLOOR`` of their scale plus twice the largest discrepancy to ``other``."""
+    ``TIE_FLOOR`` of their scale plus twice that pixel's largest discrepancy to ``other``."""
     margin = TIE_FLOOR * (float(np.abs(logits).max()) or 1.0)
     if other is not None:
-        margin += 2.0 * float(np.abs(logits - other).max())
+        margin = margin + 2.0 * np.abs(logits - other).max(axis=1)
     top2 = np.sort(logits, axis=1)[:, -2:]
     return (top2[:, 1] - top2[:, 0]) <= margin
 
@@ -346,6 +372,9 @@ def _compare_maps(
         return [CheckResult(check, name, "skip", note=str(skip)) for name in names]
     results = []
     for name in names:
+        if name not in values:  # a penultimate-layer map: tests/graft/test_penultimate*.py check them
+            results.append(CheckResult(check, name, "skip", note=PENULTIMATE_NOTE))
+            continue
         actual = run[name][:, 0] if run[name].ndim == 4 else run[name]
         keep = ~ties(name, meta) if _argmax_dependent(name, meta) else None
         compare = _compare_ids if name == meta.pred else _compare
@@ -580,6 +609,14 @@ class _TorchReference:
         if meta.head.logits != meta.head.logits_output:
             note = f"layout ops follow the logits in {meta.head.logits_output!r}: only the outputs are compared"
             return cls(module, [], CheckResult("reference", "*", "skip", note=note))
+        if meta.head.kind == "linear":
+            note = "a per-token (MatMul) classifier: the float64 reference here covers Conv heads only"
+            return cls(module, [], CheckResult("reference", "*", "skip", note=note))
+        if meta.head.resize != "none" and (meta.head.affine or meta.head.class_scale is not None):
+            note = ("a per-class affine (" + (", ".join(meta.head.affine) or "a BatchNorm folded into the classifier")
+                    + ") lies between the classifier and the model's resize: the reference cannot rebuild the "
+                    "logits at the classifier's resolution, only the outputs are compared")
+            return cls(module, [], CheckResult("reference", "*", "skip", note=note))
         try:
             return cls(module, _matching_convs(module, onnx_model, meta))
         except _SkipCheck as skip:
@@ -647,6 +684,8 @@ class _TorchReference:
         if not unresized:
             raise UnsupportedModelError("every head branch of the reference is resized before the sum")
         head_logits = sum(_resize(b, unresized[0], mode) for b, mode in zip(branches, modes))
+        if meta.head.resize == "none" and tuple(logits.shape) == tuple(head_logits.shape):
+            head_logits = logits  # the logits the model returns: any constant or affine after the convs included
         return outputs, _HeadTensors([c[0][0] for c in calls.values()], head_logits, logits)
 
     def _autograd(
@@ -674,6 +713,9 @@ class _TorchReference:
         ties = _tie_mask(_HeadTensors(head.features, head.head_logits.detach(), head.logits.detach()), graph_head)
         results = []
         for name in meta.pgn_outputs:
+            if parse_pgn_output_name(name) is None:
+                results.append(CheckResult("autograd", name, "skip", note=PENULTIMATE_NOTE))
+                continue
             label, p = parse_pgn_output_name(name)
             graph_map = run[name][:, 0]
             if graph_map.shape[-2:] == size:  # the graph's map is at the gradient's resolution
@@ -747,9 +789,34 @@ def _matching_convs(module: Any, onnx_model: Any, meta: Metadata) -> list[str]:
             and np.array_equal(m.weight.detach().numpy().astype(weight.dtype), weight)
         ]
         if not match:
-            raise _NoMatchingConv(
-                f"no Conv2d of the reference has the weights of the head conv {conv_node!r}: "
-                "is it the checkpoint this model was exported from?"
-            )
+            scaled = _scaled_match(convs, weight)
+            if scaled is None:
+                raise _NoMatchingConv(
+                    f"no Conv2d of the reference has the weights of the head conv {conv_node!r} (not even up to a "
+                    "per-class factor): is it the checkpoint this model was exported from?"
+                )
+            if meta.head.weights != "trained":
+                raise _SkipCheck(
+                    f"the head conv {conv_node!r} holds {scaled}'s weights times a per-class factor (a BatchNorm or "
+                    "affine folded in by the exporter) and the maps are w.r.t. the graph's weights: the reference "
+                    "(w.r.t. the trained weights) is not compared"
+                )
+            match = [scaled]
         names.append(match[0])
     return names
+
+
+def _scaled_match(convs: list[tuple[str, Any]], weight: np.ndarray, rtol: float = 1e-4) -> str | None:
+    """The Conv2d whose weight times a per-output-channel factor is ``weight``, else None."""
+    rows = weight.reshape(weight.shape[0], -1).astype(np.float64)
+    for name, module in convs:
+        if tuple(module.weight.shape) != weight.shape:
+            continue
+        trained = module.weight.detach().double().numpy().reshape(rows.shape)
+        energy = (trained * trained).sum(axis=1)
+        if not (energy > 0).all():
+            continue
+        factor = (rows * trained).sum(axis=1) / energy
+        if np.linalg.norm(rows - factor[:, None] * trained) <= rtol * np.linalg.norm(rows):
+            return name
+    return None

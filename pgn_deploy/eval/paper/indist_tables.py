@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from pgn_deploy.contract import BadInputError
+from pgn_deploy.contract import BadInputError, parse_map_name
 from pgn_deploy.eval.metrics.calibration import AuSEResult, CalibrationAccumulator, ECEResult, SparsificationAccumulator
 from pgn_deploy.eval.metrics.metaseg import (
     DEFAULT_FOLDS,
@@ -49,12 +49,19 @@ FIGURE3_COLUMNS = ("AuROC", "R2")
 
 def figure3_sets(maps: Sequence[str]) -> dict[str, list[str]]:
     """Figure 3's feature sets (name -> MetaSeg feature groups) that ``maps`` allow, in the
-    paper's order: max softmax, entropy, MetaSeg, PGN_oh, PGN_uni, all PGN, MetaSeg + PGN."""
-    oh = [m for m in maps if m.startswith("pgn_oh_")]
-    uni = [m for m in maps if m.startswith("pgn_uni_")]
-    pgn = [m for m in maps if m.startswith("pgn_")]
+    paper's order: max softmax, entropy, MetaSeg, PGN_oh, PGN_uni (last layer), then with
+    penultimate-layer maps present the last layer's PGN maps and the penultimate layer's on
+    their own, then all PGN maps (both layers) and MetaSeg + all PGN."""
+    parsed = {m: parse_map_name(m) for m in maps}
+    last = [m for m, v in parsed.items() if v is not None and v[2] == "last"]
+    penultimate = [m for m, v in parsed.items() if v is not None and v[2] == "penultimate"]
+    oh = [m for m in last if parsed[m][0] == "oh"]
+    uni = [m for m in last if parsed[m][0] == "uni"]
+    pgn = [m for m in maps if parsed[m] is not None]
     sets = {"msp": ["msp"] if "msp" in maps else [], "entropy": ["entropy"] if "entropy" in maps else [],
-            METASEG: [METASEG], "pgn_oh": oh, "pgn_uni": uni, "pgn": pgn if oh and uni else [],
+            METASEG: [METASEG], "pgn_oh": oh, "pgn_uni": uni,
+            "pgn_last": last if penultimate and last else [], "pgn_penultimate": penultimate,
+            "pgn": pgn if (oh and uni) or penultimate else [],
             "metaseg+pgn": [METASEG, *pgn] if pgn else []}
     return {name: groups for name, groups in sets.items() if groups}
 

@@ -66,7 +66,10 @@ class EvalConfig:
     SMIYC submission root; ``binning``: pixel-metric counting (``exact`` or ``smiyc``);
     ``folds`` / ``seed``: cross validation of the Cityscapes meta models; ``force``: replace
     existing reports / SMIYC files / stale cached maps; ``command``: the command line recorded
-    in the report.
+    in the report; ``paper_maps``: evaluate the model re-grafted with the published code's
+    twenty maps and the baselines (:mod:`~pgn_deploy.eval.paper.paper_maps`; with
+    ``checkpoint``, the penultimate maps use its trained kernel), kept as
+    ``<out>/models/paper_maps.pgn.onnx``.
     """
 
     model: str | os.PathLike[str]
@@ -88,6 +91,7 @@ class EvalConfig:
     threads: int = 0
     progress: bool = True
     command: str = ""
+    paper_maps: bool = False
 
     def check(self) -> None:
         """Argument checks that need no file."""
@@ -190,6 +194,18 @@ def method_infos(maps: Sequence[str], config: EvalConfig) -> dict[str, MethodInf
 
 
 # --------------------------------------------------------------------------- running
+def _evaluate_paper_maps(config: EvalConfig) -> EvalReport:
+    """:func:`evaluate` of the model re-grafted with the twenty maps (``config.paper_maps``)."""
+    from pgn_deploy.eval.paper.paper_maps import regraft_paper_maps
+
+    open_dataset(config.dataset)  # a bad dataset fails before the re-graft
+    with _work_folder(Path(config.out) if config.out is not None else None) as work:
+        path = work / "models" / "paper_maps.pgn.onnx"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        regraft_paper_maps(config.model, path, config.checkpoint)
+        return evaluate(dataclasses.replace(config, model=path, paper_maps=False))
+
+
 @contextlib.contextmanager
 def _work_folder(out: Path | None) -> Iterator[Path]:
     """``out`` itself, or a temporary folder removed at the end.
@@ -246,6 +262,8 @@ def evaluate(config: EvalConfig) -> EvalReport:
     ``config.out`` when given). Raises a :class:`~pgn_deploy.contract.PGNError` for bad input,
     before anything is written when it can be known up front."""
     config.check()
+    if config.paper_maps:
+        return _evaluate_paper_maps(config)
     dataset = open_dataset(config.dataset)
     if not dataset.is_ood and len(dataset) < config.folds:
         raise BadInputError(f"{dataset.root}: {len(dataset)} frame(s); the {config.folds}-fold cross validation "

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pgn_deploy.contract import ArtifactExistsError, require
+from pgn_deploy.contract import ArtifactExistsError, format_p, parse_map_name, require
 
 REPORT_MD = "{kind}.report.md"
 REPORT_JSON = "{kind}.report.json"
@@ -45,12 +45,14 @@ def method_label(name: str) -> str:
              "mc_entropy": "MC Dropout (entropy)", "mc_variance": "MC Dropout (variance)",
              "ens_entropy": "Ensemble (entropy)", "ens_msp": "Ensemble (max softmax)",
              "metaseg": "MetaSeg", "pgn_oh": "PGN_oh", "pgn_uni": "PGN_uni", "pgn": "PGN",
-             "metaseg+pgn": "MetaSeg + PGN"}
+             "metaseg+pgn": "MetaSeg + PGN", "pgn_last": "PGN (last layer)",
+             "pgn_penultimate": "PGN (penultimate layer)"}
     if name in fixed:
         return fixed[name]
-    if name.startswith("pgn_"):
-        label, _, p = name[4:].partition("_p")
-        return f"PGN_{label} p={p}"
+    parsed = parse_map_name(name)
+    if parsed is not None:
+        label, p, layer = parsed
+        return f"PGN_{label} p={format_p(p)}" + (" (penultimate)" if layer == "penultimate" else "")
     return name
 
 
