@@ -118,19 +118,19 @@ EXTRAS = {
 def require(module: str, purpose: str) -> Any:
     """Import an optional ``module`` on first use; a missing one raises a PGNError naming its extra.
 
-    ``module`` must belong to a package listed in :data:`EXTRAS`; ``purpose`` says what needs it
+    ``module`` belongs to a package listed in :data:`EXTRAS` (else a core one); ``purpose`` says what needs it
     (``"pgn-build"``, ``"plotting curves"``) and starts the message.
     """
     import importlib
 
     package = module.split(".")[0]
-    extra = EXTRAS[package]
+    extra = EXTRAS.get(package)
+    fix = f"pip install 'pgn-deploy[{extra}]'" if extra else "pip install pgn-deploy (a core dependency is missing)"
     try:
         return importlib.import_module(module)
     except ImportError as exc:
         raise BackendUnavailableError(
-            f"{purpose} needs the Python package '{package}', which is not "
-            f"installed ({exc}); install it with: pip install 'pgn-deploy[{extra}]'"
+            f"{purpose} needs the Python package '{package}', which is not installed ({exc}); install it with: {fix}"
         ) from None
 
 

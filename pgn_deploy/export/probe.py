@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 
-from pgn_deploy.contract import UnsupportedModelError, first_line, read_metadata, require
+from pgn_deploy.contract import UnsupportedModelError, first_line, read_metadata
 
 
 def probe_grafted(model: onnx.ModelProto, shape: Sequence[int]) -> None:
@@ -20,7 +20,7 @@ def probe_grafted(model: onnx.ModelProto, shape: Sequence[int]) -> None:
     Raises :class:`UnsupportedModelError` naming the failure, or the maps that are not finite
     (with what to change), so that the caller writes nothing.
     """
-    ort = require("onnxruntime", "checking the grafted model")
+    import onnxruntime as ort
     meta = read_metadata(model)
     options = ort.SessionOptions()
     options.log_severity_level = 3
