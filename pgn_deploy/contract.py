@@ -241,8 +241,11 @@ class PGNSpec:
         return [pgn_output_name(label, p, layer) for layer in self.layers for label in self.labels for p in self.p]
 
     def to_json(self) -> dict[str, Any]:
-        """This object as a JSON-ready dict (the form stored in the model's metadata)."""
-        return dataclasses.asdict(self) | {"p": list(self.p), "labels": list(self.labels), "layers": list(self.layers)}
+        """This object as a JSON-ready dict (the form stored in the model's metadata); ``layers`` only
+        when it is not the default ``("last",)``, so a last-layer model's metadata reads as before."""
+        data = dataclasses.asdict(self) | {"p": list(self.p), "labels": list(self.labels)}
+        data.pop("layers")
+        return data | ({"layers": list(self.layers)} if self.layers != ("last",) else {})
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PGNSpec:
