@@ -32,7 +32,7 @@ def test_paper_maps_cityscapes_figure3_has_both_layers(setup, capsys):
     out = setup["root"] / "out_cs"
     code = eval_main([str(setup["model"]), "--dataset", f"cityscapes:{setup['data'] / LAYOUT_DIRS['cityscapes']}",
                       "--paper-maps", "--checkpoint", str(setup["checkpoint"]), "--out", str(out),
-                      "--folds", "2", "--no-progress", "--json"])
+                      "--folds", "2", "--quiet", "--json"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     regrafted = read_metadata(out / "models" / "paper_maps.pgn.onnx")
