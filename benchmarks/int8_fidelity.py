@@ -31,7 +31,7 @@ import numpy as np
 
 from benchmarks.common import Settings, interleave, log, ort_call, summarize
 from pgn_deploy.benchmark.machine import machine_info
-from pgn_deploy.contract import PGNSpec, atomic_write_text, read_metadata, save_onnx
+from pgn_deploy.contract import PGNSpec, atomic_write_text, make_spec, read_metadata, save_onnx
 from pgn_deploy.eval.checks.compare import correlations, median_pointwise_error, pred_agreement
 
 SPEC = PGNSpec(p=(0.5,), labels=("uni", "oh"), pred=True, baselines=True)
@@ -79,8 +79,8 @@ def export_models(work: Path) -> dict[str, Path]:
     from pgn_deploy.graft.attach import graft
 
     demo = work / "demo.pgn.onnx"
-    export_model(Path(__file__).resolve().parents[1] / "export/models/demo_synthroad.pth", demo, p=SPEC.p,
-                 labels=SPEC.labels, pred=True, baselines=True, force=True)
+    export_model(Path(__file__).resolve().parents[1] / "export/models/demo_synthroad.pth", demo,
+                 spec=make_spec(p=SPEC.p, labels=SPEC.labels, pred=True, baselines=True), force=True)
     dlv3 = work / "deeplabv3_mobilenet_v3_large.pgn.onnx"
     example = torch.randn(1, 3, *EXPORT_SIZE, generator=torch.Generator().manual_seed(0))
     plain = export_onnx(build_module("deeplabv3_mobilenet_v3_large"), example, None, exporter="torchscript",

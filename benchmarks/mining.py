@@ -40,7 +40,7 @@ from typing import Any
 import cv2
 
 from pgn_deploy.benchmark.machine import load_average, machine_info
-from pgn_deploy.contract import atomic_write_text
+from pgn_deploy.contract import atomic_write_text, make_spec
 from pgn_deploy.mining import MineOptions, mine
 from pgn_deploy.runtime.runner import Runtime
 
@@ -93,7 +93,7 @@ def prepare(work: Path, frames: int) -> tuple[Path, Path, float]:
 
     model = work / "demo.pgn.onnx"
     if not model.exists():
-        export_model(CHECKPOINT, model, p=0.5, labels="uni", pred=True)
+        export_model(CHECKPOINT, model, spec=make_spec(p=0.5, labels="uni", pred=True))
     shutil.rmtree(work / "synthroad", ignore_errors=True)  # exactly ``frames`` frames, none of an earlier run
     write_synthroad(work / "synthroad", frames, seed=21, layouts=["roadanomaly21"], progress=False)
     folder = work / "synthroad" / "dataset_AnomalyTrack" / "images"

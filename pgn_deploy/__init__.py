@@ -24,6 +24,7 @@ _LAZY = {
     "export_model": ("pgn_deploy.export.api", "export_model"),
     "graft": ("pgn_deploy.graft.attach", "graft"),
     "PGNSpec": (_CONTRACT, "PGNSpec"),
+    "make_spec": (_CONTRACT, "make_spec"),
     "Metadata": (_CONTRACT, "Metadata"),
     "read_metadata": (_CONTRACT, "read_metadata"),
     "pgn_output_name": (_CONTRACT, "pgn_output_name"),

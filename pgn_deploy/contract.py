@@ -22,7 +22,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -256,6 +256,46 @@ class PGNSpec:
 
 
 # --------------------------------------------------------------------------- metadata
+LABEL_ALIASES = {"both": ("uni", "oh")}
+
+
+def make_spec(
+    p: float | Sequence[float] = 0.5,
+    labels: str | Sequence[str] = "uni",
+    form: str = "paper",
+    bias: bool = False,
+    resolution: str = "feature",
+    keep_feature_size: bool = False,
+    pred: bool = False,
+    baselines: bool = False,
+    upsample: str = "auto",
+    layers: str | Sequence[str] = "last",
+) -> PGNSpec:
+    """A validated :class:`PGNSpec`; ``p`` and ``labels`` may be single values, ``"both"`` is
+    ``uni`` and ``oh``; ``layers`` one of ``last``/``penultimate`` or several, ``"both"`` is both."""
+    p_values = [p] if isinstance(p, (int, float)) else list(p)
+    label_list = [labels] if isinstance(labels, str) else list(labels)
+    expanded = [name for label in label_list for name in LABEL_ALIASES.get(label, (label,))]
+    return PGNSpec(
+        p=tuple(dict.fromkeys(float(v) for v in p_values)),
+        labels=tuple(dict.fromkeys(expanded)),
+        form=form,
+        bias=bias,
+        resolution=resolution,
+        keep_feature_size=keep_feature_size,
+        pred=pred,
+        baselines=baselines,
+        upsample=upsample,
+        layers=_layers(layers),
+    )
+
+
+def _layers(layers: str | Sequence[str]) -> tuple[str, ...]:
+    """``layers`` as a tuple of names, ``"both"`` expanded."""
+    names = [layers] if isinstance(layers, str) else list(layers)
+    return tuple(dict.fromkeys(n for name in names for n in (LAYERS if name == "both" else (name,))))
+
+
 @dataclasses.dataclass
 class InputInfo:
     """How the graph input is fed.

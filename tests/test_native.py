@@ -24,6 +24,7 @@ from pgn_deploy.contract import (
     Metadata,
     ModelLoadError,
     PGNError,
+    make_spec,
     read_metadata,
 )
 from pgn_deploy.runtime import Runtime
@@ -48,8 +49,9 @@ def _export_torchvision(name: str, folder: Path) -> Path:
     checkpoint = folder / f"{name}.pth"
     torch.save({"arch": arch, "arch_kwargs": kwargs, "state_dict": build_module(arch, kwargs).state_dict()},
                checkpoint)
-    return export_model(checkpoint, folder / f"{name}.pgn.onnx", p=(0.5, 2.0), labels="both", pred=True,
-                        baselines=True, input_shape="1x3x64x64").path
+    return export_model(checkpoint, folder / f"{name}.pgn.onnx",
+                        spec=make_spec(p=(0.5, 2.0), labels="both", pred=True, baselines=True),
+                        input_shape="1x3x64x64").path
 
 
 def _export_demo(folder: Path) -> Path:
@@ -57,8 +59,9 @@ def _export_demo(folder: Path) -> Path:
         pytest.skip(f"{DEMO_CHECKPOINT.relative_to(REPO)} is not in this checkout")
     from pgn_deploy import export_model
 
-    return export_model(DEMO_CHECKPOINT, folder / "demo.pgn.onnx", p=(0.5, 1.0), labels="both", pred=True,
-                        baselines=True, input_shape="1x3x128x256").path
+    return export_model(DEMO_CHECKPOINT, folder / "demo.pgn.onnx",
+                        spec=make_spec(p=(0.5, 1.0), labels="both", pred=True, baselines=True),
+                        input_shape="1x3x128x256").path
 
 
 def _tiny(folder: Path, name: str) -> Path:

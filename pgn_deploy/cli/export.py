@@ -5,7 +5,7 @@ import argparse
 from collections.abc import Sequence
 
 from pgn_deploy.cli.common import EXIT_FAILED, emit, make_parser, run_cli
-from pgn_deploy.contract import FORMS, INPUT_FORMATS, LABELS, LAYERS, RESOLUTIONS, UPSAMPLES
+from pgn_deploy.contract import FORMS, INPUT_FORMATS, LABELS, LAYERS, RESOLUTIONS, UPSAMPLES, make_spec
 from pgn_deploy.engines.precision import ALL_PRECISIONS
 from pgn_deploy.export.api import DEFAULT_EXPORTER
 from pgn_deploy.export.onnx_export import EXPORTERS
@@ -108,19 +108,13 @@ def _export(args: argparse.Namespace) -> int:
 
     if args.explain:
         return _explain(args)
+    spec = make_spec(p=args.p or [0.5], labels=args.label or ["uni"], form=args.form, bias=args.bias,
+                     resolution=args.resolution, keep_feature_size=args.keep_feature_size, pred=args.pred,
+                     baselines=args.baselines, upsample=args.upsample, layers=args.layer or ["last"])
     result = export_model(
         args.checkpoint,
         args.output,
-        p=args.p or [0.5],
-        labels=args.label or ["uni"],
-        form=args.form,
-        bias=args.bias,
-        resolution=args.resolution,
-        keep_feature_size=args.keep_feature_size,
-        pred=args.pred,
-        baselines=args.baselines,
-        upsample=args.upsample,
-        layers=args.layer or ["last"],
+        spec,
         head=args.head,
         input_shape=args.input_shape,
         opset=args.opset,

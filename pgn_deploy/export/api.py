@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from pgn_deploy.contract import (
-    LAYERS,
     BadInputError,
     HeadInfo,
     InputInfo,
@@ -51,7 +50,6 @@ where dynamo specializes a batch of 1 (Segformer)."""
 DEFAULT_SIZE = (512, 512)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-LABEL_ALIASES = {"both": ("uni", "oh")}
 
 
 @dataclasses.dataclass
@@ -96,42 +94,6 @@ class ExportResult:
                 "metadata": self.metadata.to_json()}
 
 
-def make_spec(
-    p: float | Sequence[float] = 0.5,
-    labels: str | Sequence[str] = "uni",
-    form: str = "paper",
-    bias: bool = False,
-    resolution: str = "feature",
-    keep_feature_size: bool = False,
-    pred: bool = False,
-    baselines: bool = False,
-    upsample: str = "auto",
-    layers: str | Sequence[str] = "last",
-) -> PGNSpec:
-    """A validated :class:`PGNSpec`; ``p`` and ``labels`` may be single values, ``"both"`` is
-    ``uni`` and ``oh``; ``layers`` one of ``last``/``penultimate`` or several, ``"both"`` is both."""
-    p_values = [p] if isinstance(p, (int, float)) else list(p)
-    label_list = [labels] if isinstance(labels, str) else list(labels)
-    expanded = [name for label in label_list for name in LABEL_ALIASES.get(label, (label,))]
-    return PGNSpec(
-        p=tuple(dict.fromkeys(float(v) for v in p_values)),
-        labels=tuple(dict.fromkeys(expanded)),
-        form=form,
-        bias=bias,
-        resolution=resolution,
-        keep_feature_size=keep_feature_size,
-        pred=pred,
-        baselines=baselines,
-        upsample=upsample,
-        layers=_layers(layers),
-    )
-
-
-def _layers(layers: str | Sequence[str]) -> tuple[str, ...]:
-    names = [layers] if isinstance(layers, str) else list(layers)
-    return tuple(dict.fromkeys(n for name in names for n in (LAYERS if name == "both" else (name,))))
-
-
 
 
 def default_output_path(checkpoint: str | Path) -> Path:
@@ -143,17 +105,8 @@ def default_output_path(checkpoint: str | Path) -> Path:
 def export_model(
     checkpoint: str | Path,
     output: str | Path | None = None,
+    spec: PGNSpec | None = None,
     *,
-    p: float | Sequence[float] = 0.5,
-    labels: str | Sequence[str] = "uni",
-    form: str = "paper",
-    bias: bool = False,
-    resolution: str = "feature",
-    keep_feature_size: bool = False,
-    pred: bool = False,
-    baselines: bool = False,
-    upsample: str = "auto",
-    layers: str | Sequence[str] = "last",
     head: str | None = None,
     input_shape: str | Sequence[int] | None = None,
     opset: int | None = None,
@@ -179,10 +132,10 @@ def export_model(
     ``checkpoint``: an SDK checkpoint, a state_dict (with ``arch``), a TorchScript archive, an
     ONNX file or (with ``trust_pickle``) a pickled module; see :mod:`pgn_deploy.export.load`.
     ``output``: default ``<stem>.pgn.onnx`` beside the checkpoint; never overwritten without
-    ``force``. ``p``/``labels``/``form``/``bias``/``resolution``/``keep_feature_size``/``pred``/
-    ``baselines``/``upsample``/``layers``: the :class:`PGNSpec` (``labels="both"``: uni and oh;
-    ``layers="both"``: last and penultimate; a PyTorch model's folded BatchNorm factors go to the
-    graft, :mod:`pgn_deploy.export.bn_fold`). ``head``: a node of the
+    ``force``. ``spec``: the maps to graft, one :class:`PGNSpec` (default ``PGNSpec()``: PGN_uni at
+    p = 0.5; :func:`pgn_deploy.contract.make_spec` builds one from CLI-style values); with
+    penultimate maps a PyTorch model's folded BatchNorm factors go to the graft
+    (:mod:`pgn_deploy.export.bn_fold`). ``head``: a node of the
     classifier head (default: found). ``input_shape``: ``N x C x H x W`` of the traced
     example (default: the checkpoint's ``input.size``, else 512 x 512; the exported model keeps
     batch and size dynamic). ``opset``/``exporter``: passed to the PyTorch exporter
@@ -226,7 +179,7 @@ def export_model(
         check_not_input(output, source)
         path = convert_file(checkpoint, output, precision, calib, calib_max, calib_method, force=force)
         return ExportResult(path=path, metadata=read_metadata(path))
-    spec = make_spec(p, labels, form, bias, resolution, keep_feature_size, pred, baselines, upsample, layers)
+    spec = spec if spec is not None else PGNSpec()
     shape = None if input_shape is None else parse_shape(input_shape, 4, "input shape")
     kwargs = parse_arch_kwargs(arch_kwargs)
     if opset is not None and opset < 1:

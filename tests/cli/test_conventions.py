@@ -54,7 +54,7 @@ def test_shared_flags_and_flag_meanings(command, capsys):
         assert options["-o"].dest == "output" and "--output" in options["-o"].option_strings
     if "--out" in options:  # --out is always a folder, and never short for a file
         assert options["--out"].option_strings == ["--out"] and options["--out"].dest == "out"
-    assert "--quiet" not in options
+    assert "--no-progress" not in options
     if command == "triton":
         assert "--triton-backend" in options and "--backend" not in options
     with pytest.raises(SystemExit) as exc:

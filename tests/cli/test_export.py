@@ -15,7 +15,7 @@ import torch
 
 from pgn_deploy import export_model
 from pgn_deploy.cli.export import main
-from pgn_deploy.contract import PGNError, read_metadata
+from pgn_deploy.contract import PGNError, make_spec, read_metadata
 
 NUM_CLASSES = 5
 SHAPE = "1x3x64x64"
@@ -107,7 +107,8 @@ def test_options_and_json(sdk_checkpoint, tmp_path, capsys):
 
 
 def test_python_api_returns_path_and_metadata(sdk_checkpoint, tmp_path):
-    result = export_model(sdk_checkpoint, tmp_path / "api.onnx", p=1, labels="oh", keep_feature_size=True)
+    result = export_model(sdk_checkpoint, tmp_path / "api.onnx",
+                          spec=make_spec(p=1, labels="oh", keep_feature_size=True))
     assert result.path == tmp_path / "api.onnx" and result.path.is_file()
     assert result.metadata.pgn_outputs == ["pgn_oh_p1"] and result.metadata.spec.keep_feature_size
     assert result.metadata.to_json() == read_metadata(result.path).to_json()
@@ -153,7 +154,7 @@ def test_onnx_file_is_grafted(tmp_path, lraspp):
     plain = tmp_path / "plain.onnx"
     torch.onnx.export(lraspp, (torch.randn(1, 3, 64, 64),), str(plain), dynamo=False, input_names=["image"],
                       output_names=["logits"], opset_version=17)
-    result = export_model(plain, labels="oh")
+    result = export_model(plain, spec=make_spec(labels="oh"))
     assert result.path == tmp_path / "plain.pgn.onnx"
     meta = result.metadata
     assert meta.input.name == "image" and meta.input.size == (64, 64) and not meta.input.dynamic_size

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pgn_deploy.cli.export import main as export_main
-from pgn_deploy.contract import UnsupportedModelError, read_metadata
+from pgn_deploy.contract import UnsupportedModelError, make_spec, read_metadata
 from pgn_deploy.export.api import explain_head, export_model
 from pgn_deploy.export.onnx_export import exporter_error
 from tests.support.head_checks import check_graft_family, conv_oracle
@@ -149,7 +149,7 @@ def test_a_map_that_is_not_finite_writes_nothing(bn_checkpoint, tmp_path):
     path, _ = bn_checkpoint
     output = tmp_path / "huge.pgn.onnx"
     with pytest.raises(UnsupportedModelError, match="not finite.*nothing was written"):
-        export_model(path, output, trust_pickle=True, input_shape="1x3x32x32", p=1e9)
+        export_model(path, output, spec=make_spec(p=1e9), trust_pickle=True, input_shape="1x3x32x32")
     assert not output.exists()
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pgn_deploy.contract import PGNSpec, save_onnx
+from pgn_deploy.contract import PGNSpec, make_spec, save_onnx
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_CHECKPOINT = REPO / "export" / "models" / "demo_synthroad.pth"
@@ -104,7 +104,7 @@ def _grafted(name: str, precision: str) -> Path:
     if name == "demo":
         from pgn_deploy.export.api import export_model
 
-        export_model(DEMO_CHECKPOINT, path, p=SPEC.p, labels=SPEC.labels, pred=True, baselines=True)
+        export_model(DEMO_CHECKPOINT, path, spec=make_spec(p=SPEC.p, labels=SPEC.labels, pred=True, baselines=True))
         return path
     raise ValueError(name)
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from pgn_deploy import export_model
+from pgn_deploy.contract import make_spec
 
 NUM_CLASSES = 19
 SIZE = (64, 128)
@@ -50,6 +51,6 @@ def save_checkpoint(path: Path, seed: int = 0, dropout: float | None = 0.3) -> P
 def grafted_model(folder: Path, seed: int = 0) -> tuple[Path, Path]:
     """``(checkpoint, grafted model)``: PGN uni and oh for p = 0.5 and 2, pred, msp, entropy."""
     checkpoint = save_checkpoint(folder / f"tiny_seed{seed}.pth", seed)
-    result = export_model(checkpoint, folder / f"tiny_seed{seed}.pgn.onnx", p=(0.5, 2.0), labels="both",
-                          pred=True, baselines=True)
+    result = export_model(checkpoint, folder / f"tiny_seed{seed}.pgn.onnx",
+                          spec=make_spec(p=(0.5, 2.0), labels="both", pred=True, baselines=True))
     return checkpoint, result.path

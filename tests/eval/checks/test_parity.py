@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pgn_deploy.cli.check import main
-from pgn_deploy.contract import read_metadata, write_metadata
+from pgn_deploy.contract import make_spec, read_metadata, write_metadata
 from pgn_deploy.eval.checks.parity import check_parity
 from pgn_deploy.export.api import export_model
 from tests.support.networks import TinySegNet
@@ -43,7 +43,8 @@ def checkpoint(folder) -> Path:
 @pytest.fixture(scope="module")
 def grafted(folder, checkpoint) -> Path:
     """Paper form, both labels, two p, pred and baselines, exported at 64 x 64."""
-    return export_model(checkpoint, folder / "paper.onnx", p=[0.5, 1], labels="both", pred=True, baselines=True,
+    return export_model(checkpoint, folder / "paper.onnx",
+                        spec=make_spec(p=[0.5, 1], labels="both", pred=True, baselines=True),
                         input_shape="1x3x64x64").path
 
 
@@ -85,8 +86,8 @@ def test_exact_form_matches_autograd(tmp_path, arch_kwargs, resolution):
     torch.manual_seed(5)
     torch.save({"arch": TINY, "arch_kwargs": arch_kwargs, "state_dict": TinySegNet(**arch_kwargs).state_dict()},
                tmp_path / "tiny.pth")
-    exported = export_model(tmp_path / "tiny.pth", p=[0.3, 2], labels=["uni", "oh", "gt"], form="exact", bias=True,
-                            resolution=resolution, input_shape="1x3x32x40").path
+    spec = make_spec(p=[0.3, 2], labels=["uni", "oh", "gt"], form="exact", bias=True, resolution=resolution)
+    exported = export_model(tmp_path / "tiny.pth", spec=spec, input_shape="1x3x32x40").path
     report = check_parity(exported, tmp_path / "tiny.pth", input_shape="2x3x29x35", pixels=6)
     assert report.passed, [r for r in report.results if r.status != "pass"]
     autograd = [r for r in report.results if r.check == "autograd"]

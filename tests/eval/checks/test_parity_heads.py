@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pgn_deploy.cli.check import main
+from pgn_deploy.contract import make_spec
 from pgn_deploy.eval.checks.parity import check_parity
 from pgn_deploy.export.api import export_model
 from tests.export.test_export_heads import BatchNormHead
@@ -40,11 +41,12 @@ class DilatedNoResize(nn.Module):
         return self.classifier(F.relu(self.stem(x)))
 
 
-def _export(module: nn.Module, folder, name: str, **kwargs):
+def _export(module: nn.Module, folder, name: str, weights: str = "trained", **spec):
     torch.manual_seed(0)
     path = folder / f"{name}.pth"
     torch.save(module.eval(), path)
-    export_model(path, folder / f"{name}.pgn.onnx", trust_pickle=True, input_shape="1x3x32x32", **kwargs)
+    export_model(path, folder / f"{name}.pgn.onnx", make_spec(**spec), trust_pickle=True, input_shape="1x3x32x32",
+                 weights=weights)
     return path, folder / f"{name}.pgn.onnx"
 
 
