@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from pgn_deploy.contract import BadInputError, first_line, require
-from pgn_deploy.runtime.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_image
+from pgn_deploy.runtime.sources import VIDEO_SUFFIXES, media_files, read_image
 
 LIST_SUFFIXES = frozenset({".parquet", ".csv"})
 
@@ -81,12 +81,7 @@ def expand_sources(sources: Sequence[str | os.PathLike[str]], every: int = 1) ->
             continue
         path = Path(_local(given))
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file()
-                           and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
-                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
-            if not files:
-                raise BadInputError(f"{given}: no images or videos found in this folder")
-            for file in files:
+            for file in media_files(path):
                 refs += _file_frames(str(file), every)
         elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
             refs += _list_frames(path, every)

@@ -35,6 +35,17 @@ def _kind(path: Path) -> str:
     return "video" if path.suffix.lower() in VIDEO_SUFFIXES else "image"
 
 
+def media_files(folder: Path) -> list[Path]:
+    """Image and video files below ``folder`` (recursive, sorted; hidden files and folders
+    skipped); a folder without any raises :class:`BadInputError`."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file()
+                   and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    if not files:
+        raise BadInputError(f"{folder}: no images or videos found in this folder")
+    return files
+
+
 def collect_inputs(paths: Sequence[str | os.PathLike[str]]) -> list[InputFile]:
     """Expand files and folders (recursively, known image/video suffixes, sorted) into inputs.
 
@@ -47,11 +58,7 @@ def collect_inputs(paths: Sequence[str | os.PathLike[str]]) -> list[InputFile]:
     found: list[InputFile] = []
     for given in map(Path, paths):
         if given.is_dir():
-            files = sorted(p for p in given.rglob("*") if p.is_file()
-                           and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
-                           and not any(part.startswith(".") for part in p.relative_to(given).parts))
-            if not files:
-                raise BadInputError(f"{given}: no images or videos found in this folder")
+            files = media_files(given)
             found += [InputFile(p, _kind(p), p.relative_to(given).with_suffix("")) for p in files]
         elif given.is_file():
             found.append(InputFile(given, _kind(given), Path(given.stem)))
