@@ -135,6 +135,18 @@ def require(module: str, purpose: str) -> Any:
 
 
 # --------------------------------------------------------------------------- names
+# Which classifier weights a map is the gradient with respect to: the checkpoint's trained ones
+# (an exporter's fold of a BatchNorm or scale undone) or the ones stored in the graph.
+WEIGHTS = ("trained", "graph")
+
+
+def check_weights(weights: str) -> str:
+    """``weights`` if it is one of :data:`WEIGHTS`, else a :class:`BadInputError`."""
+    if weights not in WEIGHTS:
+        raise BadInputError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+    return weights
+
+
 def format_p(p: float) -> str:
     """How p is written in output names: Python's ``format(p, "g")`` (0.5 -> '0.5', 1.0 -> '1')."""
     return format(float(p), "g")

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from pgn_deploy.contract import BadInputError, PGNSpec, pgn_output_name
+from pgn_deploy.contract import BadInputError, PGNSpec, check_weights, pgn_output_name
 
 
 def _check_p(p: float) -> float:
@@ -360,8 +360,7 @@ def penultimate_pgn_module(
     """:func:`penultimate_pgn_map` for PyTorch modules ``conv -> batch_norm -> act -> classifier``
     (eval mode, in the dtype of ``inputs``): ``weights="trained"`` is the gradient w.r.t.
     ``conv.weight`` (BN factor applied), ``"graph"`` w.r.t. the BN-folded kernel."""
-    if weights not in ("trained", "graph"):
-        raise BadInputError(f"unknown weights {weights!r}; choose trained or graph")
+    check_weights(weights)
     z = conv(inputs)
     scale = None
     if batch_norm is not None:
@@ -407,8 +406,7 @@ def autograd_penultimate_pgn(
     ``conv`` (``weights="trained"``) or to the BN-folded kernel ``W * gamma / sqrt(var + eps)``
     (``"graph"``), through ``batch_norm`` (eval statistics), the activation and ``classifier``.
     ``pixels`` are ``(n, y, x)`` at the classifier's resolution; returns a 1-D tensor of norms."""
-    if weights not in ("trained", "graph"):
-        raise BadInputError(f"unknown weights {weights!r}; choose trained or graph")
+    check_weights(weights)
     kernel = conv.weight.detach().clone()
     bias = conv.bias.detach().clone() if conv.bias is not None else None
     factor, shift = None, None

@@ -5,11 +5,10 @@ import argparse
 from collections.abc import Sequence
 
 from pgn_deploy.cli.common import EXIT_FAILED, emit, make_parser, run_cli
-from pgn_deploy.contract import FORMS, INPUT_FORMATS, LABELS, LAYERS, RESOLUTIONS, UPSAMPLES, make_spec
+from pgn_deploy.contract import FORMS, INPUT_FORMATS, LABELS, LAYERS, RESOLUTIONS, UPSAMPLES, WEIGHTS, make_spec
 from pgn_deploy.engines.precision import ALL_PRECISIONS
 from pgn_deploy.export.api import DEFAULT_EXPORTER
 from pgn_deploy.export.onnx_export import EXPORTERS
-from pgn_deploy.graft.attach import WEIGHTS
 from pgn_deploy.runtime.stats import THRESHOLD_RULE
 
 

@@ -35,13 +35,13 @@ from pgn_deploy.contract import (
     UnsupportedModelError,
     check_not_input,
     check_output_path,
+    check_weights,
     parse_shape,
     read_metadata,
     require,
     save_onnx,
 )
 from pgn_deploy.export.onnx_export import EXPORTERS
-from pgn_deploy.graft.attach import WEIGHTS
 
 DEFAULT_EXPORTER = "torchscript"
 """``torch.onnx.export(dynamo=False)``: on the torchvision and transformers test models it is
@@ -159,8 +159,7 @@ def export_model(
     from pgn_deploy.graft.preprocess import check_input_format
 
     check_calibration_use(precision, calib)
-    if weights not in WEIGHTS:
-        raise BadInputError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+    check_weights(weights)
     check_input_format(input_format)
     if normalize and not calib:
         raise BadInputError("--normalize needs --calib IMAGES (in-distribution images to take the quantiles from)")

@@ -25,6 +25,7 @@ from pgn_deploy.contract import (
     Metadata,
     PGNSpec,
     UnsupportedModelError,
+    check_weights,
     write_metadata,
 )
 from pgn_deploy.graft.head import Head, find_head, locate_head
@@ -33,7 +34,6 @@ from pgn_deploy.graft.pgn_subgraph import add_pgn_outputs
 
 __all__ = ["find_head", "graft"]
 
-WEIGHTS = ("trained", "graph")
 """What the maps are the gradient of: the checkpoint's classifier weights (an exporter's fold of
 a BatchNorm or scale undone) or the weights stored in the graph."""
 
@@ -74,8 +74,7 @@ def graft(
         raise UnsupportedModelError("the model is already grafted (it has pgn_deploy metadata); graft the original")
     graph_model = ir.from_proto(model)
     graph = graph_model.graph
-    if weights not in WEIGHTS:
-        raise BadInputError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+    check_weights(weights)
     found = locate_head(graph, head)
     # before a folded classifier scale joins found.scale: the penultimate maps need the graph's dphi/dpsi
     # the exporter's BatchNorm factors mean the trained penultimate kernel, whatever the

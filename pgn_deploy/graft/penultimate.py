@@ -23,14 +23,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx_ir as ir
 
-from pgn_deploy.contract import UnsupportedModelError
+from pgn_deploy.contract import UnsupportedModelError, check_weights
 from pgn_deploy.graft.head import SKIPPED_OPS, Head, attribute, constant_array
 
 if TYPE_CHECKING:
     from pgn_deploy.graft.pgn_subgraph import _PGNGraph
 
 ACTIVATION_OPS = ("Relu", "LeakyRelu", "Clip")
-WEIGHTS = ("trained", "graph")
 FOLD_RTOL = 1e-5
 
 
@@ -78,8 +77,7 @@ def locate_penultimate(head: Head, folds: Sequence[BatchNormFold] = (), weights:
     and no fold matches, the graph's kernel is used and ``info["weights"]`` says ``graph``.
     Raises :class:`UnsupportedModelError` naming the reason for heads of another shape.
     """
-    if weights not in WEIGHTS:
-        raise UnsupportedModelError(f"unknown weights {weights!r}; choose from {', '.join(WEIGHTS)}")
+    check_weights(weights)
     if len(head.branches) != 1 or head.branches[0].path:
         raise UnsupportedModelError(
             "penultimate-layer maps need one classifier conv fed directly by the penultimate block; "
