@@ -49,18 +49,33 @@ _TORCH_MODES = {"linear": "bilinear", "cubic": "bicubic", "nearest": "nearest"}
 
 @dataclasses.dataclass(frozen=True)
 class Window:
-    """The input window of one classifier output pixel: a Conv's ``kernel`` (kh, kw), ONNX
-    ``pads`` (top, left, bottom, right), ``dilations`` and ``auto_pad``."""
+    """The input window of one conv output pixel: a Conv's ``kernel`` (kh, kw), ONNX ``pads``
+    (top, left, bottom, right), ``dilations``, ``strides`` and ``auto_pad``."""
 
     kernel: tuple[int, int] = (1, 1)
     pads: tuple[int, int, int, int] = (0, 0, 0, 0)
     dilations: tuple[int, int] = (1, 1)
     auto_pad: str = "NOTSET"
+    strides: tuple[int, int] = (1, 1)
+
+    @classmethod
+    def of(cls, node: ir.Node) -> Window:
+        """The window of the Conv ``node`` (kernel from ``kernel_shape`` or its weight's shape)."""
+        weight = node.inputs[1].shape if len(node.inputs) > 1 and node.inputs[1] is not None else None
+        kernel = attribute(node, "kernel_shape", None) or (list(weight)[2:] if weight is not None else [1, 1])
+        return cls(
+            kernel=tuple(int(k) for k in kernel),
+            pads=tuple(int(p) for p in attribute(node, "pads", [0, 0, 0, 0])),
+            dilations=tuple(int(d) for d in attribute(node, "dilations", [1, 1])),
+            auto_pad=str(attribute(node, "auto_pad", "NOTSET")),
+            strides=tuple(int(s) for s in attribute(node, "strides", [1, 1])),
+        )
 
     @property
     def pointwise(self) -> bool:
-        """A 1x1 kernel without padding: the window is the pixel itself."""
-        return self.kernel == (1, 1) and not any(self.pads) and self.auto_pad in ("NOTSET", "VALID")
+        """A 1x1 kernel without padding or stride: the window is the pixel itself."""
+        return (self.kernel == (1, 1) and not any(self.pads) and self.auto_pad in ("NOTSET", "VALID")
+                and self.strides == (1, 1))
 
 
 @dataclasses.dataclass
@@ -351,14 +366,7 @@ def _conv_branch(node: ir.Node) -> Branch:
     if strides != [1, 1]:
         raise _Stop(f"the classifier Conv {node.name!r} has strides {strides}: a strided classifier's output pixels "
                     "do not each see one input window the maps can be aligned with; only stride 1 is supported")
-    kernel = tuple(int(k) for k in (attribute(node, "kernel_shape", None) or shape[2:]))
-    window = Window(
-        kernel=kernel,
-        pads=tuple(int(p) for p in attribute(node, "pads", [0, 0, 0, 0])),
-        dilations=tuple(int(d) for d in attribute(node, "dilations", [1, 1])),
-        auto_pad=str(attribute(node, "auto_pad", "NOTSET")),
-    )
-    return Branch(node, [], window, channels=shape[1] if isinstance(shape[1], int) else None)
+    return Branch(node, [], Window.of(node), channels=shape[1] if isinstance(shape[1], int) else None)
 
 
 def _linear_branch(value: ir.Value, seen: list[str]) -> tuple[Branch, list[tuple[ir.Node, int]]]:

@@ -9,10 +9,11 @@ kernel as it is in the graph) and ``P`` the conv's input patch (its padding, dil
 stride), so the p-norm is ``||s||_p * (window sum of ||psi2||_p^p)^(1/p)``
 (``docs/penultimate.md``).
 
-The graph computes ``K^T g`` as a 1x1 Conv with the constant ``scale * K^T`` (E x C x 1 x 1),
-``act'`` as a Where on ``z``, ``sum_f |s_f|^p`` as a channel sum, and the window sum as a Conv of
-the one-channel map ``sum_e |psi2_e|^p`` with a k x k kernel of ones: no unfold of E2 x k x k
-values. The class factor, ``|psi2|^p`` and the powers are shared with the last layer's maps.
+The graph computes ``K^T g`` as a MatMul of the constant ``scale * K^T`` (E x C) with ``g``
+flattened over the pixels, ``act'`` as a mask read on ``psi``, ``sum_f |s_f|^p`` as a channel sum,
+and the window sum as a pooling of the one-channel map ``sum_e |psi2_e|^p`` (the last layer's
+window sum for k x k classifiers): no unfold of E2 x k x k values. The class factor,
+``|psi2|^p`` and the powers are shared with the last layer's maps.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import numpy as np
 import onnx_ir as ir
 
 from pgn_deploy.contract import UnsupportedModelError, check_weights
-from pgn_deploy.graft.head import SKIPPED_OPS, Head, attribute, constant_array
+from pgn_deploy.graft.head import SKIPPED_OPS, Head, Window, attribute, constant_array
 
 if TYPE_CHECKING:
     from pgn_deploy.graft.pgn_subgraph import _PGNGraph
@@ -199,19 +200,24 @@ def _map(
 
 
 def _signal(graph: _PGNGraph, head: PenultimateHead, probs: ir.Value, label: str, gt: ir.Value | None) -> ir.Value:
-    """``s = (scale * K^T) g`` masked by ``act'(z)``: N x E x h x w."""
+    """``s = (scale * K^T) g`` masked by ``act'(z)``: N x E x (h w), flat over the pixels.
+
+    A MatMul of the constant E x C matrix with ``g`` seen as N x C x (h w), not a 1 x 1 Conv:
+    ONNX Runtime's CPU provider runs a Conv in its blocked channel layout and inserts a reorder
+    of the E x h x w result (and of every tensor multiplied with it) back to NCHW."""
     b = graph.b
-    g = _class_factor(graph, probs, label, gt)
+    g = graph.flat(_class_factor(graph, probs, label, gt))
     transposed = head.classifier_weight.T.astype(np.float64)
     if head.scale is not None:
         transposed = transposed * head.scale[:, None]
-    s = b.op("Conv", [g, b.const(transposed[:, :, None, None])], {"kernel_shape": [1, 1]})
+    s = b.op("MatMul", [b.const(transposed), g])
     if head.activation is None:
         return s
     if head.activation.op_type == "LeakyRelu":
-        return b.op("Mul", [s, b.memo(("penultimate_slope",), lambda: _leaky_slope(graph, head))])
+        return b.op("Mul", [s, b.memo(("penultimate_slope",), lambda: graph.flat(_leaky_slope(graph, head)))])
     # a float mask and a Mul: ONNX Runtime's CPU Where took 1.5 ms over 256 x 64 x 128, a Mul 0.3 ms
-    mask = b.memo(("penultimate_mask",), lambda: b.op("Cast", [_inside(graph, head)], {"to": int(ir.DataType.FLOAT)}))
+    mask = b.memo(("penultimate_mask",), lambda: graph.flat(b.op(
+        "Cast", [_inside(graph, head)], {"to": int(ir.DataType.FLOAT)})))
     return b.op("Mul", [s, mask])
 
 
@@ -254,7 +260,7 @@ def _class_factor(graph: _PGNGraph, probs: ir.Value, label: str, gt: ir.Value | 
 
 
 def _window_sum(graph: _PGNGraph, head: PenultimateHead, p: float) -> ir.Value:
-    """``||P||_p^p``: the conv's k x k window sum of ``sum_e |psi2_e|^p`` (N x 1 x h x w)."""
+    """``||P||_p^p``: the conv's window sum of ``sum_e |psi2_e|^p`` (N x 1 x h x w)."""
     from pgn_deploy.graft.pgn_subgraph import NONNEGATIVE_OPS
 
     b = graph.b
@@ -263,19 +269,10 @@ def _window_sum(graph: _PGNGraph, head: PenultimateHead, p: float) -> ir.Value:
         psi2 = b.to_float(head.inputs)
         producer = head.inputs.producer()
         nonneg = producer is not None and producer.op_type in NONNEGATIVE_OPS
-        magnitude = psi2 if nonneg or p == 2.0 else b.memo(("abs", psi2), lambda: b.op("Abs", [psi2]))
-        powered = b.op("Mul", [psi2, psi2]) if p == 2.0 else graph._shared_power(magnitude, p)
         shape = head.inputs.shape
         channels = shape[1] if shape is not None and shape.rank() == 4 and isinstance(shape[1], int) else None
-        per_pixel = graph._channel_sum(powered, channels, like=head.inputs)
-        kernel = list(head.conv.inputs[1].shape)[2:]
-        attributes = {
-            name: list(attribute(head.conv, name, default))
-            for name, default in (("pads", [0] * 4), ("dilations", [1, 1]), ("strides", [1, 1]))
-        }
-        if kernel == [1, 1] and attributes == {"pads": [0] * 4, "dilations": [1, 1], "strides": [1, 1]}:
-            return per_pixel
-        ones = b.const(np.ones((1, 1, *kernel)))
-        return b.op("Conv", [per_pixel, ones], {"kernel_shape": kernel, **attributes})
+        per_pixel = graph._p_sum(psi2, p, nonneg, channels, like=head.inputs)
+        window = Window.of(head.conv)
+        return per_pixel if window.pointwise else graph._window_sum(per_pixel, window)
 
     return b.memo(("window_sum", p), make)

@@ -43,7 +43,7 @@ import onnx_ir as ir
 
 from pgn_deploy.contract import BASELINES, GT_INPUT, PRED, PGNSpec, UnsupportedModelError
 from pgn_deploy.graft.graph_builder import FLOAT, GraphBuilder
-from pgn_deploy.graft.head import Branch, Head, affine_operand, attribute, constant_array
+from pgn_deploy.graft.head import Branch, Head, Window, affine_operand, attribute, constant_array
 from pgn_deploy.graft.interpolation import MATMUL_MAX_ROWS, matmul_resizer
 from pgn_deploy.graft.penultimate import PenultimateHead, penultimate_maps
 
@@ -262,17 +262,17 @@ class _PGNGraph:
             return self._mirror(branch.path, self._token_p_sum(psi, p))
         if not branch.window.pointwise:
             per_pixel = self._p_sum(psi.value, p, psi.nonneg, psi.channels)
-            return self._mirror(branch.path, self._window_sum(per_pixel, branch))
+            return self._mirror(branch.path, self._window_sum(per_pixel, branch.window))
         return self._p_sum(psi.value, p, psi.nonneg, psi.channels)
 
-    def _window_sum(self, x: ir.Value, branch: Branch) -> ir.Value:
-        """The sum of the one-channel map ``x`` over each output pixel's input window, with the
-        classifier's pads, dilations and auto_pad (zero padding contributes nothing, as in the
-        gradient): ``k_h k_w`` times an ``AveragePool`` that counts the padding (dilations need
-        opset 19 there), else a Conv with a ones kernel. On ONNX Runtime's CPU provider the
+    def _window_sum(self, x: ir.Value, window: Window) -> ir.Value:
+        """The sum of the one-channel map ``x`` over each output pixel's input ``window`` (a
+        conv's pads, dilations, strides and auto_pad; zero padding contributes nothing, as in
+        the gradient): ``k_h k_w`` times an ``AveragePool`` that counts the padding (dilations
+        need opset 19 there), else a Conv with a ones kernel. On ONNX Runtime's CPU provider the
         pooling takes 0.30 ms for a 3x3 window over 512 x 1024, the Conv 7.2 ms (it goes through
-        im2col; ``benchmarks/results/kxk_head_profile.md``)."""
-        window = branch.window
+        im2col; ``benchmarks/results/kxk_head_profile.md``), and a one-channel Conv gets
+        ONNX Runtime's blocked layout and a reorder back."""
         attributes: dict[str, object] = {"kernel_shape": list(window.kernel)}
         if window.auto_pad in ("NOTSET", ""):
             attributes["pads"] = list(window.pads)
@@ -280,6 +280,8 @@ class _PGNGraph:
             attributes["auto_pad"] = window.auto_pad
         if window.dilations != (1, 1):
             attributes["dilations"] = list(window.dilations)
+        if window.strides != (1, 1):
+            attributes["strides"] = list(window.strides)
         if window.dilations == (1, 1) or self.b.opset >= 19:
             mean = self.b.op("AveragePool", [x], attributes | {"count_include_pad": 1})
             return self.b.op("Mul", [mean, self.b.const(float(window.kernel[0] * window.kernel[1]))])
@@ -375,32 +377,42 @@ class _PGNGraph:
         return self.b.op("Exp", [self.b.op("Max", [scaled, self.b.const(EXP_FLOOR)])])
 
     def _p_sum(self, x: ir.Value, p: float, nonneg: bool, channels: int | None,
-               weights: np.ndarray | None = None) -> ir.Value:
-        """``sum_c w_c |x_c|^p`` over the ``channels`` of ``x`` (``None``: unknown, a
-        ReduceSum; never guessed), keepdims, N x 1 x h x w; ``weights`` ``w`` default to 1."""
+               weights: np.ndarray | None = None, like: ir.Value | None = None) -> ir.Value:
+        """``sum_c w_c |x_c|^p`` over the ``channels`` of ``x`` (N x C x h x w, or N x C x (h w);
+        ``None``: unknown, a ReduceSum; never guessed), N x 1 x h x w with the dims of ``like``
+        (default: the working logits); ``weights`` ``w`` default to 1."""
 
         def make() -> ir.Value:
-            magnitude = x if nonneg or p == 2.0 else self.b.memo(("abs", x), lambda: self.b.op("Abs", [x]))
-            powered = self.b.op("Mul", [x, x]) if p == 2.0 else self._shared_power(magnitude, p)
-            return self._channel_sum(powered, channels, weights=weights)
+            # flattened first where the sum is a MatMul: ONNX Runtime would run a Mul of a conv's
+            # output in its blocked channel layout and add a reorder of the product
+            source = self.flat(x) if isinstance(channels, int) else x
+            magnitude = source if nonneg or p == 2.0 else self.b.memo(
+                ("abs", source), lambda: self.b.op("Abs", [source]))
+            powered = self.b.op("Mul", [source, source]) if p == 2.0 else self._shared_power(magnitude, p)
+            return self._channel_sum(powered, channels, like, weights=weights, flattened=isinstance(channels, int))
 
         return self.b.memo(("p_sum", x, p, weights is not None), make)
+
+    def flat(self, x: ir.Value) -> ir.Value:
+        """``x`` (N x C x h x w) seen as N x C x (h w), once per ``x``."""
+        return self.b.memo(("flat", x), lambda: self.b.op("Reshape", [x, self.b.const([0, 0, -1], np.int64)]))
 
     def _class_p_sum(self, x: ir.Value, p: float, nonneg: bool) -> ir.Value:
         """``sum_h |a_h|^p |x_h|^p`` over the classes (``a``: the head's per-class factor)."""
         return self._p_sum(x, p, nonneg, self.num_classes, None if self.scale is None else self.scale**p)
 
     def _channel_sum(self, x: ir.Value, channels: int | None, like: ir.Value | None = None,
-                     weights: np.ndarray | None = None) -> ir.Value:
+                     weights: np.ndarray | None = None, flattened: bool = False) -> ir.Value:
         """``sum_c x_c`` over axis 1, keepdims: N x 1 x h x w with N, h, w of ``like`` (default:
         the working logits). With a known channel count it is a MatMul of a row of ones with
         ``x`` seen as N x channels x (h w): on ONNX Runtime's CPU provider 0.05 ms against
         0.43 ms for ``ReduceSum(axis=1)`` over 256 x 32 x 64 (``benchmarks/NOTES.md``, attempt 7).
-        ``weights`` (``channels`` values) make it a weighted sum."""
+        ``weights`` (``channels`` values) make it a weighted sum; ``flattened``: ``x`` is
+        already N x channels x (h w)."""
         like = self.working if like is None else like
         if not isinstance(channels, int):
             return self.b.reduce("ReduceSum", x)
-        flat = self.b.op("Reshape", [x, self.b.const([0, 0, -1], np.int64)])
+        flat = x if flattened else self.flat(x)
         row = np.ones((1, channels)) if weights is None else np.asarray(weights, dtype=np.float64).reshape(1, channels)
         total = self.b.op("MatMul", [self.b.const(row), flat])
         shape = self.b.memo(("map_shape", like), lambda: self.b.op(

@@ -118,9 +118,7 @@ def test_exact_penultimate_maps_equal_float64_autograd(kernel, dilation, bias, b
         oracle = R.autograd_penultimate_pgn(psi2, conv, batch_norm, classifier, pixels, p, label, gt=gt_here)
         graph = torch.tensor([float(outputs[name][n, 0, y, x]) for n, y, x in pixels], dtype=torch.float64)
         err = ((graph - oracle).abs() / oracle.abs().clamp_min(1e-30)).max().item()
-        # 1e-5 relative, divided by p below 1 (the root 1/p multiplies the float32 forward's
-        # relative error by 1/p), the tolerance pgn-check uses for every map
-        assert err < 1e-5 / min(p, 1.0), (name, err)
+        assert err < 1e-5, (name, err)
 
 
 @pytest.mark.parametrize("activation", ["leaky_relu", "relu6", "identity"])
@@ -140,8 +138,9 @@ def test_paper_penultimate_maps_equal_closed_form_resized(activation):
             closed = R.penultimate_pgn_module(torch.from_numpy(psi2).double(), conv, batch_norm, classifier, p, label,
                                               "paper", activation=activation, negative_slope=0.1)
         expected = F.interpolate(closed[:, None], size=SIZE[2:], mode="bilinear", align_corners=False)[:, 0].numpy()
-        # every pixel (not a sample): the float32 conv, BN and classifier of the graph against float64
-        np.testing.assert_allclose(outputs[name][:, 0], expected, rtol=5e-5 / min(p, 1.0), atol=1e-30, err_msg=name)
+        # every pixel of the resized map, not a sample: the worst of 950 pixels (float32 conv, BN,
+        # classifier and bilinear weights against float64) reaches 1.03e-5 at p = 0.3
+        np.testing.assert_allclose(outputs[name][:, 0], expected, rtol=2e-5, atol=1e-30, err_msg=name)
 
 
 def test_folded_bn_without_the_exporters_factor_is_the_graph_kernel():
