@@ -440,7 +440,10 @@ class Metadata:
     ``dropped_outputs``: outputs removed by ``--outputs`` (the metadata still names them).
     ``penultimate``: with penultimate-layer maps, the conv they differentiate and how
     (``conv``, ``activation``, ``batch_norm``: ``kept``/``folded``/``none``, ``weights``:
-    ``trained``/``graph``, ``scale_from``: ``graph``/``exporter``/``none``), else ``None``.
+    ``trained``/``graph``, ``scale_from``: ``graph``/``exporter``/``none``; ``inputs``/
+    ``pre_activation``: the graph tensors psi2 and z; ``scale``: the per-channel factor on
+    ``s``, ``None`` for 1; ``negative_slope`` (LeakyRelu) or ``bounds`` (Relu/Clip: where the
+    derivative is 1)), else ``None``.
     """
 
     spec: PGNSpec

@@ -110,7 +110,13 @@ def locate_penultimate(head: Head, folds: Sequence[BatchNormFold] = (), weights:
             f"classifier; before the classifier's activation there is {found}")
     _check_conv(conv)
     scale, info = _bn_scale(conv, batch_norm, folds, weights)
-    info |= {"conv": conv.name, "activation": activation.op_type if activation is not None else "identity"}
+    info |= {"conv": conv.name, "activation": activation.op_type if activation is not None else "identity",
+             "inputs": conv.inputs[0].name, "pre_activation": pre_activation.name,
+             "scale": None if scale is None else [float(v) for v in scale]}
+    if activation is not None and activation.op_type == "LeakyRelu":
+        info["negative_slope"] = float(attribute(activation, "alpha", 0.01))
+    elif activation is not None:
+        info["bounds"] = [float(b) if np.isfinite(b) else None for b in _activation_bounds(activation)]
     classifier_weight = kernel.reshape(kernel.shape[0], -1).astype(np.float64)
     if head.scale is not None:  # per-class affine after the classifier: dphi/dpsi = diag(a) K
         classifier_weight = classifier_weight * np.asarray(head.scale, np.float64)[:, None]

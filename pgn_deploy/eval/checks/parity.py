@@ -13,7 +13,8 @@ check                what is compared (tolerance on max abs error / scale of the
                      pruned: bit-identical (tolerance 0)
 ``self``             every map, baseline and ``pred`` against :mod:`pgn_deploy.reference` in
                      float64 on the graph's own head tensors (``metadata.head.features`` and
-                     ``head_logits``, exposed as outputs of an in-memory copy): 1e-5
+                     ``head_logits``, exposed as outputs of an in-memory copy; penultimate maps
+                     also read psi2 and z, :mod:`~pgn_deploy.eval.checks.penultimate`): 1e-5
 ``reference-outputs`` (``reference`` given) the original outputs against the PyTorch model (or
                      the reference ONNX model): 1e-4 (float32 against float32, other kernels)
 ``reference``        every map, baseline and ``pred`` against pgn_deploy.reference in float64
@@ -51,15 +52,16 @@ from pgn_deploy.contract import (
     Metadata,
     UnsupportedModelError,
     load_onnx,
+    parse_map_name,
     parse_pgn_output_name,
     parse_shape,
     read_metadata,
     require,
 )
+from pgn_deploy.eval.checks import penultimate
 
 TOLERANCES = {"pruned": 0.0, "self": 1e-5, "reference-outputs": 1e-4, "reference": 1e-4, "autograd": 1e-5}
-PENULTIMATE_NOTE = ("penultimate-layer map: not compared by pgn-check "
-                    "(tests/graft/test_penultimate*.py check them against autograd)")
+PENULTIMATE_NOTE = "penultimate-layer map: compared on the graph's own tensors (the self check) only"
 HALF_PRECISION_TOLERANCE = {"fp16": 1e-2, "bf16": 5e-2}
 TIE_FLOOR = 1e-6
 _MAP_CHECKS = ("self", "reference", "autograd")
@@ -200,7 +202,18 @@ def _check_sample(
         for name in meta.original_outputs
     ]
     head = _HeadTensors.from_graph(run, meta)
-    results += _compare_maps("self", meta, run, lambda: head.expected(meta, gt), _tie_mask(head, None))
+    notes: dict[str, str] = {}
+
+    def expected() -> dict[str, np.ndarray]:
+        values = head.expected(meta, gt)
+        try:
+            values.update(penultimate.expected_maps(graph.model, meta, run, head.head_logits,
+                                                    tuple(head.logits.shape[-2:]), gt))
+        except penultimate.UncheckableError as why:
+            notes["penultimate"] = f"penultimate-layer map not compared: {why}"
+        return values
+
+    results += _compare_maps("self", meta, run, expected, _tie_mask(head, None), notes)
     if isinstance(torch_side, _OnnxReference):
         results += torch_side.check(meta, run, x)
     elif isinstance(torch_side, _TorchReference):
@@ -353,7 +366,7 @@ def _tie_mask(mine: _HeadTensors, other: _HeadTensors | None) -> Callable[[str, 
 
 
 def _argmax_dependent(name: str, meta: Metadata) -> bool:
-    parsed = parse_pgn_output_name(name)
+    parsed = parse_map_name(name)
     return name == meta.pred or (parsed is not None and parsed[0] == "oh")
 
 
@@ -363,8 +376,10 @@ def _compare_maps(
     run: Mapping[str, np.ndarray],
     expected: Callable[[], dict[str, np.ndarray]],
     ties: Callable[[str, Metadata], np.ndarray],
+    notes: Mapping[str, str] | None = None,
 ) -> list[CheckResult]:
-    """Every map, baseline and ``pred`` of ``run`` against ``expected()`` (N x H x W each)."""
+    """Every map, baseline and ``pred`` of ``run`` against ``expected()`` (N x H x W each); a
+    penultimate map ``expected()`` leaves out is skipped with ``notes["penultimate"]``."""
     names = [*meta.score_outputs, *([meta.pred] if meta.pred else [])]
     try:
         values = expected()
@@ -372,8 +387,8 @@ def _compare_maps(
         return [CheckResult(check, name, "skip", note=str(skip)) for name in names]
     results = []
     for name in names:
-        if name not in values:  # a penultimate-layer map: tests/graft/test_penultimate*.py check them
-            results.append(CheckResult(check, name, "skip", note=PENULTIMATE_NOTE))
+        if name not in values:  # a penultimate-layer map
+            results.append(CheckResult(check, name, "skip", note=(notes or {}).get("penultimate", PENULTIMATE_NOTE)))
             continue
         actual = run[name][:, 0] if run[name].ndim == 4 else run[name]
         keep = ~ties(name, meta) if _argmax_dependent(name, meta) else None
@@ -434,7 +449,7 @@ def _tolerance(check: str, name: str, meta: Metadata) -> float:
     tolerance = TOLERANCES[check]
     if check.startswith("reference"):
         tolerance = HALF_PRECISION_TOLERANCE.get(meta.precision, tolerance)
-    parsed = parse_pgn_output_name(name)
+    parsed = parse_map_name(name)
     return tolerance / min(parsed[1], 1.0) if parsed is not None else tolerance
 
 
@@ -470,7 +485,8 @@ class _GraphRunner:
     def __init__(self, model: Any, meta: Metadata) -> None:
         self.model, self.meta = model, meta
         head = meta.head
-        self.head_tensors = list(dict.fromkeys([*head.features, head.head_logits, head.logits]))
+        self.head_tensors = list(dict.fromkeys([*head.features, head.head_logits, head.logits,
+                                                *penultimate.graph_tensors(meta)]))
         inputs = {i.name for i in model.graph.input}
         outputs = [o.name for o in model.graph.output]
         exposed = [n for n in self.head_tensors if n not in inputs and n not in outputs]
