@@ -261,7 +261,7 @@ class _PGNGraph:
         if branch.linear:
             return self._mirror(branch.path, self._token_p_sum(psi, p))
         if not branch.window.pointwise:
-            per_pixel = self._p_sum(psi.value, p, psi.nonneg, psi.channels)
+            per_pixel = self._p_sum(psi.value, p, psi.nonneg, psi.channels, like=psi.value)
             return self._mirror(branch.path, self._window_sum(per_pixel, branch.window))
         return self._p_sum(psi.value, p, psi.nonneg, psi.channels)
 

@@ -54,12 +54,13 @@ class _Stem(nn.Module):
 
 
 class DilatedHead(nn.Module):
-    """A 3x3 classifier with bias (padding = dilation, default 2), logits upsampled x2."""
+    """A 3x3 classifier with bias (padding = dilation unless given, default 2), logits upsampled x2."""
 
-    def __init__(self, dilation: int = 2) -> None:
+    def __init__(self, dilation: int = 2, padding: int | None = None) -> None:
         super().__init__()
         self.stem = _Stem()
-        self.classifier = nn.Conv2d(12, NUM_CLASSES, 3, padding=dilation, dilation=dilation)
+        padding = dilation if padding is None else padding
+        self.classifier = nn.Conv2d(12, NUM_CLASSES, 3, padding=padding, dilation=dilation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.interpolate(self.classifier(self.stem(x)), scale_factor=2, mode="bilinear")
@@ -179,15 +180,17 @@ def test_transformers_families(builder, dynamic, size):
     check_graft_family(_export(model.eval(), "dynamo", dynamic, size), conv_oracle(conv), _images(1, size))
 
 
-@pytest.mark.parametrize("dilation", [1, 2])
-def test_a_3x3_head_with_bias(dilation):
-    """Dilation 1: the window sum is an AveragePool; 2 at opset 17: a ones-kernel Conv."""
+@pytest.mark.parametrize("dilation,padding", [(1, 1), (2, 2), (1, 0)])
+def test_a_3x3_head_with_bias(dilation, padding):
+    """Dilation 1: the window sum is an AveragePool; 2 at opset 17: a ones-kernel Conv. Without
+    padding the classifier's output is smaller than its input: the window sum is taken at the
+    input's size."""
     torch.manual_seed(0)
-    model = DilatedHead(dilation)
+    model = DilatedHead(dilation, padding)
     _spread(model.classifier)
     plain = _export(model)
     head = find_head(plain)
-    assert head.kernel == [[3, 3]] and head.pads == [[dilation] * 4] and head.dilations == [[dilation] * 2]
+    assert head.kernel == [[3, 3]] and head.pads == [[padding] * 4] and head.dilations == [[dilation] * 2]
     window_ops = {n.op_type for n in graft(plain, PGNSpec()).graph.node if n.name.startswith("pgn/")}
     assert ("AveragePool" in window_ops) == (dilation == 1) and ("Conv" in window_ops) == (dilation == 2)
     check_graft_family(plain, conv_oracle(model.classifier), _images(), bias=True)
