@@ -194,7 +194,8 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         f"Plain model {b['plain_kernel_ms']:.1f} ms. Added by the deploy model: in-graph preprocessing "
         f"{parts['preprocessing']:.2f} ms, percentile rank and mask {parts['rank_and_mask']:.2f} ms, PGN map "
-        f"{parts['pgn_map']:.2f} ms, layout nodes ONNX Runtime inserts {parts['inserted_layout']:.2f} ms "
+        f"{parts['pgn_map']:.2f} ms, nodes ONNX Runtime runs only in it (inserted layout changes, fused PGN nodes) "
+        f"{parts['inserted_layout']:.2f} ms "
         f"({', '.join(f'{op} x{n}' for op, n in b['inserted_nodes'].items()) or 'none'}); the Python "
         f"preprocessing it replaces: {b['python_preprocessing_ms']:.2f} ms. Net: "
         f"{b['added_minus_python_ms']:+.2f} ms per frame.",
