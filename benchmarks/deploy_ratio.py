@@ -16,7 +16,10 @@ BGR camera frame of deeplabv3_mobilenet_v3_large's 512 x 1024 input:
 * ``plain_again``: a second plain session (A/A control: what two sessions of one model differ by).
 
 The ratio to ``plain`` is the ratio of medians with a paired bootstrap 95 % interval, pooled
-over ``--repeats`` comparisons with fresh sessions. The network has random weights (speed does
+over ``--repeats`` comparisons with fresh sessions. Where the time goes (:func:`breakdown`):
+ONNX Runtime's per-node kernel-time minima of the deploy model (in-graph preprocessing, rank
+and mask, PGN subgraph, layout nodes ONNX Runtime inserts) against the plain model's, and the
+Python preprocessing's minimum on the same clock. The network has random weights (speed does
 not depend on them). Writes ``latency_deploy.json`` and ``latency_deploy.md``.
 """
 from __future__ import annotations
@@ -34,9 +37,14 @@ import onnx
 
 from benchmarks.common import Settings, interleave, log, pool, summarize
 from benchmarks.models import ModelFiles
+from benchmarks.profile_ops import RUNS, inserted_by_op, node_minima
 from pgn_deploy.benchmark.machine import machine_info
+from pgn_deploy.benchmark.timing import get_clock
 from pgn_deploy.contract import atomic_write_text, read_metadata, save_onnx, write_metadata
+from pgn_deploy.engines.subgraph import split_nodes
 from pgn_deploy.graft.deploy import prepare_deployment
+from pgn_deploy.graft.normalize import PREFIX as NORM_PREFIX
+from pgn_deploy.graft.preprocess import PREFIX as PRE_PREFIX
 from pgn_deploy.runtime.backends.base import BackendOptions, open_backend
 from pgn_deploy.runtime.calibrate import measure_calibration
 from pgn_deploy.runtime.preprocess import preprocess_image
@@ -79,6 +87,40 @@ def _session_call(path: Path, settings: Settings, frame: np.ndarray, python_prep
     return lambda: backend.run({name: frame[None]}, outputs)
 
 
+def breakdown(deploy: Path, plain: Path, frame: np.ndarray, info: Any, settings: Settings) -> dict[str, Any]:
+    """Kernel-time minima (ms, over :data:`~benchmarks.profile_ops.RUNS` profiled runs) of the
+    deploy model's added parts, the plain model's total, and the Python preprocessing's minimum
+    (``settings.clock``); ``added_minus_python_ms`` is what the deploy model adds per frame."""
+    model = onnx.load(str(deploy), load_external_data=False)
+    _, added = split_nodes(model, read_metadata(model))
+    pgn_nodes = {node.name for node in added}
+    times, ops = node_minima(deploy, SIZE, settings, image=frame[None])
+    plain_times, plain_ops = node_minima(plain, SIZE, settings)
+    pre = {n: ms for n, ms in times.items() if n.startswith(PRE_PREFIX)}
+    norm = {n: ms for n, ms in times.items() if n.startswith(NORM_PREFIX)}
+    pgn = {n: ms for n, ms in times.items() if n in pgn_nodes and n not in norm}
+    rest = {n: ms for n, ms in times.items() if n not in pre and n not in norm and n not in pgn}
+    inserted = inserted_by_op(rest, ops, plain_times, plain_ops)
+    clock = get_clock(settings.clock)
+    python = []
+    for _ in range(RUNS):
+        start = clock()
+        preprocess_image(frame, "BGR", info, np.dtype(np.float32))
+        python.append((clock() - start) * 1e3)
+    parts = {"preprocessing": sum(pre.values()), "rank_and_mask": sum(norm.values()),
+             "pgn_map": sum(pgn.values()), "inserted_layout": sum(ms for _, ms in inserted.values())}
+    return {
+        "parts_ms": parts,
+        "rank_and_mask_by_op_ms": {op: sum(ms for n, ms in norm.items() if ops[n] == op)
+                                   for op in sorted({ops[n] for n in norm})},
+        "preprocessing_by_node_ms": pre,
+        "inserted_nodes": {op: count for op, (count, _) in sorted(inserted.items())},
+        "plain_kernel_ms": sum(plain_times.values()),
+        "python_preprocessing_ms": min(python),
+        "added_minus_python_ms": sum(parts.values()) - min(python),
+    }
+
+
 def run(settings: Settings, work: Path, repeats: int) -> dict[str, Any]:
     """Time the four calls ``repeats`` times with fresh sessions; the results document."""
     files = ModelFiles(MODEL, work)
@@ -96,6 +138,8 @@ def run(settings: Settings, work: Path, repeats: int) -> dict[str, Any]:
             "plain_again": _session_call(files.plain(), settings, frame, True, info),
         }
         runs.append(interleave(calls, settings))
+    log("profiling where the time goes")
+    where = breakdown(deploy, files.plain(), frame, info, settings)
     summary = summarize(pool(runs))
     summary["per_comparison"] = [summarize(r)["ratio_to_plain"] for r in runs]
     ratio = summary["ratio_to_plain"]["deploy"]
@@ -106,6 +150,7 @@ def run(settings: Settings, work: Path, repeats: int) -> dict[str, Any]:
         "model": MODEL, "size": list(SIZE), "input_format": INPUT_FORMAT,
         "deploy_outputs": [o.name for o in onnx.load(str(deploy), load_external_data=False).graph.output],
         "summary": summary,
+        "breakdown": where,
         "target": {"ratio": TARGET, "met": ratio["value"] <= TARGET, "certain": ratio["high"] <= TARGET
                    or ratio["low"] > TARGET},
     }
@@ -142,6 +187,21 @@ def markdown(doc: dict[str, Any]) -> str:
               "(the first row's ratio; the others say where the time goes).",
               "Per comparison (deploy / plain): " + ", ".join(f"{r['deploy']['value']:.3f}"
                                                               for r in s["per_comparison"]) + ".", ""]
+    b = doc["breakdown"]
+    parts = b["parts_ms"]
+    lines += [
+        "## Where the time goes (kernel-time minima, ONNX Runtime profile)",
+        "",
+        f"Plain model {b['plain_kernel_ms']:.1f} ms. Added by the deploy model: in-graph preprocessing "
+        f"{parts['preprocessing']:.2f} ms, percentile rank and mask {parts['rank_and_mask']:.2f} ms, PGN map "
+        f"{parts['pgn_map']:.2f} ms, nodes ONNX Runtime runs only in it (inserted layout changes, fused PGN nodes) "
+        f"{parts['inserted_layout']:.2f} ms "
+        f"({', '.join(f'{op} x{n}' for op, n in b['inserted_nodes'].items()) or 'none'}); the Python "
+        f"preprocessing it replaces: {b['python_preprocessing_ms']:.2f} ms. Net: "
+        f"{b['added_minus_python_ms']:+.2f} ms per frame.",
+        "Rank and mask by op: " + ", ".join(f"{op} {ms:.2f}" for op, ms in b["rank_and_mask_by_op_ms"].items())
+        + " ms.", "",
+    ]
     return "\n".join(lines)
 
 

@@ -30,15 +30,18 @@ RUNS = 10
 TOP = 12
 
 
-def node_minima(path: Path, shape: tuple[int, int], settings: Settings) -> tuple[dict[str, float], dict[str, str]]:
-    """Per node: the minimum kernel time (ms) over :data:`RUNS` runs, and its op type."""
+def node_minima(path: Path, shape: tuple[int, int], settings: Settings,
+                image: np.ndarray | None = None) -> tuple[dict[str, float], dict[str, str]]:
+    """Per node: the minimum kernel time (ms) over :data:`RUNS` runs, and its op type. ``image``:
+    what the first input is fed (default: a random float32 1 x 3 x H x W image of ``shape``)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = settings.threads
     options.enable_profiling = True
     with tempfile.TemporaryDirectory(prefix="pgn_profile_") as tmp:
         options.profile_file_prefix = str(Path(tmp) / "profile")
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        image = np.random.default_rng(0).standard_normal((1, 3, *shape)).astype(np.float32)
+        if image is None:
+            image = np.random.default_rng(0).standard_normal((1, 3, *shape)).astype(np.float32)
         for _ in range(RUNS):
             session.run(None, {session.get_inputs()[0].name: image})
         events = json.loads(Path(session.end_profiling()).read_text())

@@ -20,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Triton backend (tensorrt serves the plan pgn-build made from MODEL)")
     parser.add_argument("--plan", metavar="PLAN", help="plan for --triton-backend tensorrt (default engines/NAME.plan)")
     parser.add_argument("--name", help="model name in the repository (default: MODEL's file name)")
-    parser.add_argument("--max-batch", type=int, metavar="N", help="Triton max_batch_size (default 8)")
+    parser.add_argument("--max-batch", type=int, metavar="N",
+                        help="Triton max_batch_size (default 8; 0: no batching, which also declares the "
+                        "optional ood_threshold input of a --normalize model)")
     parser.add_argument("--instances", type=int, default=1, metavar="N", help="model instances (per GPU for tensorrt)")
     parser.add_argument("--force", action="store_true", help="replace an existing model folder")
     return parser

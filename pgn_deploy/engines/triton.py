@@ -16,8 +16,14 @@ read the ``pgn_*`` maps (float32 N x 1 x h x w) and ``pred`` (int32 N x h x w) a
 A model exported with ``--input-format uint8-nhwc-rgb|bgr`` declares its input
 ``TYPE_UINT8 [-1, -1, 3]``: clients send camera frames as they are (the graph normalises);
 one exported with ``--outputs`` lists only the kept outputs; ``<map>_norm`` and ``ood_mask``
-are ordinary outputs. The optional ``ood_threshold`` input (an initializer) is not declared:
-Triton batches requests together, so the served mask uses the calibrated default threshold.
+are ordinary outputs. The optional ``ood_threshold`` input of a ``--normalize`` model (a float32
+scalar with the calibrated default as its initializer) is declared ``optional: true``,
+``TYPE_FP32``, ``dims: [1]`` with ``reshape: { shape: [ ] }`` (Triton wants non-empty dims; the
+reshape hands the model its scalar), so a client may send a threshold per request, when the
+repository is written for Triton's ONNX Runtime backend without batching (``max_batch_size: 0``:
+a fixed-batch model, or ``--max-batch 0``). Triton's ONNX Runtime backend refuses optional inputs
+in a model that batches, and a TensorRT plan holds the threshold as a constant: there the served
+mask uses the calibrated default (the report says so).
 """
 from __future__ import annotations
 
@@ -78,11 +84,16 @@ class RepositoryReport:
     model_file: Path
     backend: str
     max_batch_size: int
+    optional_inputs: list[str] = dataclasses.field(default_factory=list)
+    note: str = ""
 
     def to_text(self) -> str:
-        """What ``pgn-triton`` prints: the model folder and its files."""
-        return (f"wrote {self.model_dir} ({self.backend}, max_batch_size {self.max_batch_size}): "
+        """What ``pgn-triton`` prints: the model folder, its files, the optional inputs declared."""
+        text = (f"wrote {self.model_dir} ({self.backend}, max_batch_size {self.max_batch_size}): "
                 f"{self.config}, {self.model_file}")
+        if self.optional_inputs:
+            text += f"\noptional inputs: {', '.join(self.optional_inputs)}"
+        return text + (f"\n{self.note}" if self.note else "")
 
     def to_json(self) -> dict[str, Any]:
         """The fields as a JSON-ready dict, paths as strings."""
@@ -108,17 +119,26 @@ def model_signature(model: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
     return _tensor_specs(model.graph.input, initializers), _tensor_specs(model.graph.output, set())
 
 
+def optional_inputs(model: Any, meta: Any) -> list[TensorSpec]:
+    """The graph inputs a request may leave out: the ``--normalize`` model's ``ood_threshold``
+    (an input with an initializer default); empty for other models."""
+    if not meta.ood_mask:
+        return []
+    name = meta.ood_mask["threshold_input"]
+    return _tensor_specs([i for i in model.graph.input if i.name == name], set())
+
+
 def _batch_limit(inputs: list[TensorSpec], outputs: list[TensorSpec], max_batch: int | None,
                  plan_max_batch: int | None) -> int:
-    """Triton's ``max_batch_size``: 0 when the model's batch dimension is fixed."""
+    """Triton's ``max_batch_size``: 0 when the model's batch dimension is fixed or ``max_batch`` is 0."""
     dynamic = all(spec.dims and spec.dims[0] == -1 for spec in [*inputs, *outputs])
     if not dynamic:
         if max_batch:
             raise BadInputError("--max-batch needs a model with a dynamic batch dimension; this one is fixed")
         return 0
     limit = max_batch if max_batch is not None else min(DEFAULT_MAX_BATCH, plan_max_batch or DEFAULT_MAX_BATCH)
-    if limit < 1:
-        raise BadInputError(f"--max-batch must be >= 1, got {limit}")
+    if limit < 0:
+        raise BadInputError(f"--max-batch must be >= 0 (0: no batching), got {limit}")
     if plan_max_batch is not None and limit > plan_max_batch:
         raise BadInputError(f"--max-batch {limit} exceeds the plan's profile (batch <= {plan_max_batch}); "
                             "rebuild the plan with a larger --shapes maximum")
@@ -126,8 +146,10 @@ def _batch_limit(inputs: list[TensorSpec], outputs: list[TensorSpec], max_batch:
 
 
 def build_config(name: str, backend: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
-                 max_batch_size: int, instances: int, metadata_json: str) -> Any:
-    """The ``ModelConfig`` protobuf message of the model folder ``name``."""
+                 max_batch_size: int, instances: int, metadata_json: str,
+                 optional: list[TensorSpec] | None = None) -> Any:
+    """The ``ModelConfig`` protobuf message of the model folder ``name``; ``optional``: inputs
+    declared ``optional: true`` (a scalar as ``dims: [1]``, ``reshape: { shape: [ ] }``)."""
     pb = require("tritonclient.grpc.model_config_pb2", "writing a Triton model repository")
     triton_backend, platform, filename, kind = BACKENDS[backend]
     config = pb.ModelConfig(name=name, backend=triton_backend, platform=platform,
@@ -144,6 +166,11 @@ def build_config(name: str, backend: str, inputs: list[TensorSpec], outputs: lis
 
     for spec in inputs:
         config.input.add(name=spec.name, data_type=data_type(spec), dims=dims(spec))
+    for spec in optional or []:
+        declared = config.input.add(name=spec.name, data_type=data_type(spec), optional=True,
+                                    dims=dims(spec) or [1])
+        if not dims(spec):
+            declared.reshape.SetInParent()  # shape [] : the model's scalar
     for spec in outputs:
         config.output.add(name=spec.name, data_type=data_type(spec), dims=dims(spec))
     if max_batch_size:
@@ -169,7 +196,8 @@ def write_triton_repository(
     default ``engines/NAME.plan``, whose sidecar must name this very ONNX file by sha256: the
     config is derived from the ONNX graph). ``name``: the model's name in the repository
     (default: the file name without ``.pgn.onnx``). ``max_batch``: Triton's max batch size
-    (default 8, at most the plan's profile maximum; 0 for a fixed-batch model). ``instances``:
+    (default 8, at most the plan's profile maximum; 0 for a fixed-batch model, or to serve a dynamic
+    one without batching, which declares the optional ``ood_threshold`` input). ``instances``:
     model instances (per GPU for tensorrt). An existing model folder is replaced only with
     ``force``; the folder is built beside it and renamed into place.
     """
@@ -195,13 +223,19 @@ def write_triton_repository(
         source, plan_max_batch = _checked_plan(plan, model_path, meta.input.name)
     inputs, outputs = model_signature(model)
     max_batch_size = _batch_limit(inputs, outputs, max_batch, plan_max_batch)
-    config = build_config(name, backend, inputs, outputs, max_batch_size, instances, meta.dumps())
+    optional, note = optional_inputs(model, meta), ""
+    if optional and (backend != "onnxruntime" or max_batch_size):
+        why = ("Triton's ONNX Runtime backend takes optional inputs only without batching (--max-batch 0)"
+               if backend == "onnxruntime" else "the TensorRT plan holds it as a constant")
+        note = f"{', '.join(s.name for s in optional)} not declared ({why}): the mask uses the calibrated default"
+        optional = []
+    config = build_config(name, backend, inputs, outputs, max_batch_size, instances, meta.dumps(), optional)
     filename = BACKENDS[backend][2]
     repo.mkdir(parents=True, exist_ok=True)
     _install_folder(target, config, source, filename)
     return RepositoryReport(model_dir=target, config=target / "config.pbtxt",
                             model_file=target / VERSION / filename, backend=backend,
-                            max_batch_size=max_batch_size)
+                            max_batch_size=max_batch_size, optional_inputs=[s.name for s in optional], note=note)
 
 
 def _checked_plan(plan: str | os.PathLike[str] | None, model_path: Path, input_name: str) -> tuple[Path, int | None]:

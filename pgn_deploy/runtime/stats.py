@@ -27,8 +27,9 @@ from pgn_deploy.contract import BadInputError
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.995, 0.999)
 """Stored quantile levels: dense where OoD decisions are made. Each is a knot of the in-graph
-percentile rank, whose cost grows with their number (one pass over the full-resolution map per
-knot segment: 7 segments cost about 9 ms at 512 x 1024 on one CPU thread)."""
+percentile rank, whose cost grows with their number (two passes over the full-resolution map
+per interior knot: the 6 of these levels and the ends cost about 2.2 ms at 512 x 1024 on one
+CPU thread, :mod:`pgn_deploy.graft.normalize`)."""
 THRESHOLD_QUANTILE = "0.995"
 """The default OoD threshold of a map is its in-distribution q0.995: a pixel false-positive
 budget of 0.5 % on in-distribution images (about 2600 pixels of a 512 x 1024 frame, mostly thin

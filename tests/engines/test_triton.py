@@ -153,3 +153,41 @@ def test_uint8_frames_repository_serves_the_float_models_maps(tmp_path):
     np.testing.assert_array_equal(got["pred"], want["pred"])
     for name in ("pgn_uni_p0.5", "msp"):
         assert np.max(np.abs(got[name] - want[name]) / np.maximum(np.abs(want[name]), 1e-30)) <= 1e-5
+
+
+def test_normalized_model_declares_the_optional_threshold_without_batching(tmp_path):
+    """``--max-batch 0``: ``ood_threshold`` is declared optional, TYPE_FP32, dims [1] reshaped to the
+    model's scalar, and the served file fed that scalar masks ``norm >= threshold``; with batching
+    (which Triton's ONNX Runtime backend refuses for optional inputs) it is left out, and said so."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from pgn_deploy.graft.deploy import prepare_deployment
+    from pgn_deploy.runtime import calibrate
+    from tests.support.runtime_models import build_model
+
+    frames = [np.random.default_rng(5).integers(0, 256, (24, 32, 3), dtype=np.uint8) for _ in range(2)]
+    calibrate(build_model(tmp_path / "m.onnx"), frames, tmp_path / "c.onnx", backend="ort-cpu")
+    model = save_onnx(prepare_deployment(onnx.load(tmp_path / "c.onnx"), normalize=True), tmp_path / "n.pgn.onnx")
+    repo = tmp_path / "repo"
+    report = write_triton_repository(model, repo, name="single", max_batch=0)
+    config = _parse(report.config)
+    assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
+    declared = {t.name: t for t in config.input}
+    threshold = declared["ood_threshold"]
+    assert threshold.optional and threshold.data_type == _dtype("TYPE_FP32") and list(threshold.dims) == [1]
+    assert threshold.HasField("reshape") and list(threshold.reshape.shape) == []
+    assert not declared["input"].optional and list(declared["input"].dims) == [-1, 3, -1, -1]
+    assert report.optional_inputs == ["ood_threshold"] and "optional inputs: ood_threshold" in report.to_text()
+    served = ort.InferenceSession(str(repo / "single" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    batch = np.random.default_rng(2).normal(0, 2, (1, 3, 24, 32)).astype(np.float32)
+    mask_map = read_metadata(model).ood_mask["map"]
+    for value in (0.25, 0.9):
+        norm, mask = served.run([f"{mask_map}_norm", "ood_mask"],
+                                {"input": batch, "ood_threshold": np.array(value, np.float32).reshape([])})
+        np.testing.assert_array_equal(mask, (norm >= np.float32(value)).astype(np.uint8))
+    batched = write_triton_repository(model, repo, name="batched", max_batch=2)
+    assert "ood_threshold" not in {t.name for t in _parse(batched.config).input}
+    assert batched.optional_inputs == [] and "not declared" in batched.to_text()
+    with pytest.raises(BadInputError, match=">= 0"):
+        write_triton_repository(model, repo, name="negative", max_batch=-1)

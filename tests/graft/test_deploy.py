@@ -71,6 +71,60 @@ def test_norm_of_a_sweep_through_tied_knots_is_the_step_function():
     assert np.all(np.diff(rank[:-1]) >= 0)
 
 
+def rank_session(entry: dict) -> ort.InferenceSession:
+    """A graph holding only the in-graph rank of ``entry``: ``score`` (N x 1 x H x W) -> ``rank``."""
+    import onnx_ir as ir
+
+    from pgn_deploy.graft.graph_builder import GraphBuilder
+    from pgn_deploy.graft.normalize import PREFIX, _rank
+
+    score = onnx.helper.make_tensor_value_info("score", onnx.TensorProto.FLOAT, ["n", 1, "h", "w"])
+    graph = onnx.helper.make_graph([], "rank", [score], [])
+    model = ir.from_proto(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]))
+    model.graph.outputs.append(_rank(GraphBuilder(model.graph, PREFIX), model.graph.inputs[0], entry, "rank"))
+    return session(ir.to_proto(model))
+
+
+def entry_from_knots(values: list[float]) -> dict:
+    """A calibration entry with knots ``values`` = (min, q0.5, q0.9, q0.95, q0.99, q0.995, q0.999, max)."""
+    levels = ("0.5", "0.9", "0.95", "0.99", "0.995", "0.999")
+    return {"min": values[0], "max": values[-1], "q": dict(zip(levels, values[1:-1]))}
+
+
+KNOT_SETS = {
+    "increasing": [-2.0, 0.5, 1.0, 1.25, 2.0, 2.125, 2.5, 7.0],
+    "small_positive": [2.19e-5, 7.81e-5, 1.035e-4, 1.135e-4, 1.393e-4, 1.499e-4, 1.758e-4, 1.848e-4],
+    "steep_and_flat": [0.0, 1e-3, 1.1e-3, 10.0, 10.1, 500.0, 505.0, 1e4],
+    "tied_at_min": [0.0, 0.0, 0.0, 0.3, 0.7, 0.8, 0.9, 1.0],
+    "tied_in_the_middle": [1.0, 2.0, 3.0, 3.0, 3.0, 4.0, 5.0, 5.0],
+    "all_tied": [4.0] * 8,
+    "one_segment": [0.0] * 7 + [2.0],
+}
+
+
+@pytest.mark.parametrize("knots", KNOT_SETS.values(), ids=KNOT_SETS.keys())
+def test_in_graph_rank_is_the_numpy_rank_for_any_knots(knots):
+    """Ties (a step taken at the tied value itself), knots and their float32 neighbours, exactly 0
+    below the minimum and 1 from the maximum on, +-inf and NaN, monotone. (The float32 error is
+    about eps * |knot| * slope on the rank scale: well under 2e-6 for these knots.)"""
+    entry = entry_from_knots(knots)
+    values, _ = rank_knots(entry)
+    lo, hi = values[0], values[-1]
+    span = max(hi - lo, 1.0)
+    points = np.r_[values, np.linspace(lo - 0.1 * span, hi + 0.1 * span, 2000),
+                   np.random.default_rng(0).uniform(lo, hi, 2000)].astype(np.float32)
+    points = np.r_[points, np.nextafter(points, np.float32(np.inf)), np.nextafter(points, np.float32(-np.inf)),
+                   [np.inf, -np.inf, 1e30, -1e30]].astype(np.float32)
+    points = np.sort(points)
+    (got,) = rank_session(entry).run(None, {"score": np.r_[points, np.nan].astype(np.float32).reshape(1, 1, 1, -1)})
+    got = got.ravel()
+    expected = percentile_rank(points, entry)
+    np.testing.assert_allclose(got[:-1], expected, rtol=0, atol=2e-6)
+    assert np.isnan(got[-1]) and not np.isnan(got[:-1]).any()
+    assert np.all(np.diff(got[:-1]) >= 0)
+    assert np.all(got[:-1][points < np.float32(lo)] == 0.0) and np.all(got[:-1][points >= np.float32(hi)] == 1.0)
+
+
 def test_ood_mask_is_norm_above_the_default_or_the_fed_threshold(calibrated):
     model = add_normalization(calibrated)
     meta = C.read_metadata(model)
