@@ -7,7 +7,7 @@
   the frame, raster order), ``area`` (pixels), the box ``x``, ``y``, ``w``, ``h`` (pixels),
   ``mean_score``, ``max_score``.
 * ``failures.parquet``: ``source``, ``frame``, ``error`` for frames that could not be read or run
-  (tried again by the next run).
+  (tried again by the next run), by source, then frame.
 * ``overlays/``: a PNG per top-K frame: the segmentation over the frame beside the score
   heatmap, instance boxes drawn on both halves. A top frame is decoded and run again to draw
   it, so the driver needs to read it.
@@ -63,7 +63,8 @@ def write_outputs(table, out_dir: Path, runtime: Runtime, rule: MiningRule, top:
     good = good.append_column("rank", pa.array(np.arange(1, good.num_rows + 1), pa.int64()))
     frames = good.select(list(FRAME_COLUMNS))
     instances = _instances_table(pa, pc, good)
-    failures = table.filter(failed).select(["source", "frame", "error"])
+    failures = table.filter(failed).select(["source", "frame", "error"]).sort_by(
+        [("source", "ascending"), ("frame", "ascending")])  # the same order whichever engine wrote the parts
     for name, data in (("frames", frames), ("instances", instances), ("failures", failures)):
         atomic_write(out_dir / f"{name}.parquet", lambda tmp, data=data: pq.write_table(data, tmp), force=True)
     chosen = good.slice(0, top).to_pylist()

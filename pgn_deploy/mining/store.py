@@ -5,12 +5,12 @@ Layout of ``--out``:
 * ``mine.json``: the :class:`~pgn_deploy.mining.frame_scoring.MiningRule` every row was made
   with (model sha256, map, threshold, min_area). A run with another rule is refused unless
   ``force``, which deletes the earlier results first.
-* ``parts/``: the rows, in Parquet files committed whole: the local engine writes one file per
-  batch through :func:`~pgn_deploy.contract.atomic_write` (a temporary file, then a rename);
-  Ray writes one file per block under ``parts/ray-<run>/``. A file cut short by a kill cannot
-  be read: it is deleted when the store is next loaded, so an interrupted run loses only the
-  frames in flight. Loading keeps the first successful row per ``(source, frame)``; a frame
-  that only failed keeps its latest failure, and is tried again by the next run.
+* ``parts/``: the rows, in Parquet files committed whole (:func:`write_part`: a temporary file,
+  then a rename), one per batch: the local engine's as ``local-<run>-<n>.parquet``, each Ray
+  actor's under ``parts/ray-<run>/``. A file cut short by a kill cannot be read: it is deleted
+  when the store is next loaded, so an interrupted run loses only the frames in flight. Loading
+  keeps the first successful row per ``(source, frame)``; a frame that only failed keeps its
+  latest failure, and is tried again by the next run.
 * ``frames.parquet``, ``instances.parquet``, ``failures.parquet``, ``overlays/``,
   ``index.html``: derived from the parts at the end of each run (:mod:`pgn_deploy.mining.output`).
 """
@@ -50,6 +50,13 @@ def rows_to_table(rows: Sequence[dict[str, Any]]):  # -> pyarrow.Table
     """Rows (dicts with the :func:`row_schema` fields) as an Arrow table."""
     pa = require("pyarrow", "pgn-mine's Parquet output")
     return pa.Table.from_pylist(list(rows), schema=row_schema())
+
+
+def write_part(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Write ``rows`` as one Parquet part at ``path``, atomically (all of them or none)."""
+    pq = require("pyarrow.parquet", "pgn-mine's Parquet output")
+    table = rows_to_table(rows)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 class MiningStore:
@@ -114,17 +121,15 @@ class MiningStore:
 
     # ------------------------------------------------------------------ writing
     def new_ray_folder(self) -> Path:
-        """A folder under ``parts/`` for one Ray run's Parquet files (created by Ray)."""
-        return self.parts / f"ray-{self.run_id}"
+        """A new folder under ``parts/`` for one Ray run's parts (the actors write into it)."""
+        folder = self.parts / f"ray-{self.run_id}"
+        folder.mkdir(exist_ok=True)
+        return folder
 
     def commit(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Write ``rows`` as one part file, atomically (all of them or none); safe from several threads."""
-        if not rows:
-            return
-        pq = require("pyarrow.parquet", "pgn-mine's Parquet output")
-        table = rows_to_table(rows)
-        atomic_write(self.parts / f"local-{self.run_id}-{next(self._sequence):06d}.parquet",
-                     lambda tmp: pq.write_table(table, tmp))
+        """Write ``rows`` as one part file (:func:`write_part`); safe from several threads."""
+        if rows:
+            write_part(self.parts / f"local-{self.run_id}-{next(self._sequence):06d}.parquet", rows)
 
     # ------------------------------------------------------------------ reading
     def _part_files(self) -> list[Path]:

@@ -85,3 +85,13 @@ def test_an_actor_that_cannot_start_fails_the_run_in_one_line(two_nodes, frame_s
     with pytest.raises(PGNError, match="not the model the driver hashed"):
         run_ray(str(frame_set["model"]), [FrameRef(str(frame_set["good"][0]), 0)], rule, store, batch=1, workers=1,
                 threads=1, num_gpus=0.0, backend="ort-cpu", address=None)
+
+
+def test_blocks_hold_several_batches_yet_every_worker_gets_several() -> None:
+    from pgn_deploy.mining.ray_engine import BATCHES_PER_BLOCK, BLOCKS_PER_WORKER, MAX_BLOCKS, block_count
+
+    assert block_count(256, 4, 2) == 64 // BATCHES_PER_BLOCK == 8  # 64 batches, 8 to a block
+    assert block_count(256, 4, 4) == 4 * BLOCKS_PER_WORKER  # more workers: smaller blocks
+    assert block_count(16, 4, 2) == 4  # never more blocks than batches
+    assert block_count(1, 4, 8) == 1
+    assert block_count(10**7, 8, 2) == MAX_BLOCKS
