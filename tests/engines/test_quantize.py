@@ -39,7 +39,7 @@ def calib_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_int8(calib_dir):
     model = onnx.load(grafted("tiny"))
-    return quantize_model(model, read_calibration(read_metadata(model), [calib_dir]))
+    return quantize_model(model, read_calibration(read_metadata(model), [calib_dir]), keep_float_mode="classifier")
 
 
 def _run(model: onnx.ModelProto, batch: np.ndarray, extra: list[str] = ()) -> dict[str, np.ndarray]:
@@ -100,7 +100,7 @@ def test_metadata_records_precision_calibration_and_exclusions(tiny_int8, calib_
     assert record["calibration"] == {"images": 4, "sha256": digest.hexdigest()}
     assert record["excluded"]["pgn_subgraph"] is True
     assert record["excluded"]["pgn_nodes"] == len(split_nodes(onnx.load(grafted("tiny")), meta)[1])
-    assert record["excluded"]["classifier"] == meta.head.conv_nodes
+    assert record["keep_float_mode"] == "classifier" and record["excluded"]["classifier"] == meta.head.conv_nodes
     assert record["qdq_nodes"] == sum(node.op_type in QDQ_OPS for node in tiny_int8.graph.node)
     assert record["pgn_reads_float"] is True and record["reconnected_inputs"] == 0  # the classifier is float32
 
@@ -109,7 +109,7 @@ def test_pgn_inputs_are_reconnected_when_the_classifier_is_quantized(calib_dir):
     """With the classifier quantized, ModelOpt puts Q/DQ on psi; the PGN nodes are pointed back at float psi."""
     model = onnx.load(grafted("tiny"))
     meta = read_metadata(model)
-    quantized = quantize_model(model, read_calibration(meta, [calib_dir]), keep_head=False)
+    quantized = quantize_model(model, read_calibration(meta, [calib_dir]), keep_float_mode="none")
     record = read_metadata(quantized).quantization
     assert record["reconnected_inputs"] >= 1 and record["excluded"]["classifier"] == []
     made_by = {out: node for node in quantized.graph.node for out in node.output}
@@ -118,6 +118,43 @@ def test_pgn_inputs_are_reconnected_when_the_classifier_is_quantized(calib_dir):
                 if name in made_by and made_by[name].op_type == "DequantizeLinear"]
     head = next(n for n in quantized.graph.node if n.name == meta.head.conv_nodes[0])
     assert made_by[head.input[0]].op_type == "DequantizeLinear"  # the classifier itself reads int8 psi
+
+
+def _reads_qdq(model: onnx.ModelProto, node_name: str) -> bool:
+    made_by = {out: node for node in model.graph.node for out in node.output}
+    node = next(n for n in model.graph.node if n.name == node_name)
+    return any(name in made_by and made_by[name].op_type == "DequantizeLinear" for name in node.input)
+
+
+def _map_error(model: onnx.ModelProto, reference: dict[str, np.ndarray], batch: np.ndarray, maps: list[str]) -> float:
+    got = _run(model, batch)
+    return max(float(np.median(np.abs(got[m] - reference[m]) / np.abs(reference[m].astype(np.float64)))) for m in maps)
+
+
+def test_measured_default_keeps_the_chosen_nodes_float32_and_meets_its_tolerance(calib_dir):
+    """The default rule: the nodes it keeps float32 read no Q/DQ, the rest stays quantized, the
+    PGN maps' error recomputed here on the calibration frames is within the tolerance while the
+    rule 'none' (everything but PGN quantized) is not, and the metadata records the choice."""
+    model = onnx.load(grafted("tiny"))
+    meta = read_metadata(model)
+    calibration = read_calibration(meta, [calib_dir])
+    tolerance = 1e-3  # tiny's all-int8 error is ~3e-3 (at the default 1e-2 nothing needs to stay float32)
+    measured = quantize_model(model, calibration, tolerance=tolerance)
+    record = read_metadata(measured).quantization
+    kept = record["excluded"]["measured"]
+    assert record["keep_float_mode"] == "measured" and kept and record["excluded"]["classifier"] == []
+    assert record["measurement"]["kept_float"] == len(kept) and record["measurement"]["tolerance"] == tolerance
+    assert not any(_reads_qdq(measured, name) for name in kept)
+    assert qdq_in_pgn(measured, read_metadata(measured)) == []
+    network, _ = split_nodes(measured, meta)
+    assert any(_reads_qdq(measured, node.name) for node in network if node.op_type == "Conv")  # still int8
+    reference = _run(model, calibration.data)
+    error = _map_error(measured, reference, calibration.data, meta.pgn_outputs)
+    assert error <= tolerance and error == pytest.approx(record["measurement"]["error_chosen"], abs=1e-5)
+    everything = quantize_model(model, calibration, keep_float_mode="none")
+    assert _map_error(everything, reference, calibration.data, meta.pgn_outputs) > tolerance
+    default = quantize_model(model, calibration)
+    assert read_metadata(default).quantization["excluded"]["measured"] == []  # within 1 % all quantized
 
 
 def test_naive_quantization_puts_qdq_into_pgn(calib_dir):
@@ -177,7 +214,10 @@ def test_grafted_file_converts_through_pgn_export(tmp_path, calib_dir, capsys):
                         "--calib-max", "2", "--calib-method", "max", "-o", str(out)]) == 0
     meta = read_metadata(out)
     assert meta.precision == "int8" and meta.quantization["calibration"]["images"] == 2
-    assert meta.quantization["calibration_method"] == "max"
+    assert meta.quantization["calibration_method"] == "max" and meta.quantization["keep_float_mode"] == "measured"
+    assert export_main([str(grafted("tiny")), "--precision", "int8", "--calib", str(calib_dir),
+                        "--int8-keep-float", "classifier", "-o", str(out), "--force"]) == 0
+    assert read_metadata(out).quantization["excluded"]["classifier"] == meta.head.conv_nodes
     assert export_main([str(grafted("tiny")), "--precision", "int8", "--calib", str(calib_dir), "-o", str(out)]) == 2
     assert "exists" in capsys.readouterr().err  # never overwritten without --force
 
@@ -199,7 +239,7 @@ def test_unquantizable_constant_keeps_its_node_float32(calib_dir):
     model, conv = _with_zero_channel()
     meta = read_metadata(model)
     assert unquantizable_nodes(model, split_nodes(model, meta)[0]) == {conv: "an all-zero output channel (scale 0)"}
-    quantized = quantize_model(model, read_calibration(meta, [calib_dir]), keep_head=False)
+    quantized = quantize_model(model, read_calibration(meta, [calib_dir]), keep_float_mode="none")
     made_by = {out: n for n in quantized.graph.node for out in n.output}
     head = next(n for n in quantized.graph.node if n.name == meta.head.conv_nodes[0])
     assert made_by[head.input[1]].op_type == "DequantizeLinear"  # the rest of the network is quantized
@@ -304,7 +344,7 @@ def test_fp8_of_a_model_with_nothing_fp8_can_take_refuses(calib_dir):
     from pgn_deploy.contract import UnsupportedModelError
 
     model = onnx.load(grafted("tiny"))
-    with pytest.raises(UnsupportedModelError, match="quantized no node"):
+    with pytest.raises(UnsupportedModelError, match="no node of the network is left in fp8"):
         quantize_model(model, read_calibration(read_metadata(model), [calib_dir]), "fp8")
 
 
