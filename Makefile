@@ -59,6 +59,7 @@ bench: $(STAMP)
 DEMO := engines/demo
 DEMO_CKPT := export/models/demo_synthroad.pth
 DEMO_MODEL := $(DEMO)/demo_synthroad.pgn.onnx
+DEMO_INT8 := $(DEMO)/demo_synthroad.int8.pgn.onnx
 DEMO_MEMBERS := $(foreach s,1 2 3,export/models/demo_synthroad_seed$(s).pth)
 DEMO_FRAMES ?= 20
 DEMO_CALIB_FRAMES ?= 8
@@ -69,6 +70,8 @@ demo: $(STAMP)
 	@echo "== 2/6 pgn-export: graft PGN (last and penultimate layer) onto the shipped checkpoint, calibrate, in-graph percentile ranks and OoD mask"
 	$(BIN)/pgn-export $(DEMO_CKPT) --p 0.5 --label both --layer both --pred --baselines -o $(DEMO_MODEL) \
 	  --calib $(DEMO)/calibration/cityscapes/leftImg8bit --normalize
+	@echo "== 2b/6 pgn-export --precision int8: the same model with its network in INT8 Q/DQ (PGN float32), calibrated on the same frames"
+	$(BIN)/pgn-export $(DEMO_MODEL) --precision int8 --calib $(DEMO)/calibration/cityscapes/leftImg8bit -o $(DEMO_INT8)
 	@echo "== 3/6 pgn-check: the grafted model against PyTorch"
 	$(BIN)/pgn-check $(DEMO_MODEL) --reference $(DEMO_CKPT)
 	@echo "== 4/6 pgn-synthroad: $(DEMO_FRAMES) out-of-distribution scenes per track (seed 7, unseen in training and calibration)"
@@ -79,8 +82,9 @@ demo: $(STAMP)
 	for track in road_obstacle21 road_anomaly21; do \
 	  $(BIN)/pgn-eval $(DEMO_MODEL) --dataset $$track:$(DEMO)/synthroad --out $(DEMO)/eval \
 	    --checkpoint $(DEMO_CKPT) --mc-dropout 8 --ensemble $(DEMO_MEMBERS) || exit 1; \
+	  $(BIN)/pgn-eval $(DEMO_INT8) --dataset $$track:$(DEMO)/synthroad --out $(DEMO)/eval-int8 || exit 1; \
 	done
-	@echo "Overlays: $(DEMO)/overlays   Reports: $(DEMO)/eval"
+	@echo "Overlays: $(DEMO)/overlays   Reports: $(DEMO)/eval (INT8 model: $(DEMO)/eval-int8)"
 
 # pgn-mine on the demo model (exported here when `make demo` has not run): a generated "drive" of
 # 30 in-distribution scenes with 10 out-of-distribution ones among them is mined; the OoD scenes

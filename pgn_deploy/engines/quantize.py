@@ -199,8 +199,9 @@ def quantize_graph(model: Any, precision: str, calibration: np.ndarray, input_na
         source, target = Path(tmp) / "model.onnx", Path(tmp) / "model.quant.onnx"
         onnx.save(named, str(source))
         try:
-            # ONNX Runtime's calibrator print()s its progress: keep stdout clean for --json
-            with quiet_modelopt(), contextlib.redirect_stdout(io.StringIO()):
+            # ONNX Runtime's calibrator print()s its progress and ModelOpt draws tqdm bars on stderr:
+            # keep stdout clean for --json and stderr for errors (exceptions still propagate)
+            with quiet_modelopt(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 quantization.quantize(
                     str(source),
                     quantize_mode=precision,
