@@ -7,7 +7,7 @@ minutes (:mod:`benchmarks.synthroad_torchvision`; cached in ``WORK`` so reruns r
 in-distribution mIoU is reported). Frames: SynthRoad, calibration frames (cityscapes layout,
 seed 101) disjoint from the evaluation frames (RoadObstacle21 and RoadAnomaly21 layouts, seed 7,
 the demo's); disjointness is checked by file hash. Variants (each calibrated on the same frames,
-entropy method):
+entropy method unless said):
 
 * ``naive``: everything quantized, the PGN subgraph included;
 * ``pgn_excluded``: the PGN subgraph excluded, nothing else (PGN reads the int8-rounded psi);
@@ -16,6 +16,8 @@ entropy method):
 * ``measured``: what ``pgn-export --precision int8`` makes now: PGN excluded, and the smallest
   set of network nodes kept float32 that keeps the PGN maps within 1 % median relative error on
   the calibration frames (:mod:`pgn_deploy.engines.quant_sensitivity`);
+* ``measured_max``: the same with ``--calib-method max`` (activation ranges not clipped: OoD
+  pixels live in the tails that entropy calibration clips);
 * ``fp8_measured`` (demo only): the same rule in FP8, run by ONNX Runtime's CPU emulation of
   FP8 Q/DQ (at ``ORT_ENABLE_BASIC``; no TensorRT here).
 
@@ -48,6 +50,7 @@ VARIANTS = {
     "pgn_excluded": {"keep_float_mode": "none", "pgn_reads_float": False},
     "classifier": {"keep_float_mode": "classifier"},
     "measured": {"keep_float_mode": "measured"},
+    "measured_max": {"keep_float_mode": "measured", "method": "max"},
     "fp8_measured": {"keep_float_mode": "measured", "precision": "fp8"},
 }
 FP8_MODELS = ("demo",)
@@ -199,7 +202,7 @@ def study(work: Path, eval_frames: int, calib_frames: int, budget_s: float, mode
                 continue
             log(f"{model}: {variant}")
             tick = time.time()
-            quantized = quantize_model(fp32, calibration, method="entropy", **options)
+            quantized = quantize_model(fp32, calibration, **{"method": "entropy", **options})
             seconds = time.time() - tick
             path_q = save_onnx(quantized, work / f"{model}.{variant}.pgn.onnx", force=True)
             if not variant.startswith("fp8"):
@@ -248,8 +251,8 @@ def markdown(doc: dict[str, Any]) -> str:
              "|change| of AuPRC <= 1.0 and of FPR95 <= 2.0 points on both tracks.", "",
              "Variants: `naive` everything quantized, PGN included; `pgn_excluded` the PGN subgraph float32, "
              "nothing else; `classifier` also the classifier conv float32 and PGN reading float32 psi (the "
-             "earlier default); `measured` the default now (`pgn-export --precision int8`); `fp8_measured` the "
-             "same rule in FP8 (ONNX Runtime's CPU emulation of FP8 Q/DQ, not TensorRT).", ""]
+             "earlier default); `measured` the default now (`pgn-export --precision int8`); `measured_max` the same "
+             "with `--calib-method max`; `fp8_measured` the same rule as `measured` in FP8 (ONNX Runtime's CPU emulation of FP8 Q/DQ, not TensorRT).", ""]
     for model, entry in doc["models"].items():
         lines += [f"## {model}", "", f"Weights: {entry['weights']}.", "",
                   "| variant | pred agree % | map | Pearson | Spearman | median rel. err | "
