@@ -252,7 +252,8 @@ def markdown(doc: dict[str, Any]) -> str:
              "Variants: `naive` everything quantized, PGN included; `pgn_excluded` the PGN subgraph float32, "
              "nothing else; `classifier` also the classifier conv float32 and PGN reading float32 psi (the "
              "earlier default); `measured` the default now (`pgn-export --precision int8`); `measured_max` the same "
-             "with `--calib-method max`; `fp8_measured` the same rule as `measured` in FP8 (ONNX Runtime's CPU emulation of FP8 Q/DQ, not TensorRT).", ""]
+             "with `--calib-method max`; `fp8_measured` the same rule as `measured` in FP8 (ONNX Runtime's CPU "
+             "emulation of FP8 Q/DQ, not TensorRT).", ""]
     for model, entry in doc["models"].items():
         lines += [f"## {model}", "", f"Weights: {entry['weights']}.", "",
                   "| variant | pred agree % | map | Pearson | Spearman | median rel. err | "
