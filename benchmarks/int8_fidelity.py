@@ -6,19 +6,19 @@ torchvision's deeplabv3_mobilenet_v3_large trained here from scratch on SynthRoa
 minutes (:mod:`benchmarks.synthroad_torchvision`; cached in ``WORK`` so reruns reuse it; its
 in-distribution mIoU is reported). Frames: SynthRoad, calibration frames (cityscapes layout,
 seed 101) disjoint from the evaluation frames (RoadObstacle21 and RoadAnomaly21 layouts, seed 7,
-the demo's); disjointness is checked by file hash. Variants (each calibrated on the same frames,
-entropy method unless said):
+the demo's); disjointness is checked by file hash. Variants (each calibrated on the same frames):
 
-* ``naive``: everything quantized, the PGN subgraph included;
-* ``pgn_excluded``: the PGN subgraph excluded, nothing else (PGN reads the int8-rounded psi);
+* ``naive``: everything quantized, the PGN subgraph included (entropy calibration);
+* ``pgn_excluded``: the PGN subgraph excluded, nothing else (PGN reads the int8-rounded psi;
+  entropy);
 * ``classifier``: PGN excluded and reading float32 psi and logits, classifier conv float32
-  (``--int8-keep-float classifier``, the earlier default);
-* ``measured``: what ``pgn-export --precision int8`` makes now: PGN excluded, and the smallest
-  set of network nodes kept float32 that keeps the PGN maps within 1 % median relative error on
-  the calibration frames (:mod:`pgn_deploy.engines.quant_sensitivity`);
-* ``measured_max``: the same with ``--calib-method max`` (activation ranges not clipped: OoD
-  pixels live in the tails that entropy calibration clips);
-* ``fp8_measured`` (demo only): the same rule in FP8, run by ONNX Runtime's CPU emulation of
+  (``--int8-keep-float classifier --calib-method entropy``, the earlier default);
+* ``measured_entropy``: PGN excluded, and the smallest set of network nodes kept float32 that
+  keeps the PGN maps within 1 % median relative error on the calibration frames
+  (:mod:`pgn_deploy.engines.quant_sensitivity`), entropy calibration;
+* ``measured``: the same with max calibration: what ``pgn-export --precision int8`` makes now
+  (entropy calibration clips the activation tails, where OoD pixels lie);
+* ``fp8_measured`` (demo only): ``measured`` in FP8, run by ONNX Runtime's CPU emulation of
   FP8 Q/DQ (at ``ORT_ENABLE_BASIC``; no TensorRT here).
 
 Fidelity (all pixels of all evaluation frames pooled, at the frames' size, against the fp32
@@ -46,13 +46,14 @@ from pgn_deploy.eval.checks.compare import correlations, median_pointwise_error,
 SPEC = PGNSpec(p=(0.5,), labels=("uni", "oh"), pred=True, baselines=True)
 TRACKS = ("road_obstacle21", "road_anomaly21")
 VARIANTS = {
-    "naive": {"quantize_pgn": True},
-    "pgn_excluded": {"keep_float_mode": "none", "pgn_reads_float": False},
-    "classifier": {"keep_float_mode": "classifier"},
-    "measured": {"keep_float_mode": "measured"},
-    "measured_max": {"keep_float_mode": "measured", "method": "max"},
-    "fp8_measured": {"keep_float_mode": "measured", "precision": "fp8"},
+    "naive": {"quantize_pgn": True, "method": "entropy"},
+    "pgn_excluded": {"keep_float_mode": "none", "pgn_reads_float": False, "method": "entropy"},
+    "classifier": {"keep_float_mode": "classifier", "method": "entropy"},
+    "measured_entropy": {"keep_float_mode": "measured", "method": "entropy"},
+    "measured": {},
+    "fp8_measured": {"precision": "fp8"},
 }
+"""Keyword arguments of :func:`pgn_deploy.engines.quantize.quantize_model` per variant (``{}``: its defaults)."""
 FP8_MODELS = ("demo",)
 """Models the FP8 variant runs on (ONNX Runtime's FP8 emulation is slow on the larger one)."""
 TARGETS = {"pred_agreement_%": 99.0, "pearson": 0.99, "median_relative_error": 0.02,
@@ -202,7 +203,7 @@ def study(work: Path, eval_frames: int, calib_frames: int, budget_s: float, mode
                 continue
             log(f"{model}: {variant}")
             tick = time.time()
-            quantized = quantize_model(fp32, calibration, **{"method": "entropy", **options})
+            quantized = quantize_model(fp32, calibration, **options)
             seconds = time.time() - tick
             path_q = save_onnx(quantized, work / f"{model}.{variant}.pgn.onnx", force=True)
             if not variant.startswith("fp8"):
@@ -251,9 +252,10 @@ def markdown(doc: dict[str, Any]) -> str:
              "|change| of AuPRC <= 1.0 and of FPR95 <= 2.0 points on both tracks.", "",
              "Variants: `naive` everything quantized, PGN included; `pgn_excluded` the PGN subgraph float32, "
              "nothing else; `classifier` also the classifier conv float32 and PGN reading float32 psi (the "
-             "earlier default); `measured` the default now (`pgn-export --precision int8`); `measured_max` the same "
-             "with `--calib-method max`; `fp8_measured` the same rule as `measured` in FP8 (ONNX Runtime's CPU "
-             "emulation of FP8 Q/DQ, not TensorRT).", ""]
+             "earlier default); these three with entropy calibration. `measured_entropy` the measured keep-float "
+             "rule with entropy calibration; `measured` the same with max calibration, the default now "
+             "(`pgn-export --precision int8`); `fp8_measured` `measured` in FP8 (ONNX Runtime's CPU emulation of "
+             "FP8 Q/DQ, not TensorRT).", ""]
     for model, entry in doc["models"].items():
         lines += [f"## {model}", "", f"Weights: {entry['weights']}.", "",
                   "| variant | pred agree % | map | Pearson | Spearman | median rel. err | "

@@ -64,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(int8/fp8: Q/DQ quantization, needs --calib). CKPT may also be a grafted "
                              ".pgn.onnx file: it is then converted as it is")
     parser.add_argument("--calib-max", type=int, metavar="N", help="int8/fp8: quantize with at most N --calib images")
-    parser.add_argument("--calib-method", choices=("entropy", "max"), default="entropy",
-                        help="activation range calibration (default entropy)")
+    parser.add_argument("--calib-method", choices=("max", "entropy"), default="max",
+                        help="int8/fp8: activation range calibration (default max: entropy clips the activation "
+                             "tails, where out-of-distribution pixels lie)")
     parser.add_argument("--int8-keep-float", choices=KEEP_FLOAT_MODES, default="measured",
                         help="int8/fp8: what of the network stays float32 besides the PGN subgraph: 'measured' "
                              "(default) the smallest set of nodes, found by measuring on the --calib images, that "

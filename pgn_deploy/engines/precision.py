@@ -188,7 +188,7 @@ def convert_file(
     precision: str,
     calib: Sequence[str | os.PathLike[str]] | None = None,
     calib_max: int | None = None,
-    calib_method: str = "entropy",
+    calib_method: str = "max",
     int8_keep_float: str = "measured",
     force: bool = False,
 ) -> Path:

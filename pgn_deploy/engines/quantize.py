@@ -75,7 +75,9 @@ from pgn_deploy.engines.quant_sensitivity import (
 )
 from pgn_deploy.engines.subgraph import pgn_node_names, split_nodes
 
-CALIBRATION_METHODS = ("entropy", "max")
+CALIBRATION_METHODS = ("max", "entropy")
+"""Activation range calibration; ``max`` (the default) does not clip the tails, where out-of-distribution
+pixels lie (entropy calibration moved an OoD FPR95 by 2.0 points where max moved it by 0.1, measured)."""
 KEEP_FLOAT_MODES = ("measured", "classifier", "none")
 """What of the network, besides the PGN subgraph, stays float32 (see :func:`quantize_model`)."""
 DEFAULT_TOLERANCE = 0.01
@@ -230,7 +232,7 @@ def check_keep_float(mode: str) -> str:
     return mode
 
 
-def quantize_model(model: Any, calibration: CalibrationSet, precision: str = "int8", method: str = "entropy",
+def quantize_model(model: Any, calibration: CalibrationSet, precision: str = "int8", method: str = "max",
                    keep_float_mode: str = "measured", tolerance: float = DEFAULT_TOLERANCE,
                    sensitivity_frames: int = SENSITIVITY_FRAMES, pgn_reads_float: bool = True,
                    quantize_pgn: bool = False, keep_float: Sequence[str] = ()) -> Any:
@@ -322,7 +324,7 @@ def quantize_precision(
     calib: Sequence[str | os.PathLike[str]],
     precision: str = "int8",
     calib_max: int | None = None,
-    calib_method: str = "entropy",
+    calib_method: str = "max",
     keep_float_mode: str = "measured",
     force: bool = False,
 ) -> Path:

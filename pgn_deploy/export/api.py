@@ -117,7 +117,7 @@ def export_model(
     precision: str = "fp32",
     calib: Sequence[Any] | None = None,
     calib_max: int | None = None,
-    calib_method: str = "entropy",
+    calib_method: str = "max",
     int8_keep_float: str = "measured",
     force: bool = False,
     normalize: bool = False,
@@ -144,7 +144,7 @@ def export_model(
     ``precision``: ``fp32``, or ``fp16``/``bf16`` for a network in half precision with the PGN
     subgraph and the outputs kept float32 (:func:`pgn_deploy.engines.precision.convert_model`),
     or ``int8``/``fp8`` for a Q/DQ network calibrated on the ``calib`` images (at most
-    ``calib_max``, ``calib_method`` ``entropy`` or ``max``, ``int8_keep_float`` what stays
+    ``calib_max``, ``calib_method`` ``max`` or ``entropy``, ``int8_keep_float`` what stays
     float32 besides the PGN subgraph: ``measured``, ``classifier`` or ``none``;
     :func:`pgn_deploy.engines.quantize.quantize_model`). A ``checkpoint`` that is already a
     grafted ``.pgn.onnx`` is converted to ``precision`` as it is (the PGN arguments are not used).

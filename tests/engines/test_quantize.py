@@ -91,7 +91,7 @@ def test_metadata_records_precision_calibration_and_exclusions(tiny_int8, calib_
     meta = read_metadata(tiny_int8)
     record = meta.quantization
     assert meta.precision == "int8" and record["precision"] == "int8"
-    assert record["calibration_method"] == "entropy"
+    assert record["calibration_method"] == "max"
     digest = hashlib.sha256()
     for path in sorted(calib_dir.iterdir()):
         content = path.read_bytes()
@@ -211,10 +211,10 @@ def test_calib_flags_are_checked_before_any_work(tmp_path, calib_dir, capsys):
 def test_grafted_file_converts_through_pgn_export(tmp_path, calib_dir, capsys):
     out = tmp_path / "tiny.int8.pgn.onnx"
     assert export_main([str(grafted("tiny")), "--precision", "int8", "--calib", str(calib_dir),
-                        "--calib-max", "2", "--calib-method", "max", "-o", str(out)]) == 0
+                        "--calib-max", "2", "--calib-method", "entropy", "-o", str(out)]) == 0
     meta = read_metadata(out)
     assert meta.precision == "int8" and meta.quantization["calibration"]["images"] == 2
-    assert meta.quantization["calibration_method"] == "max" and meta.quantization["keep_float_mode"] == "measured"
+    assert meta.quantization["calibration_method"] == "entropy" and meta.quantization["keep_float_mode"] == "measured"
     assert export_main([str(grafted("tiny")), "--precision", "int8", "--calib", str(calib_dir),
                         "--int8-keep-float", "classifier", "-o", str(out), "--force"]) == 0
     assert read_metadata(out).quantization["excluded"]["classifier"] == meta.head.conv_nodes
