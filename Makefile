@@ -55,7 +55,8 @@ bench: $(STAMP)
 # calibrated on in-distribution SynthRoad frames (seed 3; never the evaluated seed-7 frames) with
 # in-graph percentile ranks and OoD mask, parity check against PyTorch, generated OoD scenes,
 # masks and overlays with instance boxes, and the OoD table of both tracks
-# for PGN uni/oh, max softmax, entropy, MC dropout (8 samples) and a 3-member deep ensemble.
+# for PGN uni/oh, max softmax, entropy, MC dropout (8 samples) and a 3-member deep ensemble;
+# plus an INT8 copy of the model (same calibration frames) evaluated into $(DEMO)/eval-int8.
 DEMO := engines/demo
 DEMO_CKPT := export/models/demo_synthroad.pth
 DEMO_MODEL := $(DEMO)/demo_synthroad.pgn.onnx
