@@ -372,3 +372,47 @@ def test_pgn_check_compares_int8_with_fp32_on_an_ood_dataset(tiny_int8, tmp_path
     code = check.main([int8, "--against", str(grafted("tiny")), "--dataset", f"road_anomaly21:{tmp_path / 'ood'}"])
     out = capsys.readouterr().out
     assert code == (0 if report.passed else 1) and "(reference)" in out and "AuPRC_change_points" in out
+
+
+def _qdq_chain(count: int) -> onnx.ModelProto:
+    """x -> Q/DQ -> n0 -> Q/DQ -> n1 ... (Relu nodes named n0..n{count-1}, each reading a Q -> DQ copy)."""
+    from onnx import helper
+
+    nodes, inits, name = [], [], "x"
+    for i in range(count):
+        inits += [numpy_helper.from_array(np.array(0.1, np.float32), f"s{i}"),
+                  numpy_helper.from_array(np.array(0, np.int8), f"z{i}")]
+        nodes += [helper.make_node("QuantizeLinear", [name, f"s{i}", f"z{i}"], [f"q{i}"], name=f"Q{i}"),
+                  helper.make_node("DequantizeLinear", [f"q{i}", f"s{i}", f"z{i}"], [f"dq{i}"], name=f"DQ{i}"),
+                  helper.make_node("Relu", [f"dq{i}"], [f"y{i}"], name=f"n{i}")]
+        name = f"y{i}"
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+
+
+def test_measured_rule_keeps_the_smallest_set_within_the_tolerance():
+    """With additive per-node errors the rule quantizes the least sensitive nodes while their sum
+    stays within the tolerance, keeps the rest float32, and strips exactly their Q/DQ."""
+    from pgn_deploy.engines.quant_sensitivity import choose_float_nodes, dequantize_nodes, quantized_units
+
+    cost = {"n0": 0.001, "n1": 0.004, "n2": 0.002, "n3": 0.01, "n4": 0.0005}
+
+    class AdditiveError:
+        frames = np.zeros((4, 1))
+
+        def __call__(self, model):
+            return sum(cost[name] for name in quantized_units(model, set()))
+
+    model = _qdq_chain(5)
+    choice = choose_float_nodes(model, AdditiveError(), set(), tolerance=0.004)
+    assert sorted(choice.float_nodes) == ["n1", "n3"]  # n4 + n0 + n2 = 0.0035 <= 0.004 < + n1
+    assert choice.error_chosen == pytest.approx(0.0035) and choice.error_all_quantized == pytest.approx(0.0175)
+    assert choice.units == 5 and choice.frames == 4
+    dequantize_nodes(model, set(choice.float_nodes))
+    assert quantized_units(model, set()) == ["n0", "n2", "n4"]
+    assert {n.name for n in model.graph.node if n.op_type in QDQ_OPS} == {"Q0", "DQ0", "Q2", "DQ2", "Q4", "DQ4"}
+    assert {i.name for i in model.graph.initializer} == {"s0", "z0", "s2", "z2", "s4", "z4"}  # unread ones dropped
+    onnx.checker.check_model(model)
+    everything = choose_float_nodes(_qdq_chain(5), AdditiveError(), set(), tolerance=0.1)
+    assert everything.float_nodes == [] and everything.error_chosen == pytest.approx(0.0175)
