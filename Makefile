@@ -56,7 +56,7 @@ bench: $(STAMP)
 # in-graph percentile ranks and OoD mask, parity check against PyTorch, generated OoD scenes,
 # masks and overlays with instance boxes, and the OoD table of both tracks
 # for PGN uni/oh, max softmax, entropy, MC dropout (8 samples) and a 3-member deep ensemble;
-# plus an INT8 copy of the model (same calibration frames) evaluated into $(DEMO)/eval-int8.
+# plus an INT8 copy of the model (same calibration frames) whose PGN maps are rows "[int8]" of the same table.
 DEMO := engines/demo
 DEMO_CKPT := export/models/demo_synthroad.pth
 DEMO_MODEL := $(DEMO)/demo_synthroad.pgn.onnx
@@ -82,10 +82,9 @@ demo: $(STAMP)
 	@echo "== 6/6 pgn-eval: the paper's OoD table on both tracks"
 	for track in road_obstacle21 road_anomaly21; do \
 	  $(BIN)/pgn-eval $(DEMO_MODEL) --dataset $$track:$(DEMO)/synthroad --out $(DEMO)/eval \
-	    --checkpoint $(DEMO_CKPT) --mc-dropout 8 --ensemble $(DEMO_MEMBERS) || exit 1; \
-	  $(BIN)/pgn-eval $(DEMO_INT8) --dataset $$track:$(DEMO)/synthroad --out $(DEMO)/eval-int8 || exit 1; \
+	    --checkpoint $(DEMO_CKPT) --mc-dropout 8 --ensemble $(DEMO_MEMBERS) --variant int8=$(DEMO_INT8) || exit 1; \
 	done
-	@echo "Overlays: $(DEMO)/overlays   Reports: $(DEMO)/eval (INT8 model: $(DEMO)/eval-int8)"
+	@echo "Overlays: $(DEMO)/overlays   Reports: $(DEMO)/eval"
 
 # pgn-mine on the demo model (exported here when `make demo` has not run): a generated "drive" of
 # 30 in-distribution scenes with 10 out-of-distribution ones among them is mined; the OoD scenes
