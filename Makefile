@@ -56,7 +56,7 @@ bench: $(STAMP)
 # in-graph percentile ranks and OoD mask, parity check against PyTorch, generated OoD scenes,
 # masks and overlays with instance boxes, and the OoD table of both tracks
 # for PGN uni/oh, max softmax, entropy, MC dropout (8 samples) and a 3-member deep ensemble;
-# plus an INT8 copy of the model (same calibration frames) whose PGN maps are rows "[int8]" of the same table.
+# plus an INT8 copy of the model (same calibration frames, ~20 s) whose PGN maps are rows "[int8]" of the same table.
 DEMO := engines/demo
 DEMO_CKPT := export/models/demo_synthroad.pth
 DEMO_MODEL := $(DEMO)/demo_synthroad.pgn.onnx
