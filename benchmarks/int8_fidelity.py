@@ -295,8 +295,8 @@ def markdown(doc: dict[str, Any]) -> str:
               "- FP8: ONNX Runtime's CPU provider emulates FP8 Q/DQ correctly only with graph optimizations at "
               "`ORT_ENABLE_BASIC`; at its default level its extended CPU fusions turn the demo model's logits into "
               "nonsense (25 % pred agreement, measured). `Runtime` opens FP8 models at BASIC; the FP8 numbers here "
-              "are that emulation (float32 arithmetic on FP8-rounded tensors), which is what TensorRT computes up "
-              "to accumulation order and its own kernel choices, not a TensorRT measurement.",
+              "are that emulation (float32 arithmetic on FP8-rounded tensors), not a TensorRT measurement: TensorRT's "
+              "own FP8 kernels may round and accumulate differently.",
               "- The load average above (other jobs on the 2 cores) widens the latency intervals; the fidelity "
               "numbers do not depend on load.", ""]
     return "\n".join(lines) + "\n"
