@@ -55,10 +55,12 @@ bench: $(STAMP)
 # calibrated on in-distribution SynthRoad frames (seed 3; never the evaluated seed-7 frames) with
 # in-graph percentile ranks and OoD mask, parity check against PyTorch, generated OoD scenes,
 # masks and overlays with instance boxes, and the OoD table of both tracks
-# for PGN uni/oh, max softmax, entropy, MC dropout (8 samples) and a 3-member deep ensemble.
+# for PGN uni/oh, max softmax, entropy, MC dropout (8 samples) and a 3-member deep ensemble;
+# plus an INT8 copy of the model (same calibration frames, ~20 s) whose PGN maps are rows "[int8]" of the same table.
 DEMO := engines/demo
 DEMO_CKPT := export/models/demo_synthroad.pth
 DEMO_MODEL := $(DEMO)/demo_synthroad.pgn.onnx
+DEMO_INT8 := $(DEMO)/demo_synthroad.int8.pgn.onnx
 DEMO_MEMBERS := $(foreach s,1 2 3,export/models/demo_synthroad_seed$(s).pth)
 DEMO_FRAMES ?= 20
 DEMO_CALIB_FRAMES ?= 8
@@ -69,6 +71,8 @@ demo: $(STAMP)
 	@echo "== 2/6 pgn-export: graft PGN (last and penultimate layer) onto the shipped checkpoint, calibrate, in-graph percentile ranks and OoD mask"
 	$(BIN)/pgn-export $(DEMO_CKPT) --p 0.5 --label both --layer both --pred --baselines -o $(DEMO_MODEL) \
 	  --calib $(DEMO)/calibration/cityscapes/leftImg8bit --normalize
+	@echo "== 2b/6 pgn-export --precision int8: the same model with its network in INT8 Q/DQ (PGN float32), calibrated on the same frames"
+	$(BIN)/pgn-export $(DEMO_MODEL) --precision int8 --calib $(DEMO)/calibration/cityscapes/leftImg8bit -o $(DEMO_INT8)
 	@echo "== 3/6 pgn-check: the grafted model against PyTorch"
 	$(BIN)/pgn-check $(DEMO_MODEL) --reference $(DEMO_CKPT)
 	@echo "== 4/6 pgn-synthroad: $(DEMO_FRAMES) out-of-distribution scenes per track (seed 7, unseen in training and calibration)"
@@ -78,7 +82,7 @@ demo: $(STAMP)
 	@echo "== 6/6 pgn-eval: the paper's OoD table on both tracks"
 	for track in road_obstacle21 road_anomaly21; do \
 	  $(BIN)/pgn-eval $(DEMO_MODEL) --dataset $$track:$(DEMO)/synthroad --out $(DEMO)/eval \
-	    --checkpoint $(DEMO_CKPT) --mc-dropout 8 --ensemble $(DEMO_MEMBERS) || exit 1; \
+	    --checkpoint $(DEMO_CKPT) --mc-dropout 8 --ensemble $(DEMO_MEMBERS) --variant int8=$(DEMO_INT8) || exit 1; \
 	done
 	@echo "Overlays: $(DEMO)/overlays   Reports: $(DEMO)/eval"
 

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="MC dropout samples per inference call (default 4)")
     parser.add_argument("--ensemble", nargs="+", default=[], metavar="CKPT",
                         help="deep-ensemble baseline: the member checkpoints")
+    parser.add_argument("--variant", action="append", default=[], metavar="TAG=MODEL",
+                        help="another file of the same model (e.g. int8=model.int8.pgn.onnx): its PGN maps become "
+                             "rows '<map> [TAG]' of the same tables (repeatable)")
     parser.add_argument("--tta", nargs="?", const="", metavar="SCALES[,flip]",
                         help="test-time augmentation of the grafted model: mean over scales and "
                         "horizontal flip (given alone: 0.5,1,2,flip, the paper's published inference)")
@@ -69,7 +72,7 @@ def _command(args: argparse.Namespace, argv: Sequence[str]) -> int:
         smiyc_out=args.smiyc_out, binning=args.binning, folds=args.folds, seed=args.seed,
         force=args.force, backend=args.backend,
         threads=args.threads, progress=show_progress(args),
-        command=shlex.join(["pgn-eval", *argv]), paper_maps=args.paper_maps,
+        command=shlex.join(["pgn-eval", *argv]), paper_maps=args.paper_maps, variants=args.variant,
     )
     report = evaluate(config)
     if args.json:

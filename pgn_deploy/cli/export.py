@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pgn_deploy.cli.common import EXIT_FAILED, emit, make_parser, run_cli
 from pgn_deploy.contract import FORMS, INPUT_FORMATS, LABELS, LAYERS, RESOLUTIONS, UPSAMPLES, WEIGHTS, make_spec
 from pgn_deploy.engines.precision import ALL_PRECISIONS
+from pgn_deploy.engines.quantize import KEEP_FLOAT_MODES
 from pgn_deploy.export.api import DEFAULT_EXPORTER
 from pgn_deploy.export.onnx_export import EXPORTERS
 from pgn_deploy.runtime.stats import THRESHOLD_RULE
@@ -63,8 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "(int8/fp8: Q/DQ quantization, needs --calib). CKPT may also be a grafted "
                              ".pgn.onnx file: it is then converted as it is")
     parser.add_argument("--calib-max", type=int, metavar="N", help="int8/fp8: quantize with at most N --calib images")
-    parser.add_argument("--calib-method", choices=("entropy", "max"), default="entropy",
-                        help="activation range calibration (default entropy)")
+    parser.add_argument("--calib-method", choices=("max", "entropy"), default="max",
+                        help="int8/fp8: activation range calibration (default max: entropy clips the activation "
+                             "tails, where out-of-distribution pixels lie)")
+    parser.add_argument("--int8-keep-float", choices=KEEP_FLOAT_MODES, default="measured",
+                        help="int8/fp8: what of the network stays float32 besides the PGN subgraph: 'measured' "
+                             "(default) the smallest set of nodes, found by measuring on the --calib images, that "
+                             "keeps the PGN maps within 1%% median relative error; 'classifier' the classifier "
+                             "conv; 'none' nothing")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
     parser.add_argument("--weights", choices=WEIGHTS, default="trained",
                         help="gradient w.r.t. the checkpoint's trained classifier weights (an exporter's fold of a "
@@ -125,6 +132,7 @@ def _export(args: argparse.Namespace) -> int:
         calib=args.calib,
         calib_max=args.calib_max,
         calib_method=args.calib_method,
+        int8_keep_float=args.int8_keep_float,
         force=args.force,
         normalize=args.normalize,
         input_format=args.input_format,

@@ -188,16 +188,18 @@ def convert_file(
     precision: str,
     calib: Sequence[str | os.PathLike[str]] | None = None,
     calib_max: int | None = None,
-    calib_method: str = "entropy",
+    calib_method: str = "max",
+    int8_keep_float: str = "measured",
     force: bool = False,
 ) -> Path:
     """Any precision copy of the grafted fp32 model at ``model_path``: fp16/bf16 through
     :func:`convert_precision`, int8/fp8 through
-    :func:`pgn_deploy.engines.quantize.quantize_precision` (needs ``calib`` images). Returns ``out``."""
+    :func:`pgn_deploy.engines.quantize.quantize_precision` (needs ``calib`` images; ``int8_keep_float``
+    says what stays float32 besides the PGN subgraph). Returns ``out``."""
     check_calibration_use(precision, calib)
     if precision in QUANT_PRECISIONS:
         from pgn_deploy.engines.quantize import quantize_precision
 
         return quantize_precision(model_path, out, list(calib or []), precision, calib_max, calib_method,
-                                  force=force)
+                                  int8_keep_float, force=force)
     return convert_precision(model_path, out, precision, force=force)

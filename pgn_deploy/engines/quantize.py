@@ -12,14 +12,17 @@ by measurement on the demo model (``benchmarks/int8_fidelity.py``, results in
 ``benchmarks/results/int8_fidelity.md``):
 
 * the **PGN subgraph** (:func:`pgn_deploy.engines.subgraph.pgn_node_names`): excluded by exact
-  node name. Quantized with the rest (a naive full quantization), the maps lose up to 12 % in
+  node name. Quantized with the rest (a naive full quantization), the maps lose up to 16 % in
   median relative error;
-* the **tensors PGN reads**: ModelOpt puts a Q/DQ pair on the feature tensor ``psi`` for the
-  quantized classifier conv, and every consumer of ``psi``, the PGN norms included, then reads
-  the int8-rounded copy. :func:`reconnect_pgn_inputs` points the PGN nodes back at the float32
-  tensor, so the norms see the network's own ``psi``;
-* the **classifier conv** (optional, ``keep_head``): kept float32, the logits (softmax, the PGN
-  class factor, ``pred``) come from float32 weights on the float32 ``psi``;
+* the **tensors PGN reads**: ModelOpt puts a Q/DQ pair on a tensor once for all its consumers
+  (the features ``psi`` for the classifier conv); the PGN nodes are pointed back at the float32
+  tensor (:func:`pgn_deploy.engines.quant_sensitivity.dequantize_nodes`);
+* what ``keep_float_mode`` says (:data:`KEEP_FLOAT_MODES`). The default, ``measured``, keeps
+  float32 the smallest set of network nodes, found by measuring on calibration frames, that
+  keeps the PGN maps within ``tolerance`` (:mod:`pgn_deploy.engines.quant_sensitivity`): the
+  one-hot maps' relative error is about the logits' absolute error, and on the demo model
+  excluding the PGN subgraph and the classifier alone left 7 %. ``classifier`` keeps only the
+  classifier conv(s) float32 (the earlier default), ``none`` nothing;
 * **weights that cannot be quantized**: a Conv/MatMul/Gemm weight with a non-finite value or an
   output channel of all zeros (a per-channel scale of 0, which TensorRT rejects) keeps its node
   float32 (:func:`unquantizable_nodes`).
@@ -27,10 +30,13 @@ by measurement on the demo model (``benchmarks/int8_fidelity.py``, results in
 Calibration images are read and preprocessed exactly as the runtime does
 (:func:`pgn_deploy.engines.feeds.image_batches`) and must share one size. The metadata's
 ``precision`` becomes ``int8``/``fp8`` and its ``quantization`` entry records the method, the
-images (count and a sha256 over their bytes, in order), what was excluded and the tool version.
+images (count and a sha256 over their bytes, in order), what was kept float32 and why, and the tool
+version.
 
-FP8 goes through the same path (``quantize_mode="fp8"``); ONNX Runtime's CPU provider cannot run
-FP8 Q/DQ, so an FP8 model was never executed here (calibration itself runs in float32).
+FP8 goes through the same path (``quantize_mode="fp8"``). ONNX Runtime's CPU provider emulates
+FP8 Q/DQ correctly only with graph optimizations at ``ORT_ENABLE_BASIC`` or below: its extended
+CPU fusions turn the FP8 model's logits into nonsense (measured: 25 % pred agreement, against
+99.9 % at ``BASIC``). The ``measured`` rule's sessions therefore run at ``BASIC``.
 """
 from __future__ import annotations
 
@@ -60,10 +66,25 @@ from pgn_deploy.contract import (
     write_metadata,
 )
 from pgn_deploy.engines.precision import QUANT_PRECISIONS, name_all_nodes, quiet_modelopt
+from pgn_deploy.engines.quant_sensitivity import (
+    QDQ_OPS,
+    MapError,
+    choose_float_nodes,
+    dequantize_nodes,
+    remove_unused_qdq,
+)
 from pgn_deploy.engines.subgraph import pgn_node_names, split_nodes
 
-CALIBRATION_METHODS = ("entropy", "max")
-QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+CALIBRATION_METHODS = ("max", "entropy")
+"""Activation range calibration; ``max`` (the default) does not clip the tails, where out-of-distribution
+pixels lie (on deeplabv3_mobilenet_v3_large, entropy calibration moved an OoD FPR95 by 2.0 points, max none by more
+than 0.3; ``benchmarks/results/int8_fidelity.md``)."""
+KEEP_FLOAT_MODES = ("measured", "classifier", "none")
+"""What of the network, besides the PGN subgraph, stays float32 (see :func:`quantize_model`)."""
+DEFAULT_TOLERANCE = 0.01
+"""``measured``: the PGN maps' median relative error allowed on the calibration frames (half the 2 % target)."""
+SENSITIVITY_FRAMES = 4
+"""``measured``: calibration frames the sensitivity is measured on."""
 WEIGHT_OPS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
 """Op type -> index of its weight input (the constant ModelOpt quantizes per channel)."""
 
@@ -151,42 +172,6 @@ def unquantizable_nodes(model: Any, nodes: Sequence[Any]) -> dict[str, str]:
     return found
 
 
-def reconnect_pgn_inputs(model: Any, pgn_nodes: set[str]) -> int:
-    """Point every input of a PGN-subgraph node that reads a Q -> DQ copy of a float tensor back
-    at that float tensor (in place). Returns how many inputs were reconnected.
-
-    ModelOpt quantizes a tensor once for all its consumers; the PGN nodes must read the
-    network's float32 values (the features ``psi``, the logits), not their int8 rounding.
-    """
-    made_by = {out: node for node in model.graph.node for out in node.output}
-    changed = 0
-    for node in model.graph.node:
-        if node.name not in pgn_nodes:
-            continue
-        for i, name in enumerate(node.input):
-            dq = made_by.get(name)
-            if dq is None or dq.op_type != "DequantizeLinear":
-                continue
-            q = made_by.get(dq.input[0])
-            if q is None or q.op_type != "QuantizeLinear":
-                continue
-            node.input[i] = q.input[0]
-            changed += 1
-    return changed
-
-
-def _remove_unused_qdq(model: Any) -> None:
-    """Drop Q/DQ nodes whose outputs nobody reads any more (after :func:`reconnect_pgn_inputs`)."""
-    graph = model.graph
-    while True:
-        read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
-        dead = [node for node in graph.node if node.op_type in QDQ_OPS and not any(o in read for o in node.output)]
-        if not dead:
-            return
-        for node in dead:
-            graph.node.remove(node)
-
-
 def qdq_in_pgn(model: Any, meta: Any) -> list[str]:
     """Names of the Q/DQ nodes inside the PGN subgraph (empty for a correct quantized model)."""
     _, added = split_nodes(model, meta)
@@ -217,8 +202,9 @@ def quantize_graph(model: Any, precision: str, calibration: np.ndarray, input_na
         source, target = Path(tmp) / "model.onnx", Path(tmp) / "model.quant.onnx"
         onnx.save(named, str(source))
         try:
-            # ONNX Runtime's calibrator print()s its progress: keep stdout clean for --json
-            with quiet_modelopt(), contextlib.redirect_stdout(io.StringIO()):
+            # ONNX Runtime's calibrator print()s its progress and ModelOpt draws tqdm bars on stderr:
+            # keep stdout clean for --json and stderr for errors (exceptions still propagate)
+            with quiet_modelopt(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 quantization.quantize(
                     str(source),
                     quantize_mode=precision,
@@ -240,23 +226,36 @@ def quantize_graph(model: Any, precision: str, calibration: np.ndarray, input_na
     return result
 
 
-def quantize_model(model: Any, calibration: CalibrationSet, precision: str = "int8", method: str = "entropy",
-                   keep_head: bool = True, pgn_reads_float: bool = True, quantize_pgn: bool = False,
-                   keep_float: Sequence[str] = ()) -> Any:
+def check_keep_float(mode: str) -> str:
+    """``mode`` if it is one of :data:`KEEP_FLOAT_MODES`, else a BadInputError."""
+    if mode not in KEEP_FLOAT_MODES:
+        raise BadInputError(f"unknown --int8-keep-float {mode!r}; choose from {', '.join(KEEP_FLOAT_MODES)}")
+    return mode
+
+
+def quantize_model(model: Any, calibration: CalibrationSet, precision: str = "int8", method: str = "max",
+                   keep_float_mode: str = "measured", tolerance: float = DEFAULT_TOLERANCE,
+                   sensitivity_frames: int = SENSITIVITY_FRAMES, pgn_reads_float: bool = True,
+                   quantize_pgn: bool = False, keep_float: Sequence[str] = ()) -> Any:
     """A copy of the grafted fp32 ``model`` whose network runs in ``precision`` (Q/DQ).
 
-    Excluded from quantization (float32): the PGN subgraph, the classifier conv(s) when
-    ``keep_head``, and nodes whose weight cannot be quantized (:func:`unquantizable_nodes`).
-    With ``pgn_reads_float`` the PGN nodes read the network's float32 tensors
-    (:func:`reconnect_pgn_inputs`). ``quantize_pgn=True`` quantizes everything, the PGN subgraph
+    Always float32: the PGN subgraph (unless ``quantize_pgn``) and nodes whose weight cannot be
+    quantized (:func:`unquantizable_nodes`). ``keep_float_mode`` (:data:`KEEP_FLOAT_MODES`) says
+    what else of the network stays float32: ``measured`` (default) the smallest set of nodes that
+    keeps the PGN maps' median relative error within ``tolerance`` on the first
+    ``sensitivity_frames`` calibration frames (:func:`choose_float_nodes`); ``classifier`` the
+    classifier conv(s); ``none`` nothing. ``keep_float``: regular expressions of further network
+    node names to keep float32. With ``pgn_reads_float`` the PGN nodes read the network's float32
+    tensors, not their Q/DQ copies. ``quantize_pgn=True`` quantizes everything, the PGN subgraph
     included (the naive baseline the benchmark compares against; its metadata says so).
-    ``keep_float``: regular expressions of further network node names to keep float32.
-    The metadata gets ``precision`` and ``quantization``.
+    The metadata gets ``precision`` and ``quantization`` (what was kept float32, and for
+    ``measured`` the errors it measured).
     """
     import onnx
 
     check_quant_precision(precision)
     check_calibration_method(method)
+    check_keep_float(keep_float_mode)
     meta = read_metadata(model)
     if meta.precision != "fp32":
         raise BadInputError(f"the model is already {meta.precision}; quantize the fp32 model")
@@ -267,27 +266,33 @@ def quantize_model(model: Any, calibration: CalibrationSet, precision: str = "in
     name_all_nodes(named)
     network, _ = split_nodes(named, meta)
     pgn = [] if quantize_pgn else pgn_node_names(named, meta)
-    head = list(meta.head.conv_nodes) if keep_head and not quantize_pgn else []
+    head = list(meta.head.conv_nodes) if keep_float_mode == "classifier" and not quantize_pgn else []
     kept = unquantizable_nodes(named, network)
     patterns = [re.compile(pattern) for pattern in keep_float]
     chosen = [node.name for node in network if any(p.search(node.name) for p in patterns)]
     excluded = [*pgn, *head, *kept, *chosen]
     quantized = quantize_graph(named, precision, calibration.data, meta.input.name, method, excluded)
-    reconnected = reconnect_pgn_inputs(quantized, set(pgn)) if pgn_reads_float and not quantize_pgn else 0
-    _remove_unused_qdq(quantized)
-    if not any(node.op_type in QDQ_OPS for node in quantized.graph.node):
-        raise UnsupportedModelError(
-            f"ModelOpt quantized no node of the network to {precision} (nothing it supports is left after the "
-            "exclusions); the fp32 model is the right file")
+    reconnected = dequantize_nodes(quantized, set(pgn)) if pgn_reads_float and not quantize_pgn else 0
+    remove_unused_qdq(quantized)
+    _require_qdq(quantized, precision, "nothing it supports is left after the exclusions")
+    measured = None
+    if keep_float_mode == "measured" and not quantize_pgn:
+        error = MapError(named, meta.input.name, calibration.data[:sensitivity_frames], meta.pgn_outputs)
+        measured = choose_float_nodes(quantized, error, set(pgn), tolerance)
+        dequantize_nodes(quantized, set(measured.float_nodes))
+        _require_qdq(quantized, precision, f"quantizing any node moves the PGN maps by more than {tolerance:.1%} "
+                                           "median relative error; --int8-keep-float classifier keeps less")
     meta.precision = precision
     meta.quantization = {
         "precision": precision,
         "calibration_method": method,
         "calibration": calibration.to_json(),
+        "keep_float_mode": "naive" if quantize_pgn else keep_float_mode,
         "excluded": {
             "pgn_subgraph": not quantize_pgn,
             "pgn_nodes": len(pgn),
             "classifier": head,
+            "measured": [] if measured is None else measured.float_nodes,
             "unquantizable": kept,
             "kept_float": chosen,
         },
@@ -296,6 +301,8 @@ def quantize_model(model: Any, calibration: CalibrationSet, precision: str = "in
         "qdq_nodes": sum(node.op_type in QDQ_OPS for node in quantized.graph.node),
         "tool": f"nvidia-modelopt {_modelopt_version()}",
     }
+    if measured is not None:
+        meta.quantization["measurement"] = measured.to_json()
     write_metadata(quantized, meta)
     if not quantize_pgn:
         inside = qdq_in_pgn(quantized, meta)
@@ -305,14 +312,21 @@ def quantize_model(model: Any, calibration: CalibrationSet, precision: str = "in
     return quantized
 
 
+def _require_qdq(model: Any, precision: str, reason: str) -> None:
+    """An UnsupportedModelError saying ``reason`` when ``model`` has no Q/DQ node left."""
+    if not any(node.op_type in QDQ_OPS for node in model.graph.node):
+        raise UnsupportedModelError(
+            f"no node of the network is left in {precision} ({reason}); the fp32 model is the right file")
+
+
 def quantize_precision(
     model_path: str | os.PathLike[str],
     out: str | os.PathLike[str],
     calib: Sequence[str | os.PathLike[str]],
     precision: str = "int8",
     calib_max: int | None = None,
-    calib_method: str = "entropy",
-    keep_head: bool = True,
+    calib_method: str = "max",
+    keep_float_mode: str = "measured",
     force: bool = False,
 ) -> Path:
     """Write an INT8/FP8 copy of the grafted fp32 model at ``model_path`` to ``out``.
@@ -323,7 +337,8 @@ def quantize_precision(
     """
     check_quant_precision(precision)
     check_calibration_method(calib_method)
+    check_keep_float(keep_float_mode)
     out = check_output_path(out, force)
     model = load_onnx(model_path)
     calibration = read_calibration(read_metadata(model), calib, calib_max)
-    return save_onnx(quantize_model(model, calibration, precision, calib_method, keep_head), out, force=force)
+    return save_onnx(quantize_model(model, calibration, precision, calib_method, keep_float_mode), out, force=force)

@@ -117,7 +117,8 @@ def export_model(
     precision: str = "fp32",
     calib: Sequence[Any] | None = None,
     calib_max: int | None = None,
-    calib_method: str = "entropy",
+    calib_method: str = "max",
+    int8_keep_float: str = "measured",
     force: bool = False,
     normalize: bool = False,
     input_format: str = "float-nchw",
@@ -143,7 +144,8 @@ def export_model(
     ``precision``: ``fp32``, or ``fp16``/``bf16`` for a network in half precision with the PGN
     subgraph and the outputs kept float32 (:func:`pgn_deploy.engines.precision.convert_model`),
     or ``int8``/``fp8`` for a Q/DQ network calibrated on the ``calib`` images (at most
-    ``calib_max``, ``calib_method`` ``entropy`` or ``max``;
+    ``calib_max``, ``calib_method`` ``max`` or ``entropy``, ``int8_keep_float`` what stays
+    float32 besides the PGN subgraph: ``measured``, ``classifier`` or ``none``;
     :func:`pgn_deploy.engines.quantize.quantize_model`). A ``checkpoint`` that is already a
     grafted ``.pgn.onnx`` is converted to ``precision`` as it is (the PGN arguments are not used).
     ``calib`` also serves as the in-distribution images (arrays or paths, see
@@ -159,6 +161,10 @@ def export_model(
     from pgn_deploy.graft.preprocess import check_input_format
 
     check_calibration_use(precision, calib)
+    if precision in QUANT_PRECISIONS:
+        from pgn_deploy.engines.quantize import check_keep_float
+
+        check_keep_float(int8_keep_float)
     check_weights(weights)
     check_input_format(input_format)
     if normalize and not calib:
@@ -176,7 +182,8 @@ def export_model(
         stem = source.name.removesuffix(".onnx").removesuffix(".pgn")
         output = Path(output) if output is not None else source.with_name(f"{stem}.{precision}.pgn.onnx")
         check_not_input(output, source)
-        path = convert_file(checkpoint, output, precision, calib, calib_max, calib_method, force=force)
+        path = convert_file(checkpoint, output, precision, calib, calib_max, calib_method, int8_keep_float,
+                            force=force)
         return ExportResult(path=path, metadata=read_metadata(path))
     spec = spec if spec is not None else PGNSpec()
     shape = None if input_shape is None else parse_shape(input_shape, 4, "input shape")
@@ -214,7 +221,7 @@ def export_model(
         from pgn_deploy.engines.quantize import quantize_model, read_calibration
 
         calibration = read_calibration(read_metadata(grafted), list(calib or []), calib_max)
-        grafted = quantize_model(grafted, calibration, precision, calib_method)
+        grafted = quantize_model(grafted, calibration, precision, calib_method, int8_keep_float)
     elif precision != "fp32":
         from pgn_deploy.engines.precision import convert_model
 

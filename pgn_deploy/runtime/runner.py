@@ -45,7 +45,8 @@ class Runtime:
         self.metadata = load_model_metadata(self.model_path)
         if not self.metadata.score_outputs:
             raise MissingMetadataError(f"{self.model_path}: the metadata lists no score maps; re-run pgn-export")
-        options = BackendOptions(intra_op_threads, inter_op_threads, device_id, io_binding)
+        options = BackendOptions(intra_op_threads, inter_op_threads, device_id, io_binding,
+                                 basic_optimization=self.metadata.precision == "fp8")
         self._backend, self.backend_notes = open_backend(self.model_path, backend, options)
         self.max_batch = max_batch
         self._closed = False

@@ -39,7 +39,7 @@ def calib_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_int8(calib_dir):
     model = onnx.load(grafted("tiny"))
-    return quantize_model(model, read_calibration(read_metadata(model), [calib_dir]))
+    return quantize_model(model, read_calibration(read_metadata(model), [calib_dir]), keep_float_mode="classifier")
 
 
 def _run(model: onnx.ModelProto, batch: np.ndarray, extra: list[str] = ()) -> dict[str, np.ndarray]:
@@ -91,7 +91,7 @@ def test_metadata_records_precision_calibration_and_exclusions(tiny_int8, calib_
     meta = read_metadata(tiny_int8)
     record = meta.quantization
     assert meta.precision == "int8" and record["precision"] == "int8"
-    assert record["calibration_method"] == "entropy"
+    assert record["calibration_method"] == "max"
     digest = hashlib.sha256()
     for path in sorted(calib_dir.iterdir()):
         content = path.read_bytes()
@@ -100,7 +100,7 @@ def test_metadata_records_precision_calibration_and_exclusions(tiny_int8, calib_
     assert record["calibration"] == {"images": 4, "sha256": digest.hexdigest()}
     assert record["excluded"]["pgn_subgraph"] is True
     assert record["excluded"]["pgn_nodes"] == len(split_nodes(onnx.load(grafted("tiny")), meta)[1])
-    assert record["excluded"]["classifier"] == meta.head.conv_nodes
+    assert record["keep_float_mode"] == "classifier" and record["excluded"]["classifier"] == meta.head.conv_nodes
     assert record["qdq_nodes"] == sum(node.op_type in QDQ_OPS for node in tiny_int8.graph.node)
     assert record["pgn_reads_float"] is True and record["reconnected_inputs"] == 0  # the classifier is float32
 
@@ -109,7 +109,7 @@ def test_pgn_inputs_are_reconnected_when_the_classifier_is_quantized(calib_dir):
     """With the classifier quantized, ModelOpt puts Q/DQ on psi; the PGN nodes are pointed back at float psi."""
     model = onnx.load(grafted("tiny"))
     meta = read_metadata(model)
-    quantized = quantize_model(model, read_calibration(meta, [calib_dir]), keep_head=False)
+    quantized = quantize_model(model, read_calibration(meta, [calib_dir]), keep_float_mode="none")
     record = read_metadata(quantized).quantization
     assert record["reconnected_inputs"] >= 1 and record["excluded"]["classifier"] == []
     made_by = {out: node for node in quantized.graph.node for out in node.output}
@@ -118,6 +118,43 @@ def test_pgn_inputs_are_reconnected_when_the_classifier_is_quantized(calib_dir):
                 if name in made_by and made_by[name].op_type == "DequantizeLinear"]
     head = next(n for n in quantized.graph.node if n.name == meta.head.conv_nodes[0])
     assert made_by[head.input[0]].op_type == "DequantizeLinear"  # the classifier itself reads int8 psi
+
+
+def _reads_qdq(model: onnx.ModelProto, node_name: str) -> bool:
+    made_by = {out: node for node in model.graph.node for out in node.output}
+    node = next(n for n in model.graph.node if n.name == node_name)
+    return any(name in made_by and made_by[name].op_type == "DequantizeLinear" for name in node.input)
+
+
+def _map_error(model: onnx.ModelProto, reference: dict[str, np.ndarray], batch: np.ndarray, maps: list[str]) -> float:
+    got = _run(model, batch)
+    return max(float(np.median(np.abs(got[m] - reference[m]) / np.abs(reference[m].astype(np.float64)))) for m in maps)
+
+
+def test_measured_default_keeps_the_chosen_nodes_float32_and_meets_its_tolerance(calib_dir):
+    """The default rule: the nodes it keeps float32 read no Q/DQ, the rest stays quantized, the
+    PGN maps' error recomputed here on the calibration frames is within the tolerance while the
+    rule 'none' (everything but PGN quantized) is not, and the metadata records the choice."""
+    model = onnx.load(grafted("tiny"))
+    meta = read_metadata(model)
+    calibration = read_calibration(meta, [calib_dir])
+    tolerance = 1e-3  # tiny's all-int8 error is ~3e-3 (at the default 1e-2 nothing needs to stay float32)
+    measured = quantize_model(model, calibration, tolerance=tolerance)
+    record = read_metadata(measured).quantization
+    kept = record["excluded"]["measured"]
+    assert record["keep_float_mode"] == "measured" and kept and record["excluded"]["classifier"] == []
+    assert record["measurement"]["kept_float"] == len(kept) and record["measurement"]["tolerance"] == tolerance
+    assert not any(_reads_qdq(measured, name) for name in kept)
+    assert qdq_in_pgn(measured, read_metadata(measured)) == []
+    network, _ = split_nodes(measured, meta)
+    assert any(_reads_qdq(measured, node.name) for node in network if node.op_type == "Conv")  # still int8
+    reference = _run(model, calibration.data)
+    error = _map_error(measured, reference, calibration.data, meta.pgn_outputs)
+    assert error <= tolerance and error == pytest.approx(record["measurement"]["error_chosen"], abs=1e-5)
+    everything = quantize_model(model, calibration, keep_float_mode="none")
+    assert _map_error(everything, reference, calibration.data, meta.pgn_outputs) > tolerance
+    default = quantize_model(model, calibration)
+    assert read_metadata(default).quantization["excluded"]["measured"] == []  # within 1 % all quantized
 
 
 def test_naive_quantization_puts_qdq_into_pgn(calib_dir):
@@ -174,10 +211,13 @@ def test_calib_flags_are_checked_before_any_work(tmp_path, calib_dir, capsys):
 def test_grafted_file_converts_through_pgn_export(tmp_path, calib_dir, capsys):
     out = tmp_path / "tiny.int8.pgn.onnx"
     assert export_main([str(grafted("tiny")), "--precision", "int8", "--calib", str(calib_dir),
-                        "--calib-max", "2", "--calib-method", "max", "-o", str(out)]) == 0
+                        "--calib-max", "2", "--calib-method", "entropy", "-o", str(out)]) == 0
     meta = read_metadata(out)
     assert meta.precision == "int8" and meta.quantization["calibration"]["images"] == 2
-    assert meta.quantization["calibration_method"] == "max"
+    assert meta.quantization["calibration_method"] == "entropy" and meta.quantization["keep_float_mode"] == "measured"
+    assert export_main([str(grafted("tiny")), "--precision", "int8", "--calib", str(calib_dir),
+                        "--int8-keep-float", "classifier", "-o", str(out), "--force"]) == 0
+    assert read_metadata(out).quantization["excluded"]["classifier"] == meta.head.conv_nodes
     assert export_main([str(grafted("tiny")), "--precision", "int8", "--calib", str(calib_dir), "-o", str(out)]) == 2
     assert "exists" in capsys.readouterr().err  # never overwritten without --force
 
@@ -199,7 +239,7 @@ def test_unquantizable_constant_keeps_its_node_float32(calib_dir):
     model, conv = _with_zero_channel()
     meta = read_metadata(model)
     assert unquantizable_nodes(model, split_nodes(model, meta)[0]) == {conv: "an all-zero output channel (scale 0)"}
-    quantized = quantize_model(model, read_calibration(meta, [calib_dir]), keep_head=False)
+    quantized = quantize_model(model, read_calibration(meta, [calib_dir]), keep_float_mode="none")
     made_by = {out: n for n in quantized.graph.node for out in n.output}
     head = next(n for n in quantized.graph.node if n.name == meta.head.conv_nodes[0])
     assert made_by[head.input[1]].op_type == "DequantizeLinear"  # the rest of the network is quantized
@@ -304,7 +344,7 @@ def test_fp8_of_a_model_with_nothing_fp8_can_take_refuses(calib_dir):
     from pgn_deploy.contract import UnsupportedModelError
 
     model = onnx.load(grafted("tiny"))
-    with pytest.raises(UnsupportedModelError, match="quantized no node"):
+    with pytest.raises(UnsupportedModelError, match="no node of the network is left in fp8"):
         quantize_model(model, read_calibration(read_metadata(model), [calib_dir]), "fp8")
 
 
@@ -332,3 +372,47 @@ def test_pgn_check_compares_int8_with_fp32_on_an_ood_dataset(tiny_int8, tmp_path
     code = check.main([int8, "--against", str(grafted("tiny")), "--dataset", f"road_anomaly21:{tmp_path / 'ood'}"])
     out = capsys.readouterr().out
     assert code == (0 if report.passed else 1) and "(reference)" in out and "AuPRC_change_points" in out
+
+
+def _qdq_chain(count: int) -> onnx.ModelProto:
+    """x -> Q/DQ -> n0 -> Q/DQ -> n1 ... (Relu nodes named n0..n{count-1}, each reading a Q -> DQ copy)."""
+    from onnx import helper
+
+    nodes, inits, name = [], [], "x"
+    for i in range(count):
+        inits += [numpy_helper.from_array(np.array(0.1, np.float32), f"s{i}"),
+                  numpy_helper.from_array(np.array(0, np.int8), f"z{i}")]
+        nodes += [helper.make_node("QuantizeLinear", [name, f"s{i}", f"z{i}"], [f"q{i}"], name=f"Q{i}"),
+                  helper.make_node("DequantizeLinear", [f"q{i}", f"s{i}", f"z{i}"], [f"dq{i}"], name=f"DQ{i}"),
+                  helper.make_node("Relu", [f"dq{i}"], [f"y{i}"], name=f"n{i}")]
+        name = f"y{i}"
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+
+
+def test_measured_rule_keeps_the_smallest_set_within_the_tolerance():
+    """With additive per-node errors the rule quantizes the least sensitive nodes while their sum
+    stays within the tolerance, keeps the rest float32, and strips exactly their Q/DQ."""
+    from pgn_deploy.engines.quant_sensitivity import choose_float_nodes, dequantize_nodes, quantized_units
+
+    cost = {"n0": 0.001, "n1": 0.004, "n2": 0.002, "n3": 0.01, "n4": 0.0005}
+
+    class AdditiveError:
+        frames = np.zeros((4, 1))
+
+        def __call__(self, model):
+            return sum(cost[name] for name in quantized_units(model, set()))
+
+    model = _qdq_chain(5)
+    choice = choose_float_nodes(model, AdditiveError(), set(), tolerance=0.004)
+    assert sorted(choice.float_nodes) == ["n1", "n3"]  # n4 + n0 + n2 = 0.0035 <= 0.004 < + n1
+    assert choice.error_chosen == pytest.approx(0.0035) and choice.error_all_quantized == pytest.approx(0.0175)
+    assert choice.units == 5 and choice.frames == 4
+    dequantize_nodes(model, set(choice.float_nodes))
+    assert quantized_units(model, set()) == ["n0", "n2", "n4"]
+    assert {n.name for n in model.graph.node if n.op_type in QDQ_OPS} == {"Q0", "DQ0", "Q2", "DQ2", "Q4", "DQ4"}
+    assert {i.name for i in model.graph.initializer} == {"s0", "z0", "s2", "z2", "s4", "z4"}  # unread ones dropped
+    onnx.checker.check_model(model)
+    everything = choose_float_nodes(_qdq_chain(5), AdditiveError(), set(), tolerance=0.1)
+    assert everything.float_nodes == [] and everything.error_chosen == pytest.approx(0.0175)

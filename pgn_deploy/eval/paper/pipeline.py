@@ -49,6 +49,7 @@ from pgn_deploy.eval.paper.inference import FINGERPRINTS, PRED, TTA, MapCache, S
 from pgn_deploy.eval.paper.ood_tables import OODSplit, ood_report
 from pgn_deploy.eval.paper.report import EvalReport, MethodInfo, ReportPaths, write_report
 from pgn_deploy.eval.paper.smiyc_export import SmiycWriter
+from pgn_deploy.eval.paper.variants import VariantScorer, parse_variant, variant_maps
 from pgn_deploy.runtime import Runtime
 
 
@@ -69,7 +70,9 @@ class EvalConfig:
     in the report; ``paper_maps``: evaluate the model re-grafted with the published code's
     twenty maps and the baselines (:mod:`~pgn_deploy.eval.paper.paper_maps`; with
     ``checkpoint``, the penultimate maps use its trained kernel), kept as
-    ``<out>/models/paper_maps.pgn.onnx``.
+    ``<out>/models/paper_maps.pgn.onnx``. ``variants``: ``TAG=MODEL`` texts, other files of the
+    same model (an INT8 copy) whose PGN maps are evaluated as rows ``<map>@TAG``
+    (:mod:`~pgn_deploy.eval.paper.variants`).
     """
 
     model: str | os.PathLike[str]
@@ -92,6 +95,7 @@ class EvalConfig:
     progress: bool = True
     command: str = ""
     paper_maps: bool = False
+    variants: Sequence[str] = ()
 
     def check(self) -> None:
         """Argument checks that need no file."""
@@ -109,6 +113,9 @@ class EvalConfig:
             raise BadInputError(f"--folds must be at least 2, got {self.folds}")
         if self.mc_rate is not None and not 0.0 <= self.mc_rate < 1.0:
             raise BadInputError(f"the MC dropout rate must be in [0, 1), got {self.mc_rate}")
+        tags = [parse_variant(text)[0] for text in self.variants]
+        if len(set(tags)) < len(tags):
+            raise BadInputError(f"--variant: a tag is given twice ({', '.join(tags)})")
         for path in [*([self.checkpoint] if self.checkpoint else []), *self.ensemble]:
             if not Path(path).is_file():
                 raise BadInputError(f"{path}: no such checkpoint file")
@@ -153,6 +160,8 @@ def baseline_fingerprints(config: EvalConfig) -> dict[str, dict[str, Any]]:
                                             "samples": config.mc_dropout, "rate": rate})
     if config.ensemble:
         prints |= dict.fromkeys(baselines.ENSEMBLE_MAPS, {"members": [file_sha256(path) for path in config.ensemble]})
+    for tag, path in map(parse_variant, config.variants):
+        prints |= dict.fromkeys(variant_maps(path, tag), {"variant": file_sha256(path)})
     return prints
 
 
@@ -171,6 +180,8 @@ def baseline_scorers(config: EvalConfig, info: InputInfo, folder: Path,
         paths = [_exported(folder, f"member_{d[:16]}.onnx", lambda p, c=c: baselines.export_member(c, p, info))
                  for c, d in zip(config.ensemble, digests, strict=True)]
         scorers.append(baselines.EnsembleScorer(paths, info))
+    for tag, path in map(parse_variant, config.variants):
+        scorers.append(VariantScorer(tag, path, config.backend, config.threads))
     return scorers
 
 
@@ -180,7 +191,10 @@ def method_infos(maps: Sequence[str], config: EvalConfig) -> dict[str, MethodInf
     per_pass = f" ({views} TTA views: {views} forward passes)" if views > 1 else ""
     infos = {}
     for name in maps:
-        if name.startswith("pgn_"):
+        if "@" in name:
+            tag = name.rsplit("@", 1)[1]
+            infos[name] = MethodInfo(name, f"variant {tag}", f"one forward pass of the {tag} file (another model)")
+        elif name.startswith("pgn_"):
             infos[name] = MethodInfo(name, "model", baselines.COSTS["pgn"] + per_pass)
         elif name in ("msp", "entropy"):
             infos[name] = MethodInfo(name, "model", baselines.COSTS[name] + per_pass)
@@ -188,6 +202,7 @@ def method_infos(maps: Sequence[str], config: EvalConfig) -> dict[str, MethodInf
             infos[name] = MethodInfo(name, "mc_dropout", baselines.cost("mc_dropout", config.mc_dropout))
         elif name in baselines.ENSEMBLE_MAPS:
             infos[name] = MethodInfo(name, "ensemble", baselines.cost("ensemble", len(config.ensemble)))
+
         else:
             infos[name] = MethodInfo(name, "model", "output of the one forward pass" + per_pass)
     return infos

@@ -49,6 +49,9 @@ def method_label(name: str) -> str:
              "pgn_penultimate": "PGN (penultimate layer)"}
     if name in fixed:
         return fixed[name]
+    if "@" in name:  # a map of another file of the model (pgn-eval --variant TAG=MODEL)
+        base, tag = name.rsplit("@", 1)
+        return f"{method_label(base)} [{tag}]"
     parsed = parse_map_name(name)
     if parsed is not None:
         label, p, layer = parsed

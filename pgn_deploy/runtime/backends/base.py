@@ -39,13 +39,17 @@ class BackendOptions:
 
     ``intra_op_threads`` / ``inter_op_threads``: CPU thread pools (0: the library's default);
     ``device_id``: the GPU to use; ``io_binding``: bind inputs and outputs explicitly
-    (``None``: on for GPU backends, off on the CPU where a plain run copies nothing).
+    (``None``: on for GPU backends, off on the CPU where a plain run copies nothing);
+    ``basic_optimization``: ONNX Runtime graph optimizations at ``ORT_ENABLE_BASIC`` only (its
+    extended CPU fusions mis-compute FP8 Q/DQ models; :class:`~pgn_deploy.runtime.runner.Runtime`
+    sets it for ``fp8`` models).
     """
 
     intra_op_threads: int = 0
     inter_op_threads: int = 0
     device_id: int = 0
     io_binding: bool | None = None
+    basic_optimization: bool = False
 
     def __post_init__(self) -> None:
         for field in ("intra_op_threads", "inter_op_threads", "device_id"):

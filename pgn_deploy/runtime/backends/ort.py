@@ -67,6 +67,8 @@ class OrtBackend(Backend):
         session_options.intra_op_num_threads = options.intra_op_threads
         session_options.inter_op_num_threads = options.inter_op_threads
         session_options.log_severity_level = 3  # errors only: fallbacks are reported by us
+        if options.basic_optimization:
+            session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         provider_options = [{"device_id": options.device_id} if p != CPU else {} for p in providers]
         try:
             self.session = ort.InferenceSession(

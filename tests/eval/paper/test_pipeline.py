@@ -141,6 +141,36 @@ def test_a_cache_of_another_model_is_refused_unless_forced(setup, capsys, tmp_pa
     assert report["timing"]["model"]["frames"] == FRAMES
 
 
+def test_a_variant_file_adds_rows_scored_on_the_same_pixels(setup, capsys, tmp_path):
+    """--variant TAG=MODEL: another file's PGN maps become rows '<map> [TAG]'; a byte copy of the
+    model gives exactly the model's own numbers, and a second other model different ones."""
+    import shutil
+
+    copy = tmp_path / "copy.pgn.onnx"
+    shutil.copy(setup["model"], copy)
+    _, other = grafted_model(tmp_path, seed=7)
+    out = tmp_path / "out"
+    code, report, err = run_eval(capsys, setup["model"], "--dataset", dataset_arg(setup, "road_anomaly21"),
+                                 "--out", out, "--variant", f"copy={copy}", "--variant", f"other={other}")
+    assert code == 0, err
+    rows = {row["map"]: row for row in report["tables"][0]["rows"]}
+    pgn = [m for m in GRAPH_MAPS if m.startswith("pgn_")]
+    assert list(rows) == [*GRAPH_MAPS, *(f"{m}@copy" for m in pgn), *(f"{m}@other" for m in pgn)]
+    for name in pgn:
+        assert report["details"]["maps"][f"{name}@copy"] == report["details"]["maps"][name]
+    assert any(rows[f"{m}@other"]["AuPRC"] != rows[m]["AuPRC"] for m in pgn)
+    assert report["timing"]["variant copy"]["frames"] == FRAMES
+    assert report["methods"]["pgn_oh_p0.5@copy"]["cost"].startswith("one forward pass of the copy file")
+    assert "| PGN_oh p=0.5 [copy] |" in (out / "road_anomaly21.report.md").read_text()
+    for text, message in ((f"copy {copy}", "expected TAG=MODEL"), ("int8=nowhere.onnx", "no such model file"),
+                          (f"a={copy}", "given twice")):
+        extra = ["--variant", text] + (["--variant", f"a={copy}"] if message == "given twice" else [])
+        code, _, err = run_eval(capsys, setup["model"], "--dataset", dataset_arg(setup, "road_anomaly21"),
+                                "--out", tmp_path / "bad", *extra)
+        assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "bad").exists()
+
+
 @pytest.mark.parametrize("case", ["missing_folder", "empty_folder", "unknown_kind", "unknown_map",
                                   "mc_without_checkpoint", "no_dropout_to_sample"])
 def test_bad_input_one_line_exit_2_nothing_written(setup, capsys, tmp_path, case):
