@@ -61,7 +61,8 @@ from pgn_deploy.contract import (
 from pgn_deploy.eval.checks import penultimate
 
 TOLERANCES = {"pruned": 0.0, "self": 1e-5, "reference-outputs": 1e-4, "reference": 1e-4, "autograd": 1e-5}
-PENULTIMATE_NOTE = "penultimate-layer map: compared on the graph's own tensors (the self check) only"
+PENULTIMATE_NOTE = ("penultimate-layer map: compared by the self and reference checks "
+                    "(autograd against the PyTorch model covers the last layer)")
 HALF_PRECISION_TOLERANCE = {"fp16": 1e-2, "bf16": 5e-2}
 TIE_FLOOR = 1e-6
 _MAP_CHECKS = ("self", "reference", "autograd")
@@ -203,16 +204,7 @@ def _check_sample(
     ]
     head = _HeadTensors.from_graph(run, meta)
     notes: dict[str, str] = {}
-
-    def expected() -> dict[str, np.ndarray]:
-        values = head.expected(meta, gt)
-        try:
-            values.update(penultimate.expected_maps(graph.model, meta, run, head.head_logits,
-                                                    tuple(head.logits.shape[-2:]), gt))
-        except penultimate.UncheckableError as why:
-            notes["penultimate"] = f"penultimate-layer map not compared: {why}"
-        return values
-
+    expected = _with_penultimate(head, graph.model, meta, gt, lambda: penultimate.graph_inputs(meta, run), notes)
     results += _compare_maps("self", meta, run, expected, _tie_mask(head, None), notes)
     if isinstance(torch_side, _OnnxReference):
         results += torch_side.check(meta, run, x)
@@ -276,6 +268,7 @@ class _HeadTensors:
     features: list[Any]
     head_logits: Any
     logits: Any
+    penultimate_inputs: Any = None
 
     @classmethod
     def from_graph(cls, run: Mapping[str, np.ndarray], meta: Metadata) -> _HeadTensors:
@@ -395,6 +388,28 @@ def _compare_maps(
         compare = _compare_ids if name == meta.pred else _compare
         results.append(compare(check, name, actual, values[name], _tolerance(check, name, meta), keep))
     return results
+
+
+def _with_penultimate(
+    head: _HeadTensors, model: Any, meta: Metadata, gt: np.ndarray | None, psi2_z: Callable[[], tuple[Any, Any]],
+    notes: dict[str, str],
+) -> Callable[[], dict[str, np.ndarray]]:
+    """``expected()`` for :func:`_compare_maps`: ``head``'s maps plus the penultimate maps from
+    ``psi2_z()`` (:mod:`~pgn_deploy.eval.checks.penultimate`); when those cannot be recomputed,
+    the reason goes to ``notes["penultimate"]``."""
+
+    def expected() -> dict[str, np.ndarray]:
+        values = head.expected(meta, gt)
+        if meta.penultimate:
+            try:
+                inputs, pre_activation = psi2_z()
+                values.update(penultimate.expected_maps(model, meta, inputs, pre_activation, head.head_logits,
+                                                        tuple(head.logits.shape[-2:]), gt))
+            except penultimate.UncheckableError as why:
+                notes["penultimate"] = f"penultimate-layer map not compared: {why}"
+        return values
+
+    return expected
 
 
 def _kept(
@@ -610,10 +625,13 @@ class _TorchReference:
     TorchScript module (it cannot be hooked), for layout ops after the logits (the model's
     output is not the logits tensor) or for head weights that are not constants."""
 
-    def __init__(self, module: Any, conv_names: list[str], unavailable: CheckResult | None = None) -> None:
+    def __init__(self, module: Any, conv_names: list[str], unavailable: CheckResult | None = None,
+                 onnx_model: Any = None, penultimate_conv: str | None = None) -> None:
         self.module = module
         self.conv_names = conv_names
         self.unavailable = unavailable
+        self.onnx_model = onnx_model
+        self.penultimate_conv = penultimate_conv  # the Conv2d whose input is psi2, when found
         self._module64: Any = None
 
     @classmethod
@@ -634,7 +652,8 @@ class _TorchReference:
                     "logits at the classifier's resolution, only the outputs are compared")
             return cls(module, [], CheckResult("reference", "*", "skip", note=note))
         try:
-            return cls(module, _matching_convs(module, onnx_model, meta))
+            return cls(module, _matching_convs(module, onnx_model, meta), None, onnx_model,
+                       _matching_penultimate_conv(module, onnx_model, meta))
         except _SkipCheck as skip:
             return cls(module, [], CheckResult("reference", "*", "skip", note=str(skip)))
         except _NoMatchingConv as mismatch:
@@ -653,11 +672,23 @@ class _TorchReference:
         ]
         if self.unavailable is not None:
             return [*results, self.unavailable]
-        head = _HeadTensors([f.double() for f in head.features], head.head_logits.double(), head.logits.double())
-        results += _compare_maps("reference", meta, run, lambda: head.expected(meta, gt), _tie_mask(head, graph_head))
+        inputs = None if head.penultimate_inputs is None else head.penultimate_inputs.double()
+        head = _HeadTensors([f.double() for f in head.features], head.head_logits.double(), head.logits.double(),
+                            inputs)
+        notes: dict[str, str] = {}
+        expected = _with_penultimate(head, self.onnx_model, meta, gt, lambda: self._psi2_z(head), notes)
+        results += _compare_maps("reference", meta, run, expected, _tie_mask(head, graph_head), notes)
         if meta.spec.form == "exact":
             results += self._autograd(meta, run, graph_head, x, gt, rng, pixels)
         return results
+
+    def _psi2_z(self, head: _HeadTensors) -> tuple[Any, Any]:
+        """psi2 (the penultimate Conv2d's input) and psi (standing in for z: the activation's
+        derivative reads the same on both) of the PyTorch forward pass."""
+        if head.penultimate_inputs is None:
+            raise penultimate.UncheckableError(
+                "no Conv2d of the reference, run once per forward pass, has the penultimate conv's weights")
+        return head.penultimate_inputs, head.features[0]
 
     def _forward(
         self, x: Any, meta: Metadata, module: Any = None, bias: Any = None
@@ -675,6 +706,10 @@ class _TorchReference:
         calls: dict[str, list[tuple[Any, Any]]] = {name: [] for name in self.conv_names}
         modules = dict(module.named_modules())
         handles = []
+        psi2: list[Any] = []
+        if self.penultimate_conv is not None and not grad:
+            handles.append(modules[self.penultimate_conv].register_forward_hook(
+                lambda _module, inputs, _output: psi2.append(inputs[0])))
         for index, name in enumerate(self.conv_names):
             def hook(_module: Any, inputs: Any, output: Any, name: str = name, first: bool = index == 0) -> Any:
                 if first and bias is not None:
@@ -702,7 +737,8 @@ class _TorchReference:
         head_logits = sum(_resize(b, unresized[0], mode) for b, mode in zip(branches, modes))
         if meta.head.resize == "none" and tuple(logits.shape) == tuple(head_logits.shape):
             head_logits = logits  # the logits the model returns: any constant or affine after the convs included
-        return outputs, _HeadTensors([c[0][0] for c in calls.values()], head_logits, logits)
+        return outputs, _HeadTensors([c[0][0] for c in calls.values()], head_logits, logits,
+                                     psi2[0] if len(psi2) == 1 else None)
 
     def _autograd(
         self, meta: Metadata, run: Mapping[str, np.ndarray], graph_head: _HeadTensors,
@@ -820,6 +856,25 @@ def _matching_convs(module: Any, onnx_model: Any, meta: Metadata) -> list[str]:
             match = [scaled]
         names.append(match[0])
     return names
+
+
+def _matching_penultimate_conv(module: Any, onnx_model: Any, meta: Metadata) -> str | None:
+    """The qualified name of the ``Conv2d`` whose weight is the graph's penultimate kernel,
+    exactly (BatchNorm kept) or up to a per-output-channel factor (folded); ``None`` without
+    penultimate maps or without such a conv."""
+    torch = require("torch", "pgn-check")
+    info = meta.penultimate or {}
+    node = next((n for n in onnx_model.graph.node if n.name == info.get("conv")), None)
+    if node is None:
+        return None
+    try:
+        weight = penultimate.initializer(onnx_model, node.input[1])
+    except penultimate.UncheckableError:
+        return None
+    convs = [(name, m) for name, m in module.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    exact = [name for name, m in convs if tuple(m.weight.shape) == weight.shape
+             and np.array_equal(m.weight.detach().numpy().astype(weight.dtype), weight)]
+    return exact[0] if exact else _scaled_match(convs, weight)
 
 
 def _scaled_match(convs: list[tuple[str, Any]], weight: np.ndarray, rtol: float = 1e-4) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import numpy_helper
 
 from pgn_deploy.contract import PGNSpec, read_metadata, write_metadata
@@ -62,3 +63,18 @@ def test_metadata_without_the_penultimate_tensors_skips_with_the_reason(tmp_path
     [row] = _penultimate_self(report)
     assert row.status == "skip" and "re-export" in row.note
     assert report.verdict == "pass"  # the last layer's map was compared
+
+
+@pytest.mark.parametrize("bn", ["kept", "folded"])
+def test_penultimate_maps_pass_the_reference_check_against_pytorch(tmp_path, bn):
+    """The reference check reads psi2 from the PyTorch model (the Conv2d whose weights are the
+    graph's penultimate kernel, up to the folded BatchNorm factor) and compares to 1e-4 / p."""
+    net = PenultimateNet(3, 2, True, "relu", seed=6)
+    checkpoint = tmp_path / "net.pt"
+    torch.save({"arch": "tests.support.penultimate_nets:PenultimateNet",
+                "arch_kwargs": {"kernel": 3, "dilation": 2, "bias": True, "activation": "relu", "seed": 6},
+                "state_dict": net.state_dict()}, checkpoint)
+    path, _ = _grafted(tmp_path, bn)
+    report = check_parity(path, checkpoint, input_shape="2x3x19x25", samples=1)
+    rows = [r for r in report.results if r.check == "reference" and r.output.endswith("_penultimate")]
+    assert len(rows) == 9 and all(r.status == "pass" and r.compared > 0 for r in rows), report.to_text()
