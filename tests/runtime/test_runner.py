@@ -332,3 +332,20 @@ def test_runtime_closes_its_backend(tmp_path):
     with pytest.raises(PGNError, match="closed"):
         runtime.run(image)
     runtime.close()  # idempotent
+
+
+def test_fp8_models_open_at_basic_optimization_others_at_the_default(models, tmp_path):
+    """ONNX Runtime's extended CPU fusions mis-compute FP8 Q/DQ graphs: a model whose metadata says
+    ``fp8`` gets ORT_ENABLE_BASIC, every other model the library's default (all)."""
+    model = C.load_onnx(models["dynamic"])
+    meta = C.read_metadata(model)
+    meta.precision = "fp8"
+    C.write_metadata(model, meta)
+    fp8 = tmp_path / "fp8.pgn.onnx"
+    C.save_onnx(model, fp8)
+    levels = {}
+    for name, path in (("fp8", fp8), ("fp32", models["dynamic"])):
+        with Runtime(path, "ort-cpu") as rt:
+            levels[name] = rt._backend.session.get_session_options().graph_optimization_level
+    assert levels == {"fp8": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                      "fp32": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
